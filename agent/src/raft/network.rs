@@ -1,0 +1,208 @@
+//! Client side of the Raft transport: openraft's network traits over tonic.
+//!
+//! Owns one cached channel per peer address (reconnecting on its own), per-call deadlines from
+//! openraft's `RPCOption`, and the mapping of transport failures to openraft's error kinds
+//! (refused connection: Unreachable, so openraft backs off; deadline: Timeout; other: Network).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::{OptionalSend, RPCTypes};
+use pgquorum_core::state::MemberNode;
+use pgquorum_proto::raft::RaftRequest;
+use pgquorum_proto::raft::raft_service_client::RaftServiceClient;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::transport::{Channel, Endpoint};
+
+use super::identity::Identity;
+use super::types::{Snapshot, TypeConfig, Vote};
+
+/// Cached gRPC channels, one per peer address. Channels connect lazily and reconnect by
+/// themselves; a call on a dead peer fails fast with `Unavailable`.
+#[derive(Clone, Default)]
+pub struct Channels {
+    inner: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Channels {
+    /// The channel for `addr` (host:port), created on first use.
+    pub fn get(&self, addr: &str) -> Result<Channel, String> {
+        let mut map = self.inner.lock().expect("channel cache lock is never poisoned");
+        if let Some(c) = map.get(addr) {
+            return Ok(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("invalid peer address {addr:?}: {e}"))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5));
+        let ch = endpoint.connect_lazy();
+        map.insert(addr.to_string(), ch.clone());
+        Ok(ch)
+    }
+}
+
+/// Creates openraft's per-peer clients.
+#[derive(Clone)]
+pub struct NetworkFactory {
+    pub(crate) ident: Identity,
+    pub(crate) channels: Channels,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerRaft;
+
+    async fn new_client(&mut self, target: u64, node: &MemberNode) -> PeerRaft {
+        PeerRaft { channel: self.channels.get(&node.grpc), target, ident: self.ident.clone() }
+    }
+}
+
+/// Raft RPCs to one peer.
+pub struct PeerRaft {
+    channel: Result<Channel, String>,
+    target: u64,
+    ident: Identity,
+}
+
+#[derive(Serialize, serde::Deserialize)]
+pub(crate) struct SnapshotEnvelope {
+    pub vote: Vote,
+    pub meta: super::types::SnapshotMeta,
+    pub data: Vec<u8>,
+}
+
+type CallFuture = std::pin::Pin<
+    Box<dyn Future<Output = Result<tonic::Response<pgquorum_proto::raft::RaftReply>, tonic::Status>> + Send>,
+>;
+
+impl PeerRaft {
+    async fn call<Req, Resp>(
+        &mut self,
+        action: RPCTypes,
+        req: &Req,
+        ttl: Duration,
+        send: impl FnOnce(RaftServiceClient<Channel>, tonic::Request<RaftRequest>) -> CallFuture,
+    ) -> Result<Resp, RPCError<TypeConfig>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
+        let channel =
+            self.channel.clone().map_err(|e| RPCError::Unreachable(Unreachable::new(&io_err(e))))?;
+        let payload = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let body = RaftRequest {
+            cluster_name: self.ident.cluster_name.to_string(),
+            from_node: self.ident.node_id,
+            payload,
+            cluster_id: self.ident.cluster_id(),
+        };
+        let mut request = tonic::Request::new(body);
+        request.set_timeout(ttl);
+        let client = RaftServiceClient::new(channel);
+        let reply = match tokio::time::timeout(ttl, send(client, request)).await {
+            Err(_) => {
+                let t = Timeout { action, id: self.ident.node_id, target: self.target, timeout: ttl };
+                return Err(RPCError::Timeout(t));
+            }
+            Ok(Err(status)) => return Err(map_status(status)),
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        let result: Result<Resp, String> =
+            serde_json::from_slice(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|remote| RPCError::Network(NetworkError::new(&io_err(remote))))
+    }
+}
+
+fn io_err(msg: String) -> std::io::Error {
+    std::io::Error::other(msg)
+}
+
+fn map_status(status: tonic::Status) -> RPCError<TypeConfig> {
+    let err = io_err(format!("{}: {}", status.code(), status.message()));
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::FailedPrecondition => {
+            RPCError::Unreachable(Unreachable::new(&err))
+        }
+        _ => RPCError::Network(NetworkError::new(&err)),
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerRaft {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(RPCTypes::AppendEntries, &rpc, option.hard_ttl(), |mut c, r| {
+            Box::pin(async move { c.append_entries(r).await })
+        })
+        .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(RPCTypes::Vote, &rpc, option.hard_ttl(), |mut c, r| {
+            Box::pin(async move { c.vote(r).await })
+        })
+        .await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(RPCTypes::Vote, &rpc, option.hard_ttl(), |mut c, r| {
+            Box::pin(async move { c.pre_vote(r).await })
+        })
+        .await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let env = SnapshotEnvelope { vote, meta: snapshot.meta, data: snapshot.snapshot };
+        let call = self.call(RPCTypes::InstallSnapshot, &env, option.hard_ttl(), |mut c, r| {
+            Box::pin(async move { c.install_snapshot(r).await })
+        });
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            res = call => res.map_err(|e| match e {
+                RPCError::Timeout(t) => StreamingError::Timeout(t),
+                RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                RPCError::Network(n) => StreamingError::Network(n),
+                RPCError::RemoteError(r) => StreamingError::Network(NetworkError::new(&io_err(r.to_string()))),
+            }),
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(RPCTypes::TransferLeader, &req, option.hard_ttl(), |mut c, r| {
+            Box::pin(async move { c.transfer_leader(r).await })
+        })
+        .await
+    }
+}

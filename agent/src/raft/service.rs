@@ -1,0 +1,70 @@
+//! Server side of the Raft transport: hands peers' Raft RPCs to openraft.
+//!
+//! Owns decoding, the cluster check (traffic from another cluster is refused with a message that
+//! says so) and encoding openraft's answers. Must not make decisions of its own.
+
+use openraft::Snapshot as OpenraftSnapshot;
+use pgquorum_proto::raft::raft_service_server::RaftService;
+use pgquorum_proto::raft::{RaftReply, RaftRequest};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::{Request, Response, Status};
+
+use super::identity::Identity;
+use super::network::SnapshotEnvelope;
+use super::types::Raft;
+
+/// The tonic service wrapping the local Raft node.
+pub struct RaftGrpc {
+    raft: Raft,
+    ident: Identity,
+}
+
+impl RaftGrpc {
+    /// Wraps `raft`.
+    pub fn new(raft: Raft, ident: Identity) -> RaftGrpc {
+        RaftGrpc { raft, ident }
+    }
+
+    fn decode<T: DeserializeOwned>(&self, req: Request<RaftRequest>) -> Result<T, Status> {
+        let body = req.into_inner();
+        self.ident.check_peer(&body.cluster_name, &body.cluster_id).map_err(Status::failed_precondition)?;
+        serde_json::from_slice(&body.payload)
+            .map_err(|e| Status::invalid_argument(format!("undecodable Raft message: {e}")))
+    }
+}
+
+fn reply<T: Serialize, E: std::fmt::Display>(res: Result<T, E>) -> Result<Response<RaftReply>, Status> {
+    let res = res.map_err(|e| e.to_string());
+    let payload = serde_json::to_vec(&res).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(RaftReply { payload }))
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftGrpc {
+    async fn append_entries(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let rpc = self.decode(req)?;
+        reply(self.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let rpc = self.decode(req)?;
+        reply(self.raft.vote(rpc).await)
+    }
+
+    async fn pre_vote(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let rpc = self.decode(req)?;
+        reply(self.raft.pre_vote(rpc).await)
+    }
+
+    async fn install_snapshot(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let env: SnapshotEnvelope = self.decode(req)?;
+        let snapshot = OpenraftSnapshot { meta: env.meta, snapshot: env.data };
+        reply(self.raft.install_full_snapshot(env.vote, snapshot).await)
+    }
+
+    async fn transfer_leader(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let rpc = self.decode(req)?;
+        reply(self.raft.handle_transfer_leader(rpc).await)
+    }
+}
