@@ -1,7 +1,11 @@
 //! pgquorum-agent: the daemon that runs beside each Postgres instance.
 //!
 //! The library holds every module so tests can start an agent in-process; `main.rs` only parses
-//! the command line and calls `run`.
+//! the command line and calls `daemon::run`.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod cluster;
+pub mod config;
+pub mod daemon;
 pub mod raft;

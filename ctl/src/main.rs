@@ -1,1 +1,93 @@
-fn main() {}
+//! `pgquorumctl`: the operator's tool. One subcommand per file in `cmd/`.
+//!
+//! Exit codes scripts can rely on: 0 success, 1 the cluster refused or the operation failed,
+//! 2 bad usage, 3 no agent could be reached at the endpoint.
+#![forbid(unsafe_code)]
+
+mod client;
+mod cmd;
+mod table;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// How to print results.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Tables for people.
+    Table,
+    /// A stable JSON document for scripts.
+    Json,
+}
+
+#[derive(Parser)]
+#[command(name = "pgquorumctl", version, about = "Operate a pgquorum PostgreSQL cluster")]
+struct Cli {
+    /// Any agent's gRPC endpoint, host:port; calls that need the leader are forwarded.
+    #[arg(short, long, env = "PGQUORUM_ENDPOINT", default_value = "127.0.0.1:7000", global = true)]
+    endpoint: String,
+    /// Output format.
+    #[arg(short, long, value_enum, env = "PGQUORUM_OUTPUT", default_value = "table", global = true)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the cluster: Raft leader and term, members and their roles.
+    Status(cmd::status::Args),
+    /// Show or change the cluster-wide dynamic configuration.
+    #[command(subcommand)]
+    Config(cmd::config::Args),
+    /// List or remove members.
+    #[command(subcommand)]
+    Member(cmd::member::Args),
+}
+
+/// An error with the exit code it should produce.
+#[derive(Debug)]
+pub struct Failure {
+    /// Exit code.
+    pub code: u8,
+    /// What to tell the operator.
+    pub message: String,
+}
+
+impl Failure {
+    /// The cluster refused or the operation failed (exit 1).
+    pub fn failed(message: impl Into<String>) -> Failure {
+        Failure { code: 1, message: message.into() }
+    }
+
+    /// Bad usage (exit 2).
+    pub fn usage(message: impl Into<String>) -> Failure {
+        Failure { code: 2, message: message.into() }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let res = runtime.block_on(async {
+        match cli.command {
+            Command::Status(a) => cmd::status::run(&cli.endpoint, cli.output, a).await,
+            Command::Config(a) => cmd::config::run(&cli.endpoint, cli.output, a).await,
+            Command::Member(a) => cmd::member::run(&cli.endpoint, cli.output, a).await,
+        }
+    });
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}

@@ -1,1 +1,16 @@
-//! placeholder
+//! Harness for end-to-end tests and benchmarks: real `pgquorum-agent` processes on loopback
+//! ports (or inside network namespaces when a test cuts the network), driven by the real
+//! `pgquorumctl`.
+//!
+//! Owns process lifetimes: everything a test starts is stopped by PID when the test's
+//! `Cluster` is dropped, and no directory is left behind. Must not reach into agent internals.
+
+pub mod agent;
+pub mod bins;
+pub mod cluster;
+pub mod lab;
+pub mod wait;
+
+pub use agent::Agent;
+pub use cluster::{Cluster, ClusterOptions};
+pub use wait::wait_for;

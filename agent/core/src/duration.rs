@@ -21,7 +21,7 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         _ => return Err(bad()),
     };
     let secs = value * scale;
-    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
         return Err(bad());
     }
     Ok(Duration::from_secs_f64(secs))
@@ -34,7 +34,7 @@ pub fn format(d: Duration) -> String {
         return "0s".into();
     }
     for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
-        if ms % size == 0 {
+        if ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
     }

@@ -105,6 +105,7 @@ impl PeerRaft {
             from_node: self.ident.node_id,
             payload,
             cluster_id: self.ident.cluster_id(),
+            to_node: self.target,
         };
         let mut request = tonic::Request::new(body);
         request.set_timeout(ttl);

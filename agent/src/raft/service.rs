@@ -29,6 +29,12 @@ impl RaftGrpc {
     fn decode<T: DeserializeOwned>(&self, req: Request<RaftRequest>) -> Result<T, Status> {
         let body = req.into_inner();
         self.ident.check_peer(&body.cluster_name, &body.cluster_id).map_err(Status::failed_precondition)?;
+        if body.to_node != self.ident.node_id {
+            return Err(Status::failed_precondition(format!(
+                "this is {} with node id {:016x}, not node {:016x}: that node's data was replaced",
+                self.ident.member, self.ident.node_id, body.to_node
+            )));
+        }
         serde_json::from_slice(&body.payload)
             .map_err(|e| Status::invalid_argument(format!("undecodable Raft message: {e}")))
     }

@@ -1,0 +1,39 @@
+//! The agent's gRPC endpoint: Raft transport, peer service and management API on one listener.
+//!
+//! Owns serving and request plumbing. Answers come from the cluster handle; this module must
+//! not decide anything about the cluster itself.
+
+mod management;
+mod peer;
+mod status;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use pgquorum_proto::management::management_server::ManagementServer;
+use pgquorum_proto::peer::peer_service_server::PeerServiceServer;
+use pgquorum_proto::raft::raft_service_server::RaftServiceServer;
+
+pub use management::ManagementApi;
+pub use peer::PeerApi;
+
+use crate::cluster::Cluster;
+use crate::raft::RaftGrpc;
+
+/// Serves all gRPC services on `listener` until `cancel`.
+pub async fn serve_grpc(
+    listener: TcpListener,
+    cluster: Cluster,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let raft = RaftGrpc::new(cluster.node.raft.clone(), cluster.node.ident.clone());
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(RaftServiceServer::new(raft).max_decoding_message_size(64 << 20))
+        .add_service(PeerServiceServer::new(PeerApi::new(cluster.clone())))
+        .add_service(ManagementServer::new(ManagementApi::new(cluster)))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), cancel.cancelled())
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! Forming a new Raft group, or joining an existing one.
+//!
+//! Rule: the cluster is initialised exactly once, by the initial member whose name sorts first,
+//! and only after every initial member has answered that it is not part of any cluster yet; it
+//! initialises with all of them as voters. An agent that finds an initialised cluster asks to
+//! join it. An agent whose data is already initialised does nothing here. Owns only this rule;
+//! the membership change itself is `members.rs`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use pgquorum_core::MemberName;
+use pgquorum_core::state::MemberNode;
+use pgquorum_proto::peer::{HelloReply, HelloRequest};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::Cluster;
+
+/// Runs until this agent belongs to an initialised Raft group (or `cancel`).
+pub async fn form_or_join(
+    cluster: Cluster,
+    initial: Vec<(MemberName, String)>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let me = cluster.me.clone();
+    let bootstrapper = initial.iter().map(|(n, _)| n).min().cloned();
+    let mut last_report = Instant::now() - Duration::from_secs(60);
+    loop {
+        if cluster.node.raft.is_initialized().await? {
+            if cluster.membership().nodes.contains_key(&cluster.node.ident.node_id)
+                || cluster.leader().is_some()
+            {
+                return Ok(());
+            }
+            // Initialised, but membership not known yet (first heartbeat pending): wait briefly.
+            if wait_or_cancelled(&cancel, Duration::from_millis(200)).await {
+                return Ok(());
+            }
+            continue;
+        }
+        let hellos = hello_all(&cluster, &initial).await;
+        if let Some((via, reply)) =
+            hellos.iter().find_map(|(n, r)| r.as_ref().ok().filter(|r| r.initialized).map(|r| (n, r)))
+        {
+            if !reply.cluster_id.is_empty() && cluster.node.ident.cluster_name.as_ref() != reply.cluster_name
+            {
+                anyhow::bail!(
+                    "peer {via} belongs to cluster {:?}, not {:?}",
+                    reply.cluster_name,
+                    cluster.node.ident.cluster_name
+                );
+            }
+            let addr = if reply.leader_address.is_empty() {
+                initial.iter().find(|(n, _)| n == via).map(|(_, a)| a.clone()).unwrap_or_default()
+            } else {
+                reply.leader_address.clone()
+            };
+            tracing::info!("cluster already initialised; asking {via} to let {} join", me.name);
+            match cluster.join_via(&addr, cluster.node.ident.node_id, &me).await {
+                Ok(()) => tracing::info!("{} was added to the cluster", me.name),
+                Err(e) if e.starts_with("refused:") => anyhow::bail!("joining the cluster {e}"),
+                Err(e) => tracing::warn!("joining the cluster failed, will retry: {e}"),
+            }
+        } else if bootstrapper.as_ref() == Some(&me.name) {
+            let missing: Vec<String> =
+                hellos.iter().filter(|(_, r)| r.is_err()).map(|(n, _)| n.to_string()).collect();
+            if missing.is_empty() {
+                let mut members = BTreeMap::new();
+                members.insert(cluster.node.ident.node_id, (*me).clone());
+                for (name, reply) in &hellos {
+                    let reply = reply.as_ref().expect("no member is missing");
+                    let addr =
+                        initial.iter().find(|(n, _)| n == name).map(|(_, a)| a.clone()).unwrap_or_default();
+                    members.insert(
+                        reply.node_id,
+                        MemberNode { name: name.clone(), grpc: addr, ..Default::default() },
+                    );
+                }
+                let names: Vec<String> = members.values().map(|n| n.name.to_string()).collect();
+                tracing::info!("initialising the cluster with members {}", names.join(", "));
+                match cluster.node.raft.initialize(members).await {
+                    Ok(()) => {}
+                    Err(e) => tracing::warn!("initialisation did not happen: {e}"),
+                }
+                continue;
+            } else if last_report.elapsed() >= Duration::from_secs(10) {
+                tracing::info!(
+                    "waiting for {} to answer before initialising the cluster (every initial member must be up)",
+                    missing.join(", ")
+                );
+                last_report = Instant::now();
+            }
+        } else if last_report.elapsed() >= Duration::from_secs(10) {
+            tracing::info!(
+                "waiting for {} to initialise the cluster",
+                bootstrapper.as_ref().map_or("-".into(), |b| b.to_string())
+            );
+            last_report = Instant::now();
+        }
+        if wait_or_cancelled(&cancel, Duration::from_millis(300)).await {
+            return Ok(());
+        }
+    }
+}
+
+async fn wait_or_cancelled(cancel: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        _ = cancel.cancelled() => true,
+        _ = tokio::time::sleep(d) => false,
+    }
+}
+
+/// Says hello to every other initial member, concurrently, with a short deadline each.
+async fn hello_all(
+    cluster: &Cluster,
+    initial: &[(MemberName, String)],
+) -> Vec<(MemberName, Result<HelloReply, String>)> {
+    let me = &cluster.me.name;
+    let calls = initial.iter().filter(|(n, _)| n != me).map(|(name, addr)| async move {
+        let res = async {
+            let mut client = cluster.peer_client(addr)?;
+            let mut req = tonic::Request::new(HelloRequest {
+                cluster_name: cluster.node.ident.cluster_name.to_string(),
+                from_member: me.to_string(),
+            });
+            req.set_timeout(Duration::from_secs(1));
+            let reply = client.hello(req).await.map_err(|s| s.message().to_string())?.into_inner();
+            if reply.member != name.as_str() {
+                return Err(format!("{addr} answered as member {:?}, not {name}: check peers", reply.member));
+            }
+            Ok(reply)
+        }
+        .await;
+        (name.clone(), res)
+    });
+    futures::future::join_all(calls).await
+}
+
+/// On the leader, records the cluster's initialisation (`InitCluster`) if nobody has yet. Runs
+/// until the applied state has a cluster id. Any leader may do it; a second proposal is refused
+/// harmlessly, so an initialiser that crashed midway is covered by the next leader.
+pub async fn seed_cluster_state(
+    cluster: Cluster,
+    config: pgquorum_core::state::DynamicConfig,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut applied = cluster.node.sm.subscribe();
+    loop {
+        if applied.borrow_and_update().state.cluster_id.is_some() {
+            return Ok(());
+        }
+        if cluster.is_leader() {
+            let cluster_id = format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
+            let at = pgquorum_core::UnixMillis(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+            );
+            let cmd = pgquorum_core::state::Command::InitCluster {
+                cluster_id: cluster_id.clone(),
+                config: config.clone(),
+                at,
+            };
+            match cluster.propose(cmd).await {
+                Ok((Ok(_), _)) => tracing::info!("cluster initialised with id {cluster_id}"),
+                Ok((Err(e), _)) => tracing::debug!("initialisation not recorded: {e}"),
+                Err(e) => tracing::debug!("initialisation not recorded yet: {e}"),
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = applied.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}

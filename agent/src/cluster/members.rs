@@ -1,0 +1,96 @@
+//! Membership changes on the leader: add a joining member (learner, then voter), replace a
+//! member whose data was wiped (same name, new node id), remove a member.
+//!
+//! Owns the safety checks around those changes. Errors that the caller must not retry start
+//! with "refused:".
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use openraft::ChangeMembers;
+use pgquorum_core::state::MemberNode;
+
+use super::Cluster;
+
+/// Whether the agent at `node`'s address still answers as node `id` (then its name is taken).
+async fn still_answers_as(c: &Cluster, node: &MemberNode, id: u64) -> bool {
+    let Ok(mut client) = c.peer_client(&node.grpc) else { return false };
+    let mut req = tonic::Request::new(pgquorum_proto::peer::HelloRequest {
+        cluster_name: c.node.ident.cluster_name.to_string(),
+        from_member: c.me.name.to_string(),
+    });
+    req.set_timeout(Duration::from_secs(1));
+    matches!(client.hello(req).await, Ok(r) if r.get_ref().node_id == id)
+}
+
+pub(super) async fn join_as_leader(c: &Cluster, node_id: u64, node: MemberNode) -> Result<(), String> {
+    let membership = c.membership();
+    if membership.voters.contains(&node_id) {
+        return Ok(());
+    }
+    if let Some((&old, old_node)) =
+        membership.nodes.iter().find(|(id, n)| n.name == node.name && **id != node_id)
+    {
+        if still_answers_as(c, old_node, old).await {
+            return Err(format!(
+                "refused: member name {} is already used by a live node ({old:016x}); give the new agent another \
+                 name, or stop the other agent first",
+                node.name
+            ));
+        }
+        tracing::info!(
+            "{} rejoins with new node id {node_id:016x}; removing its old id {old:016x}",
+            node.name
+        );
+        let change = if membership.voters.contains(&old) {
+            ChangeMembers::RemoveVoters(BTreeSet::from([old]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([old]))
+        };
+        c.node.raft.change_membership(change, false).await.map_err(|e| e.to_string())?;
+    }
+    if !membership.nodes.contains_key(&node_id) {
+        tracing::info!("adding {} ({node_id:016x}) as a learner", node.name);
+        let add = c.node.raft.add_learner(node_id, node.clone(), true);
+        tokio::time::timeout(Duration::from_secs(20), add)
+            .await
+            .map_err(|_| format!("{} did not catch up within 20s", node.name))?
+            .map_err(|e| e.to_string())?;
+    }
+    tracing::info!("promoting {} ({node_id:016x}) to voter", node.name);
+    c.node
+        .raft
+        .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), false)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+pub(super) async fn remove_as_leader(c: &Cluster, name: &str) -> Result<Vec<String>, String> {
+    let membership = c.membership();
+    let Some(id) = membership.id_of(name) else {
+        let names: Vec<&str> = membership.nodes.values().map(|n| n.name.as_str()).collect();
+        return Err(format!("refused: no member named {name:?}; members are {}", names.join(", ")));
+    };
+    let change = if membership.voters.contains(&id) {
+        if membership.voters.len() == 1 {
+            return Err(format!(
+                "refused: {name} is the last voter; a cluster cannot remove its last member"
+            ));
+        }
+        ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+    } else {
+        ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+    };
+    let resp = c.node.raft.change_membership(change, false).await.map_err(|e| e.to_string())?;
+    let nodes: BTreeMap<u64, MemberNode> = resp
+        .membership
+        .as_ref()
+        .map(|m| m.nodes().map(|(i, n)| (*i, n.clone())).collect())
+        .unwrap_or_default();
+    let voters: Vec<String> = resp
+        .membership
+        .map(|m| m.voter_ids().filter_map(|v| nodes.get(&v).map(|n| n.name.to_string())).collect())
+        .unwrap_or_default();
+    Ok(voters)
+}

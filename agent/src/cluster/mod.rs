@@ -1,0 +1,210 @@
+//! The agent's gateway to the replicated cluster state: read what is applied, propose commands
+//! (forwarded to the Raft leader when this agent is not it), join, remove and describe members.
+//!
+//! Owns the forwarding and retry policy around Raft writes. Must not decide *what* to propose:
+//! callers (bootstrap, the HA loop, the management API) do.
+
+mod bootstrap;
+mod members;
+mod watch;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::ServerState;
+use openraft::async_runtime::watch::WatchReceiver;
+use pgquorum_core::state::{Command, CommandResult, MemberNode};
+use pgquorum_proto::peer::peer_service_client::PeerServiceClient;
+use pgquorum_proto::peer::{JoinRequest, ProposeRequest};
+use tokio::time::Instant;
+
+pub use bootstrap::{form_or_join, seed_cluster_state};
+pub use watch::log_transitions;
+
+use crate::raft::{Applied, RaftNode};
+
+/// Why a proposal did not get an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    /// No leader could be reached in time (no quorum, or an election in progress).
+    #[error("no Raft leader reachable within {0:?}: is a majority of members up and connected?")]
+    NoLeader(Duration),
+    /// Talking to the leader failed.
+    #[error("forwarding to the leader failed: {0}")]
+    Forward(String),
+    /// The local Raft node stopped.
+    #[error("the local Raft node stopped: {0}")]
+    Fatal(String),
+}
+
+/// Members as the Raft membership lists them.
+#[derive(Clone, Debug, Default)]
+pub struct Membership {
+    /// Every node, voter or learner.
+    pub nodes: BTreeMap<u64, MemberNode>,
+    /// Voting members.
+    pub voters: BTreeSet<u64>,
+}
+
+impl Membership {
+    /// The node id of the member called `name`.
+    pub fn id_of(&self, name: &str) -> Option<u64> {
+        self.nodes.iter().find(|(_, n)| n.name.as_str() == name).map(|(id, _)| *id)
+    }
+}
+
+/// Handle to the local Raft member and, through it, the cluster.
+#[derive(Clone)]
+pub struct Cluster {
+    /// The Raft member.
+    pub node: RaftNode,
+    /// This agent's own addresses.
+    pub me: Arc<MemberNode>,
+    /// How long writes wait for a leader.
+    pub write_timeout: Duration,
+}
+
+impl Cluster {
+    /// Wraps a started Raft member.
+    pub fn new(node: RaftNode, me: MemberNode) -> Cluster {
+        Cluster { node, me: Arc::new(me), write_timeout: Duration::from_secs(5) }
+    }
+
+    /// The latest applied cluster state.
+    pub fn applied(&self) -> Arc<Applied> {
+        self.node.sm.current()
+    }
+
+    /// A snapshot of openraft's metrics (cloned: holding the watch borrow blocks Raft).
+    pub fn metrics(&self) -> openraft::RaftMetrics<crate::raft::TypeConfig> {
+        self.node.raft.metrics().borrow_watched().clone()
+    }
+
+    /// Whether this agent is the Raft leader right now.
+    pub fn is_leader(&self) -> bool {
+        self.metrics().state == ServerState::Leader
+    }
+
+    /// The current membership (as this agent knows it).
+    pub fn membership(&self) -> Membership {
+        let m = self.metrics();
+        let mc = &m.membership_config;
+        Membership {
+            nodes: mc.nodes().map(|(id, n)| (*id, n.clone())).collect(),
+            voters: mc.voter_ids().collect(),
+        }
+    }
+
+    /// The leader's id and addresses, when known.
+    pub fn leader(&self) -> Option<(u64, MemberNode)> {
+        let m = self.metrics();
+        let id = m.current_leader?;
+        let node = m.membership_config.get_node(&id)?.clone();
+        Some((id, node))
+    }
+
+    /// A peer client for `addr`.
+    pub fn peer_client(&self, addr: &str) -> Result<PeerServiceClient<tonic::transport::Channel>, String> {
+        Ok(PeerServiceClient::new(self.node.channels.get(addr)?))
+    }
+
+    /// Proposes `cmd` and waits until it is committed and applied; returns the command's result
+    /// and its log index. Retries through elections until `write_timeout`.
+    pub async fn propose(&self, cmd: Command) -> Result<(CommandResult, u64), ProposeError> {
+        let deadline = Instant::now() + self.write_timeout;
+        loop {
+            match self.try_propose(&cmd).await {
+                Ok(r) => return Ok(r),
+                Err(Attempt::Fatal(e)) => return Err(ProposeError::Fatal(e)),
+                Err(Attempt::Retry(why)) => {
+                    if Instant::now() >= deadline {
+                        return Err(match why {
+                            Some(e) => ProposeError::Forward(e),
+                            None => ProposeError::NoLeader(self.write_timeout),
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    async fn try_propose(&self, cmd: &Command) -> Result<(CommandResult, u64), Attempt> {
+        let leader = self.leader();
+        match leader {
+            Some((id, _)) if id == self.node.ident.node_id => {
+                match self.node.raft.client_write(cmd.clone()).await {
+                    Ok(resp) => Ok((resp.data, resp.log_id.index)),
+                    Err(e) if e.forward_to_leader().is_some() => Err(Attempt::Retry(None)),
+                    Err(e) => Err(Attempt::Fatal(e.to_string())),
+                }
+            }
+            Some((_, node)) => {
+                let mut client = self.peer_client(&node.grpc).map_err(|e| Attempt::Retry(Some(e)))?;
+                let command = serde_json::to_vec(cmd).map_err(|e| Attempt::Fatal(e.to_string()))?;
+                let mut req = tonic::Request::new(ProposeRequest {
+                    cluster_name: self.node.ident.cluster_name.to_string(),
+                    command,
+                });
+                req.set_timeout(self.write_timeout);
+                let reply = client
+                    .propose(req)
+                    .await
+                    .map_err(|s| {
+                        Attempt::Retry(Some(format!("{} at {}: {}", node.name, node.grpc, s.message())))
+                    })?
+                    .into_inner();
+                let result =
+                    serde_json::from_slice(&reply.result).map_err(|e| Attempt::Fatal(e.to_string()))?;
+                Ok((result, reply.log_index))
+            }
+            None => Err(Attempt::Retry(None)),
+        }
+    }
+
+    /// Asks the leader to add `node` (learner first, voter once caught up).
+    pub async fn join(&self, node_id: u64, node: MemberNode) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let res = match self.leader() {
+                Some((id, _)) if id == self.node.ident.node_id => {
+                    members::join_as_leader(self, node_id, node.clone()).await
+                }
+                Some((_, leader)) => self.join_via(&leader.grpc, node_id, &node).await,
+                None => Err("no leader known yet".to_string()),
+            };
+            match res {
+                Ok(()) => return Ok(()),
+                Err(e) if e.starts_with("refused:") || Instant::now() >= deadline => return Err(e),
+                Err(e) => {
+                    tracing::debug!("join of {} not done yet: {e}", node.name);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    /// Sends a join request to the agent at `addr`, which routes it to its leader.
+    pub async fn join_via(&self, addr: &str, node_id: u64, node: &MemberNode) -> Result<(), String> {
+        let mut client = self.peer_client(addr)?;
+        let body = JoinRequest {
+            cluster_name: self.node.ident.cluster_name.to_string(),
+            node_id,
+            node: serde_json::to_vec(node).map_err(|e| e.to_string())?,
+        };
+        client.join(body).await.map(|_| ()).map_err(|s| s.message().to_string())
+    }
+
+    /// Removes the member called `name` (leader only; others forward through the API layer).
+    pub async fn remove(&self, name: &str) -> Result<Vec<String>, String> {
+        members::remove_as_leader(self, name).await
+    }
+}
+
+enum Attempt {
+    /// Try again (no leader yet, or forwarding failed with this message).
+    Retry(Option<String>),
+    /// Give up.
+    Fatal(String),
+}

@@ -1,0 +1,174 @@
+//! Agent configuration: load from file, environment and flags, validate, explain.
+//!
+//! Owns `AgentConfig` and the precedence rule (default < file < `PGQUORUM_*` env < `--set`).
+//! Bad input is a `ConfigError` listing every problem with the key, the value and what is
+//! allowed; the binary exits with code 64 on it. Must not start anything.
+
+mod keys;
+mod source;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+use pgquorum_core::MemberName;
+use pgquorum_core::state::DynamicConfig;
+
+pub use keys::{KEYS, KeyDef};
+pub use source::{Origin, Setting};
+
+use crate::raft::RaftSettings;
+
+/// Exit code for bad configuration (BSD `EX_USAGE`).
+pub const EXIT_CONFIG: i32 = 64;
+
+/// The validated configuration of one agent.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// This member's name.
+    pub name: MemberName,
+    /// The cluster's name.
+    pub cluster: String,
+    /// Where the agent keeps its state.
+    pub data_dir: PathBuf,
+    /// gRPC listen address.
+    pub grpc_listen: String,
+    /// gRPC address other members use.
+    pub grpc_advertise: String,
+    /// Initial members (name, gRPC address), this member included; empty for a single member.
+    pub peers: Vec<(MemberName, String)>,
+    /// StatefulSet replica count (0: not a StatefulSet).
+    pub statefulset_replicas: usize,
+    /// StatefulSet headless Service domain.
+    pub statefulset_domain: String,
+    /// StatefulSet gRPC port.
+    pub statefulset_port: u16,
+    /// Raft timers.
+    pub raft: RaftSettings,
+    /// Log filter.
+    pub log_level: String,
+    /// JSON logs.
+    pub log_json: bool,
+    /// Dynamic configuration seeded when this agent initialises the cluster.
+    pub bootstrap: DynamicConfig,
+    /// Where each key's value came from, for `check-config`.
+    pub origins: Vec<(String, Origin)>,
+}
+
+/// Everything wrong with a configuration.
+#[derive(Debug)]
+pub struct ConfigError(pub Vec<String>);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, m) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "config: {m}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl AgentConfig {
+    fn empty() -> AgentConfig {
+        AgentConfig {
+            name: MemberName::default(),
+            cluster: String::new(),
+            data_dir: PathBuf::new(),
+            grpc_listen: String::new(),
+            grpc_advertise: String::new(),
+            peers: Vec::new(),
+            statefulset_replicas: 0,
+            statefulset_domain: String::new(),
+            statefulset_port: 0,
+            raft: RaftSettings::default(),
+            log_level: String::new(),
+            log_json: false,
+            bootstrap: DynamicConfig::default(),
+            origins: Vec::new(),
+        }
+    }
+
+    /// Loads the configuration: defaults, then `file`, then `env` (`PGQUORUM_*`), then `flags`
+    /// (`KEY=VALUE`). Returns the config and warnings (unknown environment variables).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &[String],
+    ) -> Result<(AgentConfig, Vec<String>), ConfigError> {
+        let mut errs = Vec::new();
+        let mut settings: Vec<Setting> = KEYS
+            .iter()
+            .filter(|d| !d.key.ends_with('*'))
+            .map(|d| Setting {
+                key: d.key.to_string(),
+                value: d.default.to_string(),
+                origin: Origin::Default,
+            })
+            .collect();
+        if let Some(f) = file {
+            match source::from_file(f) {
+                Ok(s) => settings.extend(s),
+                Err(e) => errs.push(e),
+            }
+        }
+        let (env_settings, unknown) = source::from_env(env);
+        settings.extend(env_settings);
+        match source::from_flags(flags) {
+            Ok(s) => settings.extend(s),
+            Err(e) => errs.push(e),
+        }
+        let mut c = AgentConfig::empty();
+        for s in settings {
+            let Some(def) = keys::find(&s.key) else {
+                let hint = keys::similar(&s.key);
+                let hint = if hint.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (did you mean {}?)", hint.join(", "))
+                };
+                errs.push(format!(
+                    "unknown key {:?} from {}{hint}; see docs/configuration.md",
+                    s.key, s.origin
+                ));
+                continue;
+            };
+            if s.origin == Origin::Default && def.default.is_empty() {
+                continue;
+            }
+            match (def.set)(&mut c, &s.key, &s.value) {
+                Ok(()) => {
+                    c.origins.retain(|(k, _)| k != &s.key);
+                    c.origins.push((s.key.clone(), s.origin.clone()));
+                }
+                Err(e) => errs.push(format!("{e} (from {})", s.origin)),
+            }
+        }
+        if errs.is_empty() {
+            errs.extend(validate::validate(&mut c));
+        }
+        if !errs.is_empty() {
+            return Err(ConfigError(errs));
+        }
+        let warnings = unknown
+            .into_iter()
+            .map(|v| format!("environment variable {v} matches no configuration key and is ignored"))
+            .collect();
+        Ok((c, warnings))
+    }
+
+    /// The initial members as (name, gRPC address), always including this member.
+    pub fn initial_members(&self) -> Vec<(MemberName, String)> {
+        if self.peers.is_empty() {
+            vec![(self.name.clone(), self.grpc_advertise.clone())]
+        } else {
+            self.peers.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

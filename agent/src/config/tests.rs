@@ -1,0 +1,159 @@
+//! Tests of loading, precedence and error messages.
+
+use std::io::Write;
+
+use super::*;
+
+fn file(ext: &str, text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new().suffix(ext).tempfile().expect("tempfile");
+    f.write_all(text.as_bytes()).expect("write");
+    f
+}
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+const YAML: &str = "
+name: pg-0
+cluster: demo
+data_dir: /tmp/pgq-test
+peers: [pg-0=127.0.0.1:7000, pg-1=127.0.0.1:7001, pg-2=127.0.0.1:7002]
+raft:
+  heartbeat_interval: 40ms
+bootstrap:
+  durability: protection
+  postgres_parameters:
+    work_mem: 64MB
+";
+
+#[test]
+fn file_then_env_then_flags_take_precedence() {
+    let f = file(".yaml", YAML);
+    let (c, warnings) = AgentConfig::load(
+        Some(f.path()),
+        env(&[
+            ("PGQUORUM_RAFT_HEARTBEAT_INTERVAL", "60ms"),
+            ("PGQUORUM_CLUSTER", "from-env"),
+            ("HOME", "/root"),
+        ]),
+        &["cluster=from-flag".to_string()],
+    )
+    .expect("valid");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(c.cluster, "from-flag");
+    assert_eq!(c.raft.heartbeat_interval.as_millis(), 60);
+    assert_eq!(c.bootstrap.durability.to_string(), "protection");
+    assert_eq!(c.bootstrap.postgres_parameters["work_mem"], "64MB");
+    assert_eq!(c.grpc_advertise, "127.0.0.1:7000", "advertise defaults to this member's peers entry");
+    assert_eq!(c.peers.len(), 3);
+    let origin = |k: &str| c.origins.iter().find(|(key, _)| key == k).map(|(_, o)| o.to_string());
+    assert_eq!(origin("cluster").as_deref(), Some("flag --set"));
+    assert_eq!(origin("raft.heartbeat_interval").as_deref(), Some("env PGQUORUM_RAFT_HEARTBEAT_INTERVAL"));
+}
+
+#[test]
+fn toml_files_work_too_and_map_keys_come_from_env() {
+    let f = file(".toml", "name = \"solo\"\ndata_dir = \"/tmp/x\"\ngrpc = { listen = \"127.0.0.1:7100\" }\n");
+    let (c, _) = AgentConfig::load(
+        Some(f.path()),
+        env(&[("PGQUORUM_BOOTSTRAP_POSTGRES_PARAMETERS_SHARED_BUFFERS", "1GB")]),
+        &[],
+    )
+    .expect("valid");
+    assert_eq!(
+        c.initial_members(),
+        vec![(MemberName::new("solo").expect("name"), "127.0.0.1:7100".to_string())]
+    );
+    assert_eq!(c.bootstrap.postgres_parameters["shared_buffers"], "1GB");
+}
+
+#[test]
+fn every_problem_is_reported_with_key_value_and_fix() {
+    let f = file(".yaml", "name: Bad_Name\ndata_dir: /x\nraft:\n  heartbeat_interval: soon\nheartbeat: 1\n");
+    let err = AgentConfig::load(Some(f.path()), env(&[]), &[]).expect_err("invalid").to_string();
+    assert!(err.contains("config: name: invalid member name \"Bad_Name\""), "{err}");
+    assert!(err.contains("raft.heartbeat_interval: invalid duration \"soon\""), "{err}");
+    assert!(err.contains("unknown key \"heartbeat\""), "{err}");
+    assert!(err.contains("did you mean raft.heartbeat_interval"), "{err}");
+}
+
+#[test]
+fn lease_must_outlast_an_election() {
+    let err = AgentConfig::load(
+        None,
+        env(&[]),
+        &[
+            "name=a".into(),
+            "data_dir=/x".into(),
+            "grpc.listen=127.0.0.1:1".into(),
+            "raft.election_timeout_max=1s".into(),
+        ],
+    )
+    .expect_err("ttl too short")
+    .to_string();
+    assert!(
+        err.contains("bootstrap.ttl (1500ms) must be at least 3 × raft.election_timeout_max (1s)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn peers_must_list_this_member_and_wildcard_listen_needs_advertise() {
+    let err = AgentConfig::load(
+        None,
+        env(&[]),
+        &["name=c".into(), "data_dir=/x".into(), "peers=a=h:1,b=h:2".into()],
+    )
+    .expect_err("self missing")
+    .to_string();
+    assert!(err.contains("peers (a, b) must include this member (c)"), "{err}");
+    let err = AgentConfig::load(None, env(&[]), &["name=c".into(), "data_dir=/x".into()])
+        .expect_err("wildcard")
+        .to_string();
+    assert!(err.contains("grpc.advertise: required when grpc.listen (0.0.0.0:7000) is a wildcard"), "{err}");
+}
+
+#[test]
+fn statefulset_ordinals_expand_to_peers() {
+    let (c, _) = AgentConfig::load(
+        None,
+        env(&[
+            ("PGQUORUM_NAME", "pg-1"),
+            ("PGQUORUM_DATA_DIR", "/x"),
+            ("PGQUORUM_STATEFULSET_REPLICAS", "3"),
+        ]),
+        &["statefulset.domain=pg.ns.svc.cluster.local".into()],
+    )
+    .expect("valid");
+    let peers: Vec<String> = c.peers.iter().map(|(n, a)| format!("{n}={a}")).collect();
+    assert_eq!(
+        peers,
+        [
+            "pg-0=pg-0.pg.ns.svc.cluster.local:7000",
+            "pg-1=pg-1.pg.ns.svc.cluster.local:7000",
+            "pg-2=pg-2.pg.ns.svc.cluster.local:7000"
+        ]
+    );
+    assert_eq!(c.grpc_advertise, "pg-1.pg.ns.svc.cluster.local:7000");
+}
+
+#[test]
+fn unknown_environment_variables_are_warned_about() {
+    let (_, warnings) = AgentConfig::load(
+        None,
+        env(&[("PGQUORUM_NAEM", "x"), ("PGQUORUM_ENDPOINT", "h:1")]),
+        &["name=a".into(), "data_dir=/x".into(), "grpc.listen=127.0.0.1:1".into()],
+    )
+    .expect("valid");
+    assert_eq!(warnings, ["environment variable PGQUORUM_NAEM matches no configuration key and is ignored"]);
+}
+
+#[test]
+fn every_key_has_help_and_a_distinct_environment_variable() {
+    let mut envs = std::collections::BTreeSet::new();
+    for k in KEYS {
+        assert!(!k.help.is_empty(), "{} has no help", k.key);
+        assert!(envs.insert(k.env()), "{} shares its env var", k.key);
+    }
+}

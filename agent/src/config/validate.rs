@@ -1,0 +1,141 @@
+//! Rules across keys: required keys, timers that must fit together, peers that must include
+//! this member. Each message names the keys, the values and what would be accepted.
+
+use super::AgentConfig;
+use pgquorum_core::duration::format as fmt_dur;
+
+pub(super) fn validate(c: &mut AgentConfig) -> Vec<String> {
+    let mut errs = Vec::new();
+    if c.name.as_str().is_empty() {
+        errs.push(
+            "name: required; set it to this member's name, for example name: pg-0 (or PGQUORUM_NAME=pg-0)"
+                .into(),
+        );
+    }
+    if c.data_dir.as_os_str().is_empty() {
+        errs.push(
+            "data_dir: required; set it to a directory this agent owns, for example /var/lib/pgquorum".into(),
+        );
+    }
+    let r = &c.raft;
+    if r.heartbeat_interval.is_zero() || r.heartbeat_interval * 2 > r.election_timeout_min {
+        errs.push(format!(
+            "raft.heartbeat_interval ({}) must be positive and at most half of raft.election_timeout_min ({})",
+            fmt_dur(r.heartbeat_interval),
+            fmt_dur(r.election_timeout_min)
+        ));
+    }
+    if r.election_timeout_min >= r.election_timeout_max {
+        errs.push(format!(
+            "raft.election_timeout_min ({}) must be less than raft.election_timeout_max ({})",
+            fmt_dur(r.election_timeout_min),
+            fmt_dur(r.election_timeout_max)
+        ));
+    }
+    if r.snapshot_every < 10 {
+        errs.push(format!("raft.snapshot_every ({}) must be at least 10", r.snapshot_every));
+    }
+    let min_ttl = r.election_timeout_max * 3;
+    if c.bootstrap.ttl < min_ttl {
+        errs.push(format!(
+            "bootstrap.ttl ({}) must be at least 3 × raft.election_timeout_max ({}), so a Raft election \
+             never outlasts the primary's lease; raise bootstrap.ttl or lower the election timeout",
+            fmt_dur(c.bootstrap.ttl),
+            fmt_dur(r.election_timeout_max)
+        ));
+    }
+    if let Err(e) = c.bootstrap.validate() {
+        errs.extend(e.into_iter().map(|m| format!("bootstrap.{m}")));
+    }
+    if c.log_json && c.log_level.is_empty() {
+        errs.push("log.level: must not be empty".into());
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&c.log_level) {
+        errs.push(format!("log.level ({:?}) is not a valid filter: {e}", c.log_level));
+    }
+    expand_statefulset(c, &mut errs);
+    check_peers(c, &mut errs);
+    errs
+}
+
+fn expand_statefulset(c: &mut AgentConfig, errs: &mut Vec<String>) {
+    if c.statefulset_replicas == 0 {
+        return;
+    }
+    if !c.peers.is_empty() {
+        errs.push("peers and statefulset.replicas are both set; use one of them".into());
+        return;
+    }
+    if c.statefulset_domain.is_empty() {
+        errs.push(
+            "statefulset.domain: required with statefulset.replicas (the headless Service's domain)".into(),
+        );
+        return;
+    }
+    let Some((base, ordinal)) = c.name.as_str().rsplit_once('-') else {
+        errs.push(format!(
+            "name ({}) must end in -<ordinal> (like pg-0) when statefulset.replicas is set",
+            c.name
+        ));
+        return;
+    };
+    match ordinal.parse::<usize>() {
+        Ok(o) if o < c.statefulset_replicas => {}
+        _ => {
+            errs.push(format!(
+                "name ({}) must end in an ordinal below statefulset.replicas ({})",
+                c.name, c.statefulset_replicas
+            ));
+            return;
+        }
+    }
+    for i in 0..c.statefulset_replicas {
+        let member = format!("{base}-{i}");
+        match pgquorum_core::MemberName::new(member.clone()) {
+            Ok(m) => c.peers.push((m, format!("{member}.{}:{}", c.statefulset_domain, c.statefulset_port))),
+            Err(e) => errs.push(format!("statefulset: {e}")),
+        }
+    }
+}
+
+fn check_peers(c: &mut AgentConfig, errs: &mut Vec<String>) {
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, _) in &c.peers {
+        if !seen.insert(name.clone()) {
+            errs.push(format!("peers: {name} is listed twice"));
+        }
+    }
+    let own = c.peers.iter().find(|(n, _)| *n == c.name).map(|(_, a)| a.clone());
+    if !c.peers.is_empty() && own.is_none() && !c.name.as_str().is_empty() {
+        let names: Vec<String> = c.peers.iter().map(|(n, _)| n.to_string()).collect();
+        errs.push(format!(
+            "peers ({}) must include this member ({}): list every initial member, this one too, with the \
+             same list on every member",
+            names.join(", "),
+            c.name
+        ));
+    }
+    if c.grpc_advertise.is_empty() {
+        c.grpc_advertise = match own {
+            Some(a) => a,
+            None => {
+                let wildcard = c.grpc_listen.starts_with("0.0.0.0:") || c.grpc_listen.starts_with("[::]:");
+                if wildcard {
+                    errs.push(format!(
+                        "grpc.advertise: required when grpc.listen ({}) is a wildcard address and peers does not \
+                         list this member; set it to the address other members reach this one at",
+                        c.grpc_listen
+                    ));
+                }
+                c.grpc_listen.clone()
+            }
+        };
+    } else if let Some(a) = own
+        && a != c.grpc_advertise
+    {
+        errs.push(format!(
+            "grpc.advertise ({}) differs from this member's entry in peers ({a}); make them equal or drop grpc.advertise",
+            c.grpc_advertise
+        ));
+    }
+}

@@ -1,0 +1,115 @@
+//! The agent's lifetime: start Raft and the servers, run the background tasks, stop cleanly.
+//!
+//! Every long-lived task is spawned by name into one `TaskTracker`; if a critical one ends, the
+//! rest are cancelled and the agent exits non-zero (its supervisor restarts it). Must not hold
+//! cluster logic; it only wires parts together.
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context;
+use pgquorum_core::state::MemberNode;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cluster::{self, Cluster};
+use crate::config::AgentConfig;
+use crate::raft::{Channels, RaftNode, StartError};
+
+/// Why the agent stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Raft could not start (damaged or foreign data, bad settings): needs an operator.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// Anything else.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Runs the agent until `shutdown` completes or a critical task fails.
+pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let listener = TcpListener::bind(&cfg.grpc_listen)
+        .await
+        .with_context(|| format!("binding grpc.listen {}", cfg.grpc_listen))?;
+    let channels = Channels::default();
+    let node = RaftNode::open(&cfg.data_dir, &cfg.name, &cfg.cluster, &cfg.raft, channels).await?;
+    tracing::info!(
+        member = %cfg.name, node_id = %format!("{:016x}", node.ident.node_id), grpc = %cfg.grpc_advertise,
+        "agent started"
+    );
+    let me = MemberNode { name: cfg.name.clone(), grpc: cfg.grpc_advertise.clone(), ..Default::default() };
+    let cluster = Cluster::new(node.clone(), me);
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let (fail_tx, mut fail_rx) = tokio::sync::mpsc::channel::<(String, anyhow::Error)>(4);
+
+    let spawn = |name: &'static str,
+                 critical: bool,
+                 fut: std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>| {
+        let fail_tx = fail_tx.clone();
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            let res = fut.await;
+            match res {
+                Err(e) => {
+                    let _ = fail_tx.send((name.to_string(), e)).await;
+                }
+                Ok(()) if critical && !cancel.is_cancelled() => {
+                    let _ = fail_tx.send((name.to_string(), anyhow::anyhow!("stopped unexpectedly"))).await;
+                }
+                Ok(()) => {}
+            }
+        });
+    };
+    spawn("grpc", true, Box::pin(crate::api::serve_grpc(listener, cluster.clone(), cancel.clone())));
+    spawn(
+        "bootstrap",
+        false,
+        Box::pin(cluster::form_or_join(cluster.clone(), cfg.initial_members(), cancel.clone())),
+    );
+    spawn(
+        "seed",
+        false,
+        Box::pin(cluster::seed_cluster_state(cluster.clone(), cfg.bootstrap.clone(), cancel.clone())),
+    );
+    spawn("raft-watch", true, Box::pin(watch_raft(node.clone(), cancel.clone())));
+    spawn("raft-log", false, Box::pin(cluster::log_transitions(cluster.clone(), cancel.clone())));
+    tracker.close();
+
+    let outcome = tokio::select! {
+        _ = shutdown => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+        Some((name, err)) = fail_rx.recv() => Err(anyhow::anyhow!("task {name} failed: {err:#}")),
+    };
+    cancel.cancel();
+    if let Err(e) = node.raft.shutdown().await {
+        tracing::warn!("Raft shutdown: {e}");
+    }
+    if tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await.is_err() {
+        tracing::warn!("some tasks did not stop within 10s");
+    }
+    outcome.map_err(RunError::Other)
+}
+
+/// Ends with an error when Raft stops on its own (a storage failure is fatal by design).
+async fn watch_raft(node: RaftNode, cancel: CancellationToken) -> anyhow::Result<()> {
+    use openraft::async_runtime::watch::WatchReceiver;
+    let mut metrics = node.raft.metrics();
+    loop {
+        if let Err(e) = &metrics.borrow_watched().running_state {
+            anyhow::bail!("Raft stopped: {e}");
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            changed = metrics.changed() => {
+                if changed.is_err() && !cancel.is_cancelled() {
+                    anyhow::bail!("Raft stopped");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! `pgquorum-agent`: parse the command line, load configuration, set up logging, run.
+//!
+//! Exit codes: 0 clean stop, 1 failure at run time, 64 bad configuration, 65 data directory
+//! unusable (foreign, damaged).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pgquorum_agent::config::{AgentConfig, EXIT_CONFIG, KEYS};
+use pgquorum_agent::daemon::{self, RunError};
+use pgquorum_agent::raft::StartError;
+
+/// Exit code for an unusable data directory (BSD `EX_DATAERR`).
+const EXIT_DATA: u8 = 65;
+
+#[derive(Parser)]
+#[command(
+    name = "pgquorum-agent",
+    version,
+    about = "PostgreSQL high availability agent (one per Postgres instance)"
+)]
+struct Cli {
+    /// Configuration file (YAML or TOML).
+    #[arg(short, long, env = "PGQUORUM_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Override a configuration key, KEY=VALUE (repeatable); see `pgquorum-agent keys`.
+    #[arg(long = "set", value_name = "KEY=VALUE", global = true)]
+    set: Vec<String>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the agent (the default).
+    Run,
+    /// Load and validate the configuration, print every key's value and where it came from.
+    CheckConfig,
+    /// List every configuration key with its environment variable, default and meaning.
+    Keys,
+}
+
+fn load(cli: &Cli) -> Result<AgentConfig, ExitCode> {
+    match AgentConfig::load(cli.config.as_deref(), std::env::vars(), &cli.set) {
+        Ok((cfg, warnings)) => {
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+            Ok(cfg)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Err(ExitCode::from(EXIT_CONFIG as u8))
+        }
+    }
+}
+
+fn init_logging(cfg: &AgentConfig) {
+    let mut filter = cfg.log_level.clone();
+    if !filter.contains("openraft") {
+        // openraft logs every failed heartbeat; the agent logs reachability changes instead.
+        filter.push_str(",openraft=error");
+    }
+    let filter = tracing_subscriber::EnvFilter::new(filter);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    if cfg.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Cmd::Keys) => {
+            for k in KEYS {
+                println!("{}\t{}\t{}\t{}", k.key, k.env(), k.default, k.help);
+            }
+            return ExitCode::SUCCESS;
+        }
+        Some(Cmd::CheckConfig) => {
+            let cfg = match load(&cli) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            println!("configuration is valid");
+            for (key, origin) in &cfg.origins {
+                println!("{key}  ({origin})");
+            }
+            return ExitCode::SUCCESS;
+        }
+        Some(Cmd::Run) | None => {}
+    }
+    let cfg = match load(&cli) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_logging(&cfg);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(daemon::run(cfg, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(RunError::Start(e @ (StartError::Data(_) | StartError::Settings(_)))) => {
+            tracing::error!("{e}");
+            ExitCode::from(EXIT_DATA)
+        }
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

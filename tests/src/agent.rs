@@ -1,0 +1,188 @@
+//! One agent process under test: start, kill -9, SIGSTOP/SIGCONT, restart, query.
+
+use std::fs::{File, OpenOptions};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal, kill_process};
+use serde_json::Value;
+
+use crate::bins::bin;
+
+/// An agent process and everything needed to restart it the same way.
+pub struct Agent {
+    /// Member name.
+    pub name: String,
+    /// The agent's data_dir.
+    pub dir: PathBuf,
+    /// gRPC address (host:port) other members and pgquorumctl use.
+    pub grpc: String,
+    /// Network namespace it runs in, if any.
+    pub netns: Option<String>,
+    /// `--set KEY=VALUE` flags it is started with.
+    pub settings: Vec<String>,
+    /// Where its stdout and stderr go.
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+fn command_in(netns: &Option<String>, program: PathBuf) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+impl Agent {
+    /// Describes an agent; nothing starts until `start`.
+    pub fn new(
+        name: &str,
+        dir: PathBuf,
+        grpc: String,
+        netns: Option<String>,
+        settings: Vec<String>,
+    ) -> Agent {
+        let log = dir.with_extension("log");
+        Agent { name: name.to_string(), dir, grpc, netns, settings, log, child: None }
+    }
+
+    /// Starts the process (appending to its log).
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "{} already running", self.name);
+        let log = OpenOptions::new().create(true).append(true).open(&self.log).expect("agent log");
+        let mut cmd = command_in(&self.netns, bin("pgquorum-agent"));
+        for s in &self.settings {
+            cmd.arg("--set").arg(s);
+        }
+        cmd.env_remove("PGQUORUM_CONFIG")
+            .env_remove("PGQUORUM_KEEP_TEST_DIR")
+            .env_remove("PGQUORUM_REQUIRE_NETNS")
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log);
+        self.child = Some(cmd.spawn().expect("spawn pgquorum-agent"));
+    }
+
+    /// The process id while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    fn signal(&self, sig: Signal) {
+        if let Some(pid) = self.pid().and_then(|p| Pid::from_raw(p as i32)) {
+            let _ = kill_process(pid, sig);
+        }
+    }
+
+    /// kill -9, then reap.
+    pub fn kill9(&mut self) {
+        self.signal(Signal::KILL);
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait up to 10 s (then SIGKILL).
+    pub fn stop(&mut self) {
+        self.signal(Signal::TERM);
+        if self.wait_exit(Duration::from_secs(10)).is_none() {
+            self.kill9();
+        }
+    }
+
+    /// Freezes the process (SIGSTOP).
+    pub fn sigstop(&self) {
+        self.signal(Signal::STOP);
+    }
+
+    /// Thaws the process (SIGCONT).
+    pub fn sigcont(&self) {
+        self.signal(Signal::CONT);
+    }
+
+    /// Waits for the process to exit on its own; returns its status, or `None` on timeout.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            let child = self.child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the process is alive.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(None)) => true,
+            Some(_) => {
+                self.child = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Runs pgquorumctl against this agent (from its network namespace, if any).
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        let mut cmd = command_in(&self.netns, bin("pgquorumctl"));
+        cmd.arg("--endpoint").arg(&self.grpc).args(args).env_remove("PGQUORUM_OUTPUT");
+        cmd.output().expect("run pgquorumctl")
+    }
+
+    /// pgquorumctl with `--output json`, parsed; errors carry stderr.
+    pub fn ctl_json(&self, args: &[&str]) -> Result<Value, String> {
+        let mut full = vec!["--output", "json"];
+        full.extend_from_slice(args);
+        let out = self.ctl(&full);
+        if !out.status.success() {
+            return Err(format!(
+                "pgquorumctl {args:?} on {}: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("pgquorumctl output is not JSON: {e}"))
+    }
+
+    /// This agent's own view (`status --local`).
+    pub fn local_status(&self) -> Result<Value, String> {
+        self.ctl_json(&["status", "--local"])
+    }
+
+    /// The agent's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Appends a marker line to the log (to find what happened after a point in a test).
+    pub fn mark_log(&self, text: &str) {
+        use std::io::Write;
+        if let Ok(mut f) = OpenOptions::new().append(true).open(&self.log) {
+            let _ = writeln!(f, "=== test: {text}");
+        }
+    }
+
+    /// Creates an empty log file (so `mark_log` works before the first start).
+    pub fn touch_log(&self) {
+        let _ = File::create(&self.log);
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.sigcont();
+        self.kill9();
+    }
+}

@@ -1,0 +1,169 @@
+//! A cluster of agents under test, on loopback ports or in a network-namespace lab.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::agent::Agent;
+use crate::bins::free_port;
+use crate::lab::Lab;
+use crate::wait::wait_for;
+
+/// How to start a cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// Number of initial members (named m1, m2, ...).
+    pub members: usize,
+    /// Cluster name.
+    pub cluster: String,
+    /// Run each member in its own network namespace (needs root), so the network can be cut.
+    pub netns: bool,
+    /// Extra `--set KEY=VALUE` for every agent.
+    pub settings: Vec<String>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions { members: 3, cluster: "e2e".into(), netns: false, settings: Vec::new() }
+    }
+}
+
+/// Agents under test. Dropping it kills every agent it started and removes its directory.
+pub struct Cluster {
+    /// The agents, in start order.
+    pub agents: Vec<Agent>,
+    /// The network lab, when `netns` was asked for (dropped after the agents).
+    pub lab: Option<Lab>,
+    /// Options it was started with.
+    pub opts: ClusterOptions,
+    /// Where everything lives.
+    pub dir: tempfile::TempDir,
+    initial_peers: Vec<(String, String)>,
+}
+
+impl Cluster {
+    /// Starts `opts.members` agents and returns without waiting for a leader.
+    pub fn start(opts: ClusterOptions) -> Cluster {
+        let dir = tempfile::Builder::new().prefix("pgq-e2e-").tempdir().expect("tempdir");
+        let lab = opts.netns.then(|| Lab::new(opts.members + 2));
+        let mut c = Cluster { agents: Vec::new(), lab, opts: opts.clone(), dir, initial_peers: Vec::new() };
+        c.initial_peers = (0..opts.members).map(|i| (format!("m{}", i + 1), c.address_for(i))).collect();
+        for i in 0..opts.members {
+            let peers = c.initial_peers.clone();
+            let agent = c.describe(i, &peers);
+            c.agents.push(agent);
+        }
+        for a in &mut c.agents {
+            a.start();
+        }
+        c
+    }
+
+    fn address_for(&self, i: usize) -> String {
+        match &self.lab {
+            Some(lab) => format!("{}:7000", lab.ip(i)),
+            None => format!("127.0.0.1:{}", free_port()),
+        }
+    }
+
+    fn describe(&self, i: usize, peers: &[(String, String)]) -> Agent {
+        let name = format!("m{}", i + 1);
+        let grpc = peers.iter().find(|(n, _)| *n == name).map(|(_, a)| a.clone()).expect("address assigned");
+        let peer_list: Vec<String> = peers.iter().map(|(n, a)| format!("{n}={a}")).collect();
+        let mut settings = vec![
+            format!("name={name}"),
+            format!("cluster={}", self.opts.cluster),
+            format!("data_dir={}", self.dir.path().join(&name).display()),
+            format!("grpc.listen={grpc}"),
+            format!("peers={}", peer_list.join(",")),
+            "log.level=info".to_string(),
+        ];
+        settings.extend(self.opts.settings.iter().cloned());
+        let netns = self.lab.as_ref().map(|l| l.ns(i));
+        Agent::new(&name, self.dir.path().join(&name), grpc, netns, settings)
+    }
+
+    /// Describes and starts one more agent that joins the running cluster.
+    pub fn add_agent(&mut self) -> &mut Agent {
+        let i = self.agents.len();
+        let mut peers = self.initial_peers.clone();
+        peers.push((format!("m{}", i + 1), self.address_for(i)));
+        let mut agent = self.describe(i, &peers);
+        agent.start();
+        self.agents.push(agent);
+        self.agents.last_mut().expect("just pushed")
+    }
+
+    /// The agent called `name`.
+    pub fn agent(&self, name: &str) -> &Agent {
+        self.agents.iter().find(|a| a.name == name).unwrap_or_else(|| panic!("no agent {name}"))
+    }
+
+    /// The agent called `name`, mutably.
+    pub fn agent_mut(&mut self, name: &str) -> &mut Agent {
+        self.agents.iter_mut().find(|a| a.name == name).unwrap_or_else(|| panic!("no agent {name}"))
+    }
+
+    /// Waits until every running agent names the same running leader; returns its name.
+    pub fn wait_for_leader(&mut self, timeout: Duration) -> String {
+        let running: Vec<String> =
+            self.agents.iter_mut().filter_map(|a| a.is_running().then(|| a.name.clone())).collect();
+        wait_for("one leader all running agents agree on", timeout, || {
+            let mut leader: Option<String> = None;
+            for name in &running {
+                let st = self.agent(name).local_status()?;
+                let l = st["raft"]["leader"].as_str().map(str::to_string);
+                match (&leader, l) {
+                    (_, None) => return Err(format!("{name} knows no leader")),
+                    (None, Some(l)) => leader = Some(l),
+                    (Some(a), Some(b)) if *a != b => return Err(format!("disagreement: {a} vs {b}")),
+                    _ => {}
+                }
+            }
+            Ok(leader.filter(|l| running.contains(l)))
+        })
+    }
+
+    /// `status --local` of every running agent.
+    pub fn local_statuses(&mut self) -> Vec<(String, Result<Value, String>)> {
+        let names: Vec<String> =
+            self.agents.iter_mut().filter_map(|a| a.is_running().then(|| a.name.clone())).collect();
+        names.into_iter().map(|n| (n.clone(), self.agent(&n).local_status())).collect()
+    }
+
+    /// Panics if any agent logged an ERROR line that contains none of `allowed`.
+    pub fn check_logs(&self, allowed: &[&str]) {
+        for a in &self.agents {
+            for line in a.log_text().lines() {
+                let is_error = line.contains(" ERROR ")
+                    || line.contains("\"level\":\"ERROR\"")
+                    || line.contains("panicked");
+                if is_error && !allowed.iter().any(|s| line.contains(s)) {
+                    panic!("unexpected error in {}'s log ({}): {line}", a.name, a.log.display());
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        // A failing test: show what each agent said last, which is usually why.
+        for a in &self.agents {
+            let text = a.log_text();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!("----- last {} lines of {} ({}) -----", tail.len(), a.name, a.log.display());
+            for l in tail {
+                eprintln!("{l}");
+            }
+        }
+        if std::env::var_os("PGQUORUM_KEEP_TEST_DIR").is_some() {
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+            eprintln!("kept test directory {}", dir.keep().display());
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Network namespaces for tests that cut the network: each member gets its own namespace and
+//! address on a bridge inside a private "switch" namespace; the test process reaches them
+//! through one veth into that switch.
+//!
+//! Partitioning moves the cut-off members' bridge ports onto a second bridge: their packets to
+//! the others are dropped (no route, no ARP answer), for Raft and every other protocol alike.
+//! Needs root; everything created is deleted on drop.
+
+use std::process::Command;
+
+/// A set of namespaces with one address each.
+pub struct Lab {
+    tag: String,
+    subnet: u8,
+    hosts: Vec<String>,
+    switch: String,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip {args:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+fn must(args: &[&str]) {
+    if let Err(e) = ip(args) {
+        panic!("network lab setup failed: {e}");
+    }
+}
+
+fn subnet_in_use(n: u8) -> bool {
+    let out = Command::new("ip").args(["-o", "-4", "addr"]).output().map(|o| o.stdout).unwrap_or_default();
+    String::from_utf8_lossy(&out).contains(&format!(" 10.{n}.0."))
+}
+
+impl Lab {
+    /// Creates `n` member namespaces.
+    pub fn new(n: usize) -> Lab {
+        assert!(crate::bins::is_root(), "network namespaces need root");
+        let pid = std::process::id();
+        let tag = format!("{}", pid % 1_000_000);
+        let subnet = (0..200u32)
+            .map(|i| (100 + ((pid + i) % 150)) as u8)
+            .find(|s| !subnet_in_use(*s))
+            .expect("a free 10.x.0.0/24 subnet");
+        let switch = format!("pgqsw{tag}");
+        let lab = Lab {
+            tag: tag.clone(),
+            subnet,
+            hosts: (0..n).map(|i| format!("pgq{tag}m{i}")).collect(),
+            switch,
+        };
+        must(&["netns", "add", &lab.switch]);
+        for br in ["br0", "br1"] {
+            must(&["-n", &lab.switch, "link", "add", br, "type", "bridge"]);
+            must(&["-n", &lab.switch, "link", "set", br, "up"]);
+        }
+        let host_if = format!("pgqh{tag}");
+        must(&["link", "add", &host_if, "type", "veth", "peer", "name", "ph", "netns", &lab.switch]);
+        must(&["addr", "add", &format!("10.{subnet}.0.1/24"), "dev", &host_if]);
+        must(&["link", "set", &host_if, "up"]);
+        must(&["-n", &lab.switch, "link", "set", "ph", "master", "br0"]);
+        must(&["-n", &lab.switch, "link", "set", "ph", "up"]);
+        for (i, ns) in lab.hosts.iter().enumerate() {
+            must(&["netns", "add", ns]);
+            must(&["-n", ns, "link", "set", "lo", "up"]);
+            let port = format!("p{i}");
+            must(&[
+                "-n",
+                &lab.switch,
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                ns,
+            ]);
+            must(&["-n", &lab.switch, "link", "set", &port, "master", "br0"]);
+            must(&["-n", &lab.switch, "link", "set", &port, "up"]);
+            must(&["-n", ns, "addr", "add", &format!("{}/24", lab.ip(i)), "dev", "eth0"]);
+            must(&["-n", ns, "link", "set", "eth0", "up"]);
+        }
+        lab
+    }
+
+    /// Member `i`'s address.
+    pub fn ip(&self, i: usize) -> String {
+        format!("10.{}.0.{}", self.subnet, 10 + i)
+    }
+
+    /// Member `i`'s namespace name.
+    pub fn ns(&self, i: usize) -> String {
+        self.hosts[i].clone()
+    }
+
+    /// Cuts members `cut` off from everyone else (they can still reach each other).
+    pub fn partition(&self, cut: &[usize]) {
+        for &i in cut {
+            must(&["-n", &self.switch, "link", "set", &format!("p{i}"), "master", "br1"]);
+        }
+    }
+
+    /// Reconnects everyone.
+    pub fn heal(&self) {
+        for i in 0..self.hosts.len() {
+            must(&["-n", &self.switch, "link", "set", &format!("p{i}"), "master", "br0"]);
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in &self.hosts {
+            let _ = ip(&["netns", "del", ns]);
+        }
+        let _ = ip(&["netns", "del", &self.switch]);
+        let _ = ip(&["link", "del", &format!("pgqh{}", self.tag)]);
+    }
+}
