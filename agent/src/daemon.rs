@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cluster::{self, Cluster};
 use crate::config::AgentConfig;
+use crate::ha::{Ha, PgCtx, Shared, peers};
 use crate::raft::{Channels, RaftNode, StartError};
 
 /// Why the agent stopped with an error.
@@ -30,6 +31,16 @@ pub enum RunError {
 
 /// Runs the agent until `shutdown` completes or a critical task fails.
 pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    if cfg.pg.enabled && rustix::process::geteuid().is_root() {
+        return Err(StartError::Settings(
+            "pgquorum-agent runs Postgres, and Postgres refuses to run as root: start the agent as the user that \
+             owns the data directory, for example `runuser -u postgres -- pgquorum-agent ...` (or set \
+             postgres.enabled=false for a witness member)"
+                .into(),
+        )
+        .into());
+    }
+    let pg = if cfg.pg.enabled { Some(PgCtx::new(&cfg).map_err(StartError::Settings)?) } else { None };
     let listener = TcpListener::bind(&cfg.grpc_listen)
         .await
         .with_context(|| format!("binding grpc.listen {}", cfg.grpc_listen))?;
@@ -39,8 +50,15 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         member = %cfg.name, node_id = %format!("{:016x}", node.ident.node_id), grpc = %cfg.grpc_advertise,
         "agent started"
     );
-    let me = MemberNode { name: cfg.name.clone(), grpc: cfg.grpc_advertise.clone(), ..Default::default() };
+    let me = MemberNode {
+        name: cfg.name.clone(),
+        grpc: cfg.grpc_advertise.clone(),
+        postgres: if cfg.pg.enabled { cfg.pg.advertise.clone() } else { String::new() },
+        ..Default::default()
+    };
     let cluster = Cluster::new(node.clone(), me);
+    let shared = Shared::new();
+    let cfg = std::sync::Arc::new(cfg);
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let (fail_tx, mut fail_rx) = tokio::sync::mpsc::channel::<(String, anyhow::Error)>(4);
@@ -63,7 +81,25 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
             }
         });
     };
-    spawn("grpc", true, Box::pin(crate::api::serve_grpc(listener, cluster.clone(), cancel.clone())));
+    spawn(
+        "grpc",
+        true,
+        Box::pin(crate::api::serve_grpc(listener, cluster.clone(), shared.clone(), cancel.clone())),
+    );
+    let clock = shared.clone();
+    spawn(
+        "peers",
+        true,
+        Box::pin(peers::poll(
+            cluster.clone(),
+            shared.reports.clone(),
+            cfg.loop_interval,
+            move || clock.now(),
+            cancel.clone(),
+        )),
+    );
+    let ha = Ha::new(cfg.clone(), cluster.clone(), shared.clone(), pg).await?;
+    spawn("ha", true, Box::pin(ha.run(cancel.clone())));
     spawn(
         "bootstrap",
         false,
@@ -83,7 +119,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
             tracing::info!("shutting down");
             Ok(())
         }
-        Some((name, err)) = fail_rx.recv() => Err(anyhow::anyhow!("task {name} failed: {err:#}")),
+        Some((name, err)) = fail_rx.recv() => Err(err.context(format!("task {name} failed"))),
     };
     cancel.cancel();
     if let Err(e) = node.raft.shutdown().await {
@@ -92,7 +128,10 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     if tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await.is_err() {
         tracing::warn!("some tasks did not stop within 10s");
     }
-    outcome.map_err(RunError::Other)
+    outcome.map_err(|e| match e.downcast::<crate::ha::ForeignData>() {
+        Ok(f) => RunError::Start(StartError::Data(f.0)),
+        Err(e) => RunError::Other(e),
+    })
 }
 
 /// Ends with an error when Raft stops on its own (a storage failure is fatal by design).

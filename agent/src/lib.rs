@@ -8,4 +8,7 @@ pub mod api;
 pub mod cluster;
 pub mod config;
 pub mod daemon;
+pub mod fence;
+pub mod ha;
+pub mod postgres;
 pub mod raft;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pgquorum_agent::config::{AgentConfig, EXIT_CONFIG, KEYS};
+use pgquorum_agent::config::{AgentConfig, EXIT_CONFIG, all_keys};
 use pgquorum_agent::daemon::{self, RunError};
 use pgquorum_agent::raft::StartError;
 
@@ -39,6 +39,14 @@ enum Cmd {
     CheckConfig,
     /// List every configuration key with its environment variable, default and meaning.
     Keys,
+    /// (Internal) The fence guard the agent starts: kills Postgres at the lease deadline if the
+    /// agent does not renew. Reads commands on stdin.
+    #[command(hide = true)]
+    FenceGuard {
+        /// The Postgres data directory it guards.
+        #[arg(long)]
+        data: PathBuf,
+    },
 }
 
 fn load(cli: &Cli) -> Result<AgentConfig, ExitCode> {
@@ -78,8 +86,9 @@ fn init_logging(cfg: &AgentConfig) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Some(Cmd::FenceGuard { data }) => pgquorum_agent::fence::guard::run(data),
         Some(Cmd::Keys) => {
-            for k in KEYS {
+            for k in all_keys() {
                 println!("{}\t{}\t{}\t{}", k.key, k.env(), k.default, k.help);
             }
             return ExitCode::SUCCESS;

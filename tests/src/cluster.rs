@@ -28,6 +28,13 @@ impl Default for ClusterOptions {
     }
 }
 
+impl ClusterOptions {
+    /// Agents without Postgres (Raft only: every member a witness).
+    pub fn raft_only(members: usize) -> ClusterOptions {
+        ClusterOptions { members, settings: vec!["postgres.enabled=false".into()], ..Default::default() }
+    }
+}
+
 /// Agents under test. Dropping it kills every agent it started and removes its directory.
 pub struct Cluster {
     /// The agents, in start order.

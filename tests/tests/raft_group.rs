@@ -7,7 +7,7 @@ use pgquorum_tests::{Cluster, ClusterOptions, wait_for};
 const T: Duration = Duration::from_secs(20);
 
 fn options(members: usize) -> ClusterOptions {
-    ClusterOptions { members, ..Default::default() }
+    ClusterOptions::raft_only(members)
 }
 
 /// Waits until `name` reports itself caught up: its applied index reached `index`.
@@ -122,7 +122,7 @@ fn minority_cut_off_never_elects_and_majority_keeps_working() {
         eprintln!("SKIPPED: cutting the network needs root (network namespaces)");
         return;
     }
-    let mut c = Cluster::start(ClusterOptions { members: 5, netns: true, ..Default::default() });
+    let mut c = Cluster::start(ClusterOptions { netns: true, ..ClusterOptions::raft_only(5) });
     c.wait_for_leader(T);
     let minority = ["m4", "m5"];
     // Keep the minority away from leadership before cutting, so the cut tests an election.

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod duration;
+pub mod ha;
 pub mod state;
 pub mod types;
 

@@ -7,6 +7,9 @@ mod management;
 mod peer;
 mod status;
 
+use std::sync::Arc;
+
+use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -19,21 +22,29 @@ pub use management::ManagementApi;
 pub use peer::PeerApi;
 
 use crate::cluster::Cluster;
+use crate::ha::Shared;
 use crate::raft::RaftGrpc;
 
 /// Serves all gRPC services on `listener` until `cancel`.
 pub async fn serve_grpc(
     listener: TcpListener,
     cluster: Cluster,
+    shared: Arc<Shared>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let raft = RaftGrpc::new(cluster.node.raft.clone(), cluster.node.ident.clone());
+    // tonic ignores its own tcp_nodelay setting for an incoming stream; without it every small
+    // request-reply waits for the peer's delayed ACK (~40 ms).
+    let incoming = TcpListenerStream::new(listener).map(|s| {
+        s.inspect(|s| {
+            let _ = s.set_nodelay(true);
+        })
+    });
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(RaftServiceServer::new(raft).max_decoding_message_size(64 << 20))
-        .add_service(PeerServiceServer::new(PeerApi::new(cluster.clone())))
+        .add_service(PeerServiceServer::new(PeerApi::new(cluster.clone(), shared)))
         .add_service(ManagementServer::new(ManagementApi::new(cluster)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), cancel.cancelled())
+        .serve_with_incoming_shutdown(incoming, cancel.cancelled())
         .await?;
     Ok(())
 }

@@ -2,22 +2,30 @@
 //!
 //! Owns decoding and the cluster check for agent-to-agent calls.
 
+use std::sync::Arc;
+
 use pgquorum_core::state::{Command, MemberNode};
+use pgquorum_core::{Epoch, MemberName};
 use pgquorum_proto::peer::peer_service_server::PeerService;
-use pgquorum_proto::peer::{HelloReply, HelloRequest, JoinReply, JoinRequest, ProposeReply, ProposeRequest};
+use pgquorum_proto::peer::{
+    HelloReply, HelloRequest, JoinReply, JoinRequest, MemberStatusReply, MemberStatusRequest, ProposeReply,
+    ProposeRequest, RenewLeaseReply, RenewLeaseRequest, StopStreamingReply, StopStreamingRequest,
+};
 use tonic::{Request, Response, Status};
 
 use crate::cluster::Cluster;
+use crate::ha::Shared;
 
 /// Serves the peer service.
 pub struct PeerApi {
     cluster: Cluster,
+    shared: Arc<Shared>,
 }
 
 impl PeerApi {
-    /// Wraps the cluster handle.
-    pub fn new(cluster: Cluster) -> PeerApi {
-        PeerApi { cluster }
+    /// Wraps the cluster handle and the HA loop's shared state.
+    pub fn new(cluster: Cluster, shared: Arc<Shared>) -> PeerApi {
+        PeerApi { cluster, shared }
     }
 
     fn check(&self, cluster_name: &str) -> Result<(), Status> {
@@ -68,5 +76,55 @@ impl PeerService for PeerApi {
             self.cluster.node.raft.client_write(cmd).await.map_err(|e| Status::unavailable(e.to_string()))?;
         let result = serde_json::to_vec(&resp.data).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(ProposeReply { result, log_index: resp.log_id.index }))
+    }
+
+    async fn member_status(
+        &self,
+        req: Request<MemberStatusRequest>,
+    ) -> Result<Response<MemberStatusReply>, Status> {
+        self.check(&req.into_inner().cluster_name)?;
+        let report = self.shared.report.lock().expect("report lock is never poisoned").clone();
+        let report = report.ok_or_else(|| Status::unavailable("no report yet (starting)"))?;
+        let bytes = serde_json::to_vec(&report).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(MemberStatusReply { report: bytes }))
+    }
+
+    async fn renew_lease(
+        &self,
+        req: Request<RenewLeaseRequest>,
+    ) -> Result<Response<RenewLeaseReply>, Status> {
+        let req = req.into_inner();
+        self.check(&req.cluster_name)?;
+        let member = MemberName::new(req.member).map_err(Status::invalid_argument)?;
+        let shared = self.shared.clone();
+        let ttl = self
+            .shared
+            .coord
+            .confirm(&self.cluster, &member, Epoch(req.epoch), move || shared.now())
+            .await
+            .map_err(Status::failed_precondition)?;
+        Ok(Response::new(RenewLeaseReply { ttl_ms: ttl.as_millis() as u64 }))
+    }
+
+    async fn stop_streaming(
+        &self,
+        req: Request<StopStreamingRequest>,
+    ) -> Result<Response<StopStreamingReply>, Status> {
+        let req = req.into_inner();
+        self.check(&req.cluster_name)?;
+        let epoch = Epoch(req.epoch);
+        let mut published = self.shared.published.subscribe();
+        self.shared.stop_streaming(epoch);
+        let stopped = |r: &Option<pgquorum_core::ha::observation::Report>| {
+            r.as_ref().is_some_and(|r| {
+                r.stop_streaming_for.is_some_and(|e| e >= epoch)
+                    && !r.postgres.running().is_some_and(|p| p.streaming)
+            })
+        };
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_millis(600), published.wait_for(stopped)).await;
+        let report = published.borrow().clone();
+        let bytes = serde_json::to_vec(&report).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(StopStreamingReply { report: bytes }))
     }
 }

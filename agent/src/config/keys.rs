@@ -68,8 +68,8 @@ fn bootstrap(c: &mut AgentConfig, key: &str, v: &str) -> Result<(), String> {
     c.bootstrap.set(sub, v).map_err(|e| format!("bootstrap.{e}"))
 }
 
-/// Every key the agent accepts.
-pub const KEYS: &[KeyDef] = &[
+/// The agent's own keys (Postgres, tags and HA-loop keys are in `keys_postgres.rs`).
+pub const AGENT_KEYS: &[KeyDef] = &[
     KeyDef {
         key: "name",
         default: "",
@@ -286,16 +286,20 @@ pub const KEYS: &[KeyDef] = &[
     },
 ];
 
-/// The definition of `key`, if it is one.
+/// Every key the agent accepts.
+pub fn all() -> impl Iterator<Item = &'static KeyDef> {
+    AGENT_KEYS.iter().chain(super::keys_postgres::POSTGRES_KEYS.iter())
+}
+
+/// The definition of `key`, if it is one (exact keys win over `prefix.*` ones).
 pub fn find(key: &str) -> Option<&'static KeyDef> {
-    KEYS.iter().find(|d| d.matches(key))
+    all().find(|d| !d.key.ends_with('*') && d.key == key).or_else(|| all().find(|d| d.matches(key)))
 }
 
 /// Up to three known keys that look like `key`, for "did you mean" hints.
 pub fn similar(key: &str) -> Vec<&'static str> {
     let last = key.rsplit('.').next().unwrap_or(key);
-    let mut out: Vec<&'static str> = KEYS
-        .iter()
+    let mut out: Vec<&'static str> = all()
         .map(|d| d.key)
         .filter(|k| k.contains(last) || last.contains(k.rsplit('.').next().unwrap_or(k)))
         .collect();

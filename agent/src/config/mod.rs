@@ -5,15 +5,21 @@
 //! allowed; the binary exits with code 64 on it. Must not start anything.
 
 mod keys;
+mod keys_postgres;
+mod pg;
 mod source;
 mod validate;
 
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use pgquorum_core::MemberName;
+use pgquorum_core::ha::observation::Tags;
 use pgquorum_core::state::DynamicConfig;
 
-pub use keys::{KEYS, KeyDef};
+pub use keys::{KeyDef, all as all_keys};
+pub use pg::{Credentials, PgConfig};
 pub use source::{Origin, Setting};
 
 use crate::raft::RaftSettings;
@@ -50,8 +56,33 @@ pub struct AgentConfig {
     pub log_json: bool,
     /// Dynamic configuration seeded when this agent initialises the cluster.
     pub bootstrap: DynamicConfig,
+    /// The local Postgres.
+    pub pg: PgConfig,
+    /// Passwords, resolved at load time (None for a witness).
+    pub secrets: Option<Secrets>,
+    /// This member's tags.
+    pub tags: Tags,
+    /// HA loop interval.
+    pub loop_interval: Duration,
     /// Where each key's value came from, for `check-config`.
     pub origins: Vec<(String, Origin)>,
+}
+
+/// Passwords of the roles the agent manages.
+#[derive(Clone)]
+pub struct Secrets {
+    /// Superuser password.
+    pub superuser: String,
+    /// Replication role password.
+    pub replication: String,
+    /// Application role password, when an application role is configured.
+    pub application: Option<String>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secrets(<redacted>)")
+    }
 }
 
 /// Everything wrong with a configuration.
@@ -88,6 +119,10 @@ impl AgentConfig {
             log_level: String::new(),
             log_json: false,
             bootstrap: DynamicConfig::default(),
+            pg: PgConfig::default(),
+            secrets: None,
+            tags: Tags::default(),
+            loop_interval: Duration::from_millis(100),
             origins: Vec::new(),
         }
     }
@@ -100,8 +135,7 @@ impl AgentConfig {
         flags: &[String],
     ) -> Result<(AgentConfig, Vec<String>), ConfigError> {
         let mut errs = Vec::new();
-        let mut settings: Vec<Setting> = KEYS
-            .iter()
+        let mut settings: Vec<Setting> = keys::all()
             .filter(|d| !d.key.ends_with('*'))
             .map(|d| Setting {
                 key: d.key.to_string(),
@@ -137,6 +171,16 @@ impl AgentConfig {
                 continue;
             };
             if s.origin == Origin::Default && def.default.is_empty() {
+                continue;
+            }
+            if s.origin == Origin::Flag && s.key.ends_with(".password") {
+                errs.push(format!(
+                    "{}: never pass a password on the command line (it shows in ps and shell history); use the \
+                     environment variable {} or {}_file",
+                    s.key,
+                    def.env(),
+                    s.key
+                ));
                 continue;
             }
             match (def.set)(&mut c, &s.key, &s.value) {

@@ -112,7 +112,7 @@ pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> (Vec<Settin
         if !name.starts_with("PGQUORUM_") || OTHER.contains(&name.as_str()) || name.ends_with("_FILE") {
             continue;
         }
-        let found = keys::KEYS.iter().find_map(|d| {
+        let found = keys::all().find_map(|d| {
             let env = d.env();
             if d.key.ends_with('*') {
                 let rest = name.strip_prefix(&env)?;

@@ -15,6 +15,8 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 const YAML: &str = "
+postgres:
+  enabled: false
 name: pg-0
 cluster: demo
 data_dir: /tmp/pgq-test
@@ -54,7 +56,10 @@ fn file_then_env_then_flags_take_precedence() {
 
 #[test]
 fn toml_files_work_too_and_map_keys_come_from_env() {
-    let f = file(".toml", "name = \"solo\"\ndata_dir = \"/tmp/x\"\ngrpc = { listen = \"127.0.0.1:7100\" }\n");
+    let f = file(
+        ".toml",
+        "postgres = { enabled = false }\nname = \"solo\"\ndata_dir = \"/tmp/x\"\ngrpc = { listen = \"127.0.0.1:7100\" }\n",
+    );
     let (c, _) = AgentConfig::load(
         Some(f.path()),
         env(&[("PGQUORUM_BOOTSTRAP_POSTGRES_PARAMETERS_SHARED_BUFFERS", "1GB")]),
@@ -70,7 +75,10 @@ fn toml_files_work_too_and_map_keys_come_from_env() {
 
 #[test]
 fn every_problem_is_reported_with_key_value_and_fix() {
-    let f = file(".yaml", "name: Bad_Name\ndata_dir: /x\nraft:\n  heartbeat_interval: soon\nheartbeat: 1\n");
+    let f = file(
+        ".yaml",
+        "postgres: {enabled: false}\nname: Bad_Name\ndata_dir: /x\nraft:\n  heartbeat_interval: soon\nheartbeat: 1\n",
+    );
     let err = AgentConfig::load(Some(f.path()), env(&[]), &[]).expect_err("invalid").to_string();
     assert!(err.contains("config: name: invalid member name \"Bad_Name\""), "{err}");
     assert!(err.contains("raft.heartbeat_interval: invalid duration \"soon\""), "{err}");
@@ -103,14 +111,18 @@ fn peers_must_list_this_member_and_wildcard_listen_needs_advertise() {
     let err = AgentConfig::load(
         None,
         env(&[]),
-        &["name=c".into(), "data_dir=/x".into(), "peers=a=h:1,b=h:2".into()],
+        &["postgres.enabled=false".into(), "name=c".into(), "data_dir=/x".into(), "peers=a=h:1,b=h:2".into()],
     )
     .expect_err("self missing")
     .to_string();
     assert!(err.contains("peers (a, b) must include this member (c)"), "{err}");
-    let err = AgentConfig::load(None, env(&[]), &["name=c".into(), "data_dir=/x".into()])
-        .expect_err("wildcard")
-        .to_string();
+    let err = AgentConfig::load(
+        None,
+        env(&[]),
+        &["postgres.enabled=false".into(), "name=c".into(), "data_dir=/x".into()],
+    )
+    .expect_err("wildcard")
+    .to_string();
     assert!(err.contains("grpc.advertise: required when grpc.listen (0.0.0.0:7000) is a wildcard"), "{err}");
 }
 
@@ -123,7 +135,7 @@ fn statefulset_ordinals_expand_to_peers() {
             ("PGQUORUM_DATA_DIR", "/x"),
             ("PGQUORUM_STATEFULSET_REPLICAS", "3"),
         ]),
-        &["statefulset.domain=pg.ns.svc.cluster.local".into()],
+        &["statefulset.domain=pg.ns.svc.cluster.local".into(), "postgres.enabled=false".into()],
     )
     .expect("valid");
     let peers: Vec<String> = c.peers.iter().map(|(n, a)| format!("{n}={a}")).collect();
@@ -143,7 +155,12 @@ fn unknown_environment_variables_are_warned_about() {
     let (_, warnings) = AgentConfig::load(
         None,
         env(&[("PGQUORUM_NAEM", "x"), ("PGQUORUM_ENDPOINT", "h:1")]),
-        &["name=a".into(), "data_dir=/x".into(), "grpc.listen=127.0.0.1:1".into()],
+        &[
+            "postgres.enabled=false".into(),
+            "name=a".into(),
+            "data_dir=/x".into(),
+            "grpc.listen=127.0.0.1:1".into(),
+        ],
     )
     .expect("valid");
     assert_eq!(warnings, ["environment variable PGQUORUM_NAEM matches no configuration key and is ignored"]);
@@ -152,8 +169,29 @@ fn unknown_environment_variables_are_warned_about() {
 #[test]
 fn every_key_has_help_and_a_distinct_environment_variable() {
     let mut envs = std::collections::BTreeSet::new();
-    for k in KEYS {
+    for k in keys::all() {
         assert!(!k.help.is_empty(), "{} has no help", k.key);
         assert!(envs.insert(k.env()), "{} shares its env var", k.key);
     }
+}
+
+#[test]
+fn passwords_come_from_env_or_file_never_from_flags() {
+    let base = ["name=a".to_string(), "data_dir=/x".into(), "grpc.listen=127.0.0.1:1".into()];
+    let mut flags = base.to_vec();
+    flags.push("postgres.superuser.password=hunter2".into());
+    let err = AgentConfig::load(None, env(&[]), &flags).expect_err("refused").to_string();
+    assert!(err.contains("postgres.superuser.password: never pass a password on the command line"), "{err}");
+    assert!(err.contains("PGQUORUM_POSTGRES_SUPERUSER_PASSWORD"), "{err}");
+    let err = AgentConfig::load(None, env(&[]), &base).expect_err("missing").to_string();
+    assert!(err.contains("postgres.replication.password: required; set the environment variable PGQUORUM_POSTGRES_REPLICATION_PASSWORD"), "{err}");
+    let pw = file("", "s3cret\n");
+    let mut flags = base.to_vec();
+    flags.push(format!("postgres.replication.password_file={}", pw.path().display()));
+    let (c, _) = AgentConfig::load(None, env(&[("PGQUORUM_POSTGRES_SUPERUSER_PASSWORD", "root-pw")]), &flags)
+        .expect("valid");
+    let s = c.secrets.expect("resolved");
+    assert_eq!((s.superuser.as_str(), s.replication.as_str()), ("root-pw", "s3cret"));
+    assert_eq!(c.pg.advertise, "127.0.0.1:5432");
+    assert!(!format!("{:?}", c.pg).contains("root-pw"), "passwords never appear in debug output");
 }

@@ -55,7 +55,53 @@ pub(super) fn validate(c: &mut AgentConfig) -> Vec<String> {
     }
     expand_statefulset(c, &mut errs);
     check_peers(c, &mut errs);
+    check_postgres(c, &mut errs);
     errs
+}
+
+fn check_postgres(c: &mut AgentConfig, errs: &mut Vec<String>) {
+    if c.loop_interval < std::time::Duration::from_millis(10) || c.loop_interval * 5 > c.bootstrap.ttl {
+        errs.push(format!(
+            "ha.loop_interval ({}) must be at least 10ms and at most a fifth of bootstrap.ttl ({})",
+            fmt_dur(c.loop_interval),
+            fmt_dur(c.bootstrap.ttl)
+        ));
+    }
+    if !c.pg.enabled {
+        return;
+    }
+    if c.pg.advertise.is_empty() {
+        let (host, _) = c.pg.listen_parts();
+        if host == "*" || host == "0.0.0.0" || host == "::" || host.contains(',') || host.is_empty() {
+            errs.push(format!(
+                "postgres.advertise: required when postgres.listen ({}) is not a single address; set the host:port \
+                 other members and clients reach this Postgres at",
+                c.pg.listen
+            ));
+        } else {
+            c.pg.advertise = c.pg.listen.clone();
+        }
+    }
+    let superuser = c.pg.superuser.resolve("postgres.superuser");
+    let replication = c.pg.replication.resolve("postgres.replication");
+    let application = if c.pg.application.username.is_empty() {
+        Ok(None)
+    } else {
+        c.pg.application.resolve("postgres.application").map(Some)
+    };
+    match (superuser, replication, application) {
+        (Ok(s), Ok(r), Ok(a)) => {
+            c.secrets = Some(super::Secrets { superuser: s, replication: r, application: a })
+        }
+        (s, r, a) => {
+            errs.extend(s.err());
+            errs.extend(r.err());
+            errs.extend(a.err());
+        }
+    }
+    if c.pg.superuser.username == c.pg.replication.username {
+        errs.push("postgres.replication.username must differ from postgres.superuser.username".into());
+    }
 }
 
 fn expand_statefulset(c: &mut AgentConfig, errs: &mut Vec<String>) {

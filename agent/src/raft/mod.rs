@@ -67,6 +67,11 @@ impl RaftSettings {
             // The state machine lives in memory: a restarted leader must not resume leadership
             // before it has replayed the log (openraft FAQ, reference rust-stack §4.7).
             enable_leader_restore: Some(false),
+            // The defaults (65536 slots) are sized for high-throughput stores; ours carries a few
+            // decisions a minute.
+            api_channel_size: Some(256),
+            notification_channel_size: Some(256),
+            state_machine_channel_size: Some(64),
             ..Default::default()
         };
         config.validate().map_err(|e| format!("invalid Raft settings: {e}"))

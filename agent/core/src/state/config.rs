@@ -109,6 +109,9 @@ pub const RESERVED_POSTGRES_PARAMETERS: &[&str] = &[
     "data_directory",
     "config_file",
     "hot_standby",
+    "wal_log_hints",
+    "restart_after_crash",
+    "cluster_name",
 ];
 
 impl DynamicConfig {

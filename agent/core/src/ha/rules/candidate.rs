@@ -1,0 +1,148 @@
+//! Whom to promote when the primary's lease ran out.
+//!
+//! Only members that stopped streaming for the failing epoch count (their WAL position is
+//! final). In synchronous modes the recorded set `ANY k (S)` must be heard from: at least
+//! `|S| - k + 1` of its members, so one of them holds every acknowledged commit, and the
+//! candidate must be at least as far as all of them. In performance mode (or while replication
+//! was asynchronous) a candidate must be within `maximum_lag_on_failover` of the primary's last
+//! known position. Ties: higher `failover_priority`, then name.
+
+use crate::ha::config::HaConfig;
+use crate::ha::observation::{Data, Observation, Postgres};
+use crate::state::DurabilityMode;
+use crate::{Epoch, Lsn, MemberName, Timeline};
+
+/// The chosen member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// Who.
+    pub member: MemberName,
+    /// Its final WAL position, when known.
+    pub lsn: Option<Lsn>,
+    /// Its timeline, when known.
+    pub timeline: Option<Timeline>,
+}
+
+struct Final {
+    member: MemberName,
+    lsn: Lsn,
+    timeline: Timeline,
+    nofailover: bool,
+    priority: i32,
+}
+
+/// Members whose streaming stopped for `epoch`, with fresh reports.
+fn finals(obs: &Observation, cfg: &HaConfig, old: &MemberName, epoch: Epoch) -> Vec<Final> {
+    let mut out = Vec::new();
+    for (name, seen) in &obs.peers {
+        let Some(seen) = seen else { continue };
+        if name == old || obs.now.saturating_sub(seen.received) > cfg.report_stale_after {
+            continue;
+        }
+        let rep = &seen.report;
+        let Postgres::Running(r) = &rep.postgres else { continue };
+        let stopped = rep.stop_streaming_for.is_some_and(|e| e >= epoch) && !r.streaming;
+        if !r.in_recovery || !stopped {
+            continue;
+        }
+        let (Some(lsn), Some(timeline)) = (r.lsn, r.timeline) else { continue };
+        let matches_cluster = match (&rep.data, obs.cluster.system_identifier) {
+            (Data::Present(d), Some(id)) => d.system_identifier == id,
+            _ => false,
+        };
+        if !matches_cluster {
+            continue;
+        }
+        out.push(Final {
+            member: name.clone(),
+            lsn,
+            timeline,
+            nofailover: rep.tags.nofailover,
+            priority: rep.tags.failover_priority,
+        });
+    }
+    out
+}
+
+/// One line naming every replica with a final position, for the failover log.
+pub fn summary(obs: &Observation, cfg: &HaConfig, old: &MemberName, epoch: Epoch) -> String {
+    let f = finals(obs, cfg, old, epoch);
+    let parts: Vec<String> =
+        f.iter().map(|f| format!("{} at {} on timeline {}", f.member, f.lsn, f.timeline)).collect();
+    if parts.is_empty() { "no replica reported".into() } else { parts.join(", ") }
+}
+
+/// Chooses the replica to promote after `old` lost the lease of `epoch`.
+pub fn choose(
+    obs: &Observation,
+    cfg: &HaConfig,
+    old: &MemberName,
+    epoch: Epoch,
+    last_primary_lsn: Option<Lsn>,
+) -> Result<Candidate, String> {
+    let finals = finals(obs, cfg, old, epoch);
+    if finals.is_empty() {
+        return Err("no replica has reported a final WAL position".into());
+    }
+    let recorded = &obs.cluster.sync.recorded;
+    let need = recorded.quorum_to_prove_commits();
+    let top_tli = finals.iter().map(|f| f.timeline).max().expect("finals is not empty");
+    let responders: Vec<&Final> = finals.iter().filter(|f| recorded.members.contains(&f.member)).collect();
+    let mut bar = None;
+    if need > 0 {
+        if responders.len() < need {
+            let heard: Vec<&str> = responders.iter().map(|f| f.member.as_str()).collect();
+            return Err(format!(
+                "heard from {} of synchronous set {recorded} ({}); {need} needed to be sure no acknowledged commit is lost",
+                responders.len(),
+                if heard.is_empty() { "none".to_string() } else { heard.join(", ") }
+            ));
+        }
+        if responders.iter().any(|f| f.timeline != top_tli) {
+            return Err("synchronous standbys are on different timelines".into());
+        }
+        bar = responders.iter().map(|f| f.lsn).max();
+    }
+    let lag_limited = obs.cluster.config.durability == DurabilityMode::Performance || recorded.k == 0;
+    let max_lag = obs.cluster.config.maximum_lag_on_failover;
+    let mut eligible: Vec<&Final> = finals
+        .iter()
+        .filter(|f| f.timeline == top_tli && !f.nofailover)
+        .filter(|f| bar.is_none_or(|b| f.lsn >= b))
+        .filter(|f| !lag_limited || last_primary_lsn.is_none_or(|last| last.saturating_sub(f.lsn) <= max_lag))
+        .collect();
+    eligible
+        .sort_by(|a, b| b.lsn.cmp(&a.lsn).then(b.priority.cmp(&a.priority)).then(a.member.cmp(&b.member)));
+    match eligible.first() {
+        Some(f) => Ok(Candidate { member: f.member.clone(), lsn: Some(f.lsn), timeline: Some(f.timeline) }),
+        None if lag_limited && last_primary_lsn.is_some() => {
+            Err(format!("every replica lags more than maximum_lag_on_failover ({max_lag} bytes)"))
+        }
+        None => Err("no eligible replica holds every acknowledged commit (nofailover or behind)".into()),
+    }
+}
+
+/// The former primary, if it can take its role back: reachable, fenced for `epoch`, Postgres
+/// stopped, data of this cluster. It holds every commit it acknowledged by definition.
+pub fn former_primary(
+    obs: &Observation,
+    cfg: &HaConfig,
+    old: &MemberName,
+    epoch: Epoch,
+) -> Option<Candidate> {
+    let seen = obs.peers.get(old)?.as_ref()?;
+    if obs.now.saturating_sub(seen.received) > cfg.report_stale_after {
+        return None;
+    }
+    let rep = &seen.report;
+    let stopped = matches!(rep.postgres, Postgres::Stopped | Postgres::Crashed { .. });
+    let fenced = rep.fenced_epoch.is_some_and(|e| e >= epoch) && rep.lease.is_none();
+    match (&rep.data, obs.cluster.system_identifier) {
+        (Data::Present(d), Some(id))
+            if stopped && fenced && d.system_identifier == id && !rep.tags.nofailover =>
+        {
+            Some(Candidate { member: old.clone(), lsn: Some(d.checkpoint_lsn), timeline: Some(d.timeline) })
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,8 @@
+//! One small file per rule: lease, member, rejoin, candidate, sync, coordinator.
+
+pub mod candidate;
+pub mod coordinator;
+pub mod lease;
+pub mod member;
+pub mod rejoin;
+pub mod sync;

@@ -1,0 +1,178 @@
+//! The coordinator's memory (on the Raft leader): when it became leader, when it last confirmed
+//! the primary's lease, which epoch it declared expired, and the failover in progress.
+//!
+//! Confirming a renewal and declaring expiry are the two halves of the lease protocol; both
+//! happen under one lock so they cannot interleave (see `confirm` and `try_expire`).
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use openraft::ReadPolicy;
+use pgquorum_core::ha::observation::Coordinator;
+use pgquorum_core::ha::rules::lease::{Refusal, may_confirm};
+use pgquorum_core::{Epoch, Lsn, MemberName};
+
+use crate::cluster::Cluster;
+
+/// Coordinator state for one Raft term.
+#[derive(Clone, Debug, Default)]
+pub struct CoordState {
+    /// The Raft term this state belongs to (0: not leader).
+    pub term: u64,
+    /// When this agent noticed it leads (at or after the election).
+    pub leader_since: Duration,
+    /// The epoch the lease fields refer to.
+    pub epoch: Epoch,
+    /// When this state first saw that epoch.
+    pub epoch_since: Duration,
+    /// Last confirmation of that epoch's lease (or when the epoch was first seen).
+    pub last_confirmed: Option<Duration>,
+    /// Longest ttl confirmed for it.
+    pub granted_ttl: Option<Duration>,
+    /// Declared expired.
+    pub expired_epoch: Option<Epoch>,
+    /// Phase 1 request.
+    pub stop_requested: Option<(Epoch, Duration)>,
+    /// Last WAL position the primary reported.
+    pub last_primary_lsn: Option<Lsn>,
+    /// Last leadership transfer attempt.
+    pub last_transfer: Option<Duration>,
+}
+
+/// The lock around `CoordState`.
+#[derive(Default)]
+pub struct Coord {
+    state: Mutex<CoordState>,
+}
+
+impl Coord {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CoordState> {
+        self.state.lock().expect("coordinator lock is never poisoned: no panics while held")
+    }
+
+    /// Brings the state in line with the current term and epoch: a new term starts from
+    /// scratch at `now`; a new epoch gives its primary a full ttl from `now` to get a lease.
+    pub fn refresh(&self, term: u64, leader: bool, epoch: Epoch, now: Duration) {
+        let mut s = self.lock();
+        if !leader {
+            *s = CoordState::default();
+            return;
+        }
+        if s.term != term {
+            *s = CoordState { term, leader_since: now, epoch, epoch_since: now, ..Default::default() };
+        }
+        if s.epoch != epoch {
+            s.epoch = epoch;
+            s.epoch_since = now;
+            s.last_confirmed = Some(now);
+            s.granted_ttl = None;
+            s.expired_epoch = None;
+            s.stop_requested = None;
+            s.last_primary_lsn = None;
+        }
+    }
+
+    /// The view `decide` gets (None unless leading `term`).
+    pub fn view(&self, term: u64) -> Option<CoordState> {
+        let s = self.lock();
+        (s.term == term && term != 0).then(|| s.clone())
+    }
+
+    /// Records the primary's reported position.
+    pub fn note_primary_lsn(&self, lsn: Lsn) {
+        self.lock().last_primary_lsn = Some(lsn);
+    }
+
+    /// Records a phase-1 request for `epoch` (first time only).
+    pub fn note_stop_requested(&self, epoch: Epoch, now: Duration) {
+        let mut s = self.lock();
+        if s.stop_requested.is_none_or(|(e, _)| e != epoch) {
+            s.stop_requested = Some((epoch, now));
+        }
+    }
+
+    /// Records a leadership transfer attempt.
+    pub fn note_transfer(&self, now: Duration) {
+        self.lock().last_transfer = Some(now);
+    }
+
+    /// Declares `epoch` expired if, under the lock, its lease certainly ran out: `ttl + margin`
+    /// after both the last confirmation and this leader's start. Returns whether it did.
+    pub fn try_expire(&self, epoch: Epoch, ttl: Duration, margin: Duration, now: Duration) -> bool {
+        let mut s = self.lock();
+        if s.epoch != epoch {
+            return false;
+        }
+        let since = s.last_confirmed.map_or(s.leader_since, |t| t.max(s.leader_since));
+        let ttl = s.granted_ttl.unwrap_or(ttl).max(ttl);
+        if now >= since + ttl + margin {
+            s.expired_epoch = Some(epoch);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Confirms `member`'s lease on `epoch` and returns the ttl it may count from its send time.
+    /// Checks before and after a ReadIndex round (a heartbeat sent after this request arrived,
+    /// acknowledged by a quorum), and records the confirmation under the lock that expiry uses.
+    pub async fn confirm(
+        &self,
+        cluster: &Cluster,
+        member: &MemberName,
+        epoch: Epoch,
+        now: impl Fn() -> Duration,
+    ) -> Result<Duration, String> {
+        let refuse = |r: Refusal| match r {
+            Refusal::NotPrimary => format!("{member} is not the primary of epoch {epoch}"),
+            Refusal::Expired => format!("the lease of epoch {epoch} has expired"),
+        };
+        let term = cluster.metrics().current_term;
+        if !cluster.is_leader() {
+            return Err("not the Raft leader".into());
+        }
+        self.refresh(term, true, cluster.applied().state.epoch, now());
+        {
+            let s = self.lock();
+            may_confirm(&cluster.applied().state, s.expired_epoch, member, epoch).map_err(refuse)?;
+        }
+        cluster
+            .node
+            .raft
+            .ensure_linearizable(ReadPolicy::ReadIndex)
+            .await
+            .map_err(|e| format!("leadership not confirmed: {e}"))?;
+        let applied = cluster.applied();
+        let m = cluster.metrics();
+        let mut s = self.lock();
+        if m.current_term != term || s.term != term {
+            return Err("Raft leadership changed during the confirmation".into());
+        }
+        may_confirm(&applied.state, s.expired_epoch, member, epoch).map_err(refuse)?;
+        let ttl = applied.state.config.ttl;
+        if s.epoch != epoch {
+            return Err(format!("epoch {epoch} is not current"));
+        }
+        s.last_confirmed = Some(now());
+        s.granted_ttl = Some(s.granted_ttl.map_or(ttl, |g| g.max(ttl)));
+        Ok(ttl)
+    }
+}
+
+impl CoordState {
+    /// The core's view of this state.
+    pub fn to_view(&self, voters: Vec<MemberName>, caught_up: Vec<MemberName>) -> Coordinator {
+        Coordinator {
+            leader_since: self.leader_since,
+            epoch_since: self.epoch_since,
+            last_confirmed: self.last_confirmed,
+            granted_ttl: self.granted_ttl,
+            expired_epoch: self.expired_epoch,
+            stop_requested: self.stop_requested,
+            voters,
+            caught_up,
+            last_primary_lsn: self.last_primary_lsn,
+            last_transfer: self.last_transfer,
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! Carrying out the member's actions. Long ones (initdb, clone, rewind, promote, stop) run as
+//! tasks and show up in the next observation; nothing here waits on the network for long.
+//! Before anything that makes Postgres writable, the lease is checked again here.
+
+use std::time::Duration;
+
+use pgquorum_core::MemberName;
+use pgquorum_core::ha::config::fence_lead;
+use pgquorum_core::ha::observation::{Observation, Task};
+use pgquorum_core::ha::plan::Action;
+use pgquorum_proto::peer::RenewLeaseRequest;
+
+use super::Ha;
+use super::pg::split_addr;
+use crate::postgres::{process, sql::Sql, tools};
+
+impl Ha {
+    /// Where `member`'s Postgres listens, from its report or its membership entry.
+    pub(super) fn address_of(&self, obs: &Observation, member: &MemberName) -> Option<String> {
+        let from_report = obs.peers.get(member).and_then(|s| s.as_ref()).map(|s| s.report.address.clone());
+        from_report.filter(|a| !a.is_empty()).or_else(|| {
+            self.cluster.membership().nodes.values().find(|n| &n.name == member).map(|n| n.postgres.clone())
+        })
+    }
+
+    fn lease_ok(&self, obs: &Observation) -> bool {
+        let now = self.shared.now();
+        let granted = obs.cluster.primary.as_ref().filter(|p| p.member == obs.me).map(|p| p.epoch);
+        self.local.lease.is_some_and(|l| {
+            Some(l.epoch) == granted && now + fence_lead(obs.cluster.config.ttl) < l.deadline
+        })
+    }
+
+    /// Writes the configuration for the current role; reloads a running server if it changed.
+    pub(super) async fn write_conf(&mut self, obs: &Observation) -> Result<(), String> {
+        let addr = match &self.local.upstream {
+            Some(m) if self.local.conf_standby => {
+                Some(self.address_of(obs, m).ok_or_else(|| format!("no address known for {m}"))?)
+            }
+            _ => None,
+        };
+        let upstream = addr.as_deref().and_then(split_addr);
+        let changed = self
+            .pg()
+            .write_files(
+                upstream,
+                &self.local.conf_sync,
+                &obs.cluster.config.postgres_parameters,
+                self.local.conf_standby,
+            )
+            .map_err(|e| format!("writing Postgres configuration in {}: {e}", self.pg().data.display()))?;
+        if changed && self.local.postmaster.is_some() {
+            self.sql().reload().await?;
+        }
+        Ok(())
+    }
+
+    fn start_postmaster(&mut self) -> Result<(), String> {
+        let pm = process::start(&self.pg().bin, &self.pg().data, &self.pg().log)
+            .map_err(|e| format!("starting postgres: {e}"))?;
+        tracing::info!(pid = pm.pid, "started Postgres");
+        self.local.postmaster = Some(pm);
+        self.local.started_at = Some(self.shared.now());
+        self.local.crashed_at = None;
+        self.local.status = None;
+        self.local.roles_checked = false;
+        self.local.standby_tli = None;
+        self.sql().reset();
+        Ok(())
+    }
+
+    fn spawn_task(
+        &mut self,
+        task: Task,
+        fut: impl std::future::Future<Output = super::local::TaskResult> + Send + 'static,
+    ) {
+        let shared = self.shared.clone();
+        self.local.task = Some((
+            task,
+            tokio::spawn(async move {
+                let res = fut.await;
+                shared.wake.notify_one();
+                res
+            }),
+        ));
+    }
+
+    /// Executes one member action.
+    pub(super) async fn exec(&mut self, obs: &Observation, action: &Action) -> Result<(), String> {
+        match action {
+            Action::Initdb => {
+                let pg = self.pg().clone();
+                self.spawn_task(Task::Initdb, async move {
+                    let (enc, locale, checksums) = &pg.initdb;
+                    let o = tools::InitdbOptions {
+                        superuser: &pg.superuser,
+                        password: &pg.secrets.superuser,
+                        encoding: enc,
+                        locale,
+                        checksums: *checksums,
+                    };
+                    tools::initdb(&pg.bin, &pg.data, &pg.scratch, &o).await.map(|_| None)
+                });
+            }
+            Action::Clone { from } => {
+                let addr =
+                    self.address_of(obs, from).ok_or_else(|| format!("no address known for {from}"))?;
+                let (host, port) = split_addr(&addr).ok_or_else(|| format!("bad address {addr}"))?;
+                let (host, pg, slot) = (host.to_string(), self.pg().clone(), obs.me.slot_name());
+                self.spawn_task(Task::Clone(from.clone()), async move {
+                    tools::basebackup(
+                        &pg.bin,
+                        &pg.data,
+                        &pg.passfile,
+                        &host,
+                        port,
+                        &pg.replication_user,
+                        &slot,
+                    )
+                    .await
+                    .map(|_| None)
+                });
+            }
+            Action::Rewind { from } => {
+                let addr =
+                    self.address_of(obs, from).ok_or_else(|| format!("no address known for {from}"))?;
+                let (host, port) = split_addr(&addr).ok_or_else(|| format!("bad address {addr}"))?;
+                let (host, pg) = (host.to_string(), self.pg().clone());
+                self.spawn_task(Task::Rewind(from.clone()), async move {
+                    let out =
+                        tools::rewind(&pg.bin, &pg.data, &pg.passfile, &host, port, &pg.superuser).await?;
+                    tracing::info!("pg_rewind: {}", out.lines().last().unwrap_or(""));
+                    Ok(None)
+                });
+            }
+            Action::DiscardData => {
+                let aside = self.pg().data.with_extension("discarded");
+                let _ = std::fs::remove_dir_all(&aside);
+                std::fs::rename(&self.pg().data, &aside)
+                    .map_err(|e| format!("moving {} aside: {e}", self.pg().data.display()))?;
+                tracing::warn!("moved the diverged data directory to {} to clone it again", aside.display());
+                self.local.data_stale = true;
+            }
+            Action::StartPrimary => {
+                if !self.lease_ok(obs) {
+                    return Err("not starting as primary: the lease is not held".into());
+                }
+                self.local.upstream = None;
+                self.local.conf_standby = false;
+                self.local.conf_sync = obs.cluster.sync.target.to_postgres();
+                self.write_conf(obs).await?;
+                self.start_postmaster()?;
+                self.arm_guard(obs).await;
+            }
+            Action::StartReplica { upstream } => {
+                self.local.upstream = upstream.clone();
+                self.local.conf_standby = true;
+                self.local.conf_sync = String::new();
+                self.write_conf(obs).await?;
+                self.start_postmaster()?;
+            }
+            Action::Follow { upstream } => {
+                tracing::info!(
+                    "streaming from {}",
+                    upstream.as_ref().map_or("nobody".to_string(), |u| u.to_string())
+                );
+                self.local.upstream = upstream.clone();
+                self.write_conf(obs).await?;
+            }
+            Action::Promote { sync } => {
+                if !self.lease_ok(obs) {
+                    return Err("not promoting: the lease is not held".into());
+                }
+                self.arm_guard(obs).await;
+                // Synchronous settings first (a standby ignores them), then promote.
+                self.local.upstream = None;
+                self.local.conf_sync = sync.to_postgres();
+                self.write_conf(obs).await?;
+                self.local.conf_standby = false;
+                let pg = self.pg().clone();
+                tracing::info!(epoch = %obs.cluster.epoch, "promoting with synchronous_standby_names = {:?}", self.local.conf_sync);
+                self.spawn_task(Task::Promote, async move {
+                    let mut sql = Sql::new(&pg.socket_dir, pg.port, &pg.superuser, &pg.secrets.superuser);
+                    sql.promote().await.map(|_| None)
+                });
+            }
+            Action::ApplySync { sync } => {
+                tracing::info!("synchronous_standby_names = {:?}", sync.to_postgres());
+                self.local.conf_sync = sync.to_postgres();
+                self.write_conf(obs).await?;
+            }
+            Action::Slots { members } => {
+                let names: Vec<String> = members.iter().map(MemberName::slot_name).collect();
+                self.sql().sync_slots(&names).await?;
+            }
+            Action::Stop => {
+                let pm = self.local.postmaster.take().ok_or("Postgres is not running")?;
+                let data = self.pg().data.clone();
+                self.local.data_stale = true;
+                self.local.status = None;
+                self.sql().reset();
+                self.spawn_task(Task::Restart, async move {
+                    pm.stop(&data, Duration::from_secs(30)).await;
+                    Ok(None)
+                });
+            }
+            Action::Fence => self.fence(obs).await,
+            Action::Renew { epoch } => self.renew(obs, *epoch),
+            Action::DropLease => {
+                self.local.lease = None;
+                if let Some(g) = self.guard.as_mut() {
+                    let _ = g.disarm().await;
+                }
+            }
+            Action::Propose(cmd) => {
+                if self.local.proposal.as_ref().is_some_and(|h| !h.is_finished()) {
+                    return Ok(());
+                }
+                let (cluster, cmd) = (self.cluster.clone(), cmd.clone());
+                tracing::info!("proposing: {cmd}");
+                self.local.proposal = Some(tokio::spawn(async move {
+                    match cluster.propose(cmd.clone()).await {
+                        Ok((Ok(_), _)) => {}
+                        Ok((Err(e), _)) => tracing::warn!("{cmd}: refused: {e}"),
+                        Err(e) => tracing::warn!("{cmd}: {e}"),
+                    }
+                }));
+            }
+            other => return Err(format!("{other:?} is not a member action")),
+        }
+        Ok(())
+    }
+
+    /// Kills Postgres now and never renews the granted epoch again.
+    pub(super) async fn fence(&mut self, obs: &Observation) {
+        if let Some(p) = obs.cluster.primary.as_ref().filter(|p| p.member == obs.me) {
+            self.local.fenced_epoch = Some(p.epoch);
+        }
+        if let Some(pm) = self.local.postmaster.take() {
+            tracing::warn!(epoch = %obs.cluster.epoch, "fencing: killing Postgres (no valid lease)");
+            pm.kill(&self.pg().data).await;
+        } else {
+            crate::fence::kill::kill_instance(&self.pg().data, None);
+        }
+        if let Some(g) = self.guard.as_mut() {
+            let _ = g.disarm().await;
+        }
+        self.local.status = None;
+        self.local.data_stale = true;
+        self.sql().reset();
+    }
+
+    fn renew(&mut self, obs: &Observation, epoch: pgquorum_core::Epoch) {
+        let sent = self.shared.now();
+        self.local.last_renewal_sent = Some(sent);
+        let (cluster, shared, me) = (self.cluster.clone(), self.shared.clone(), obs.me.clone());
+        let timeout = (obs.cluster.config.ttl / 3).max(Duration::from_millis(100));
+        let handle = tokio::spawn(async move {
+            let call = async {
+                match cluster.leader() {
+                    Some((id, _)) if id == cluster.node.ident.node_id => {
+                        shared.coord.confirm(&cluster, &me, epoch, || shared.now()).await
+                    }
+                    Some((_, node)) => {
+                        let mut client = cluster.peer_client(&node.grpc)?;
+                        let req = RenewLeaseRequest {
+                            cluster_name: cluster.node.ident.cluster_name.to_string(),
+                            member: me.to_string(),
+                            epoch: epoch.0,
+                        };
+                        let reply = client.renew_lease(req).await.map_err(|s| s.message().to_string())?;
+                        Ok(Duration::from_millis(reply.get_ref().ttl_ms))
+                    }
+                    None => Err("no Raft leader known".to_string()),
+                }
+            };
+            let res = match tokio::time::timeout(timeout, call).await {
+                Ok(Ok(ttl)) => Ok((epoch, ttl)),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(format!("no answer within {timeout:?}")),
+            };
+            shared.wake.notify_one();
+            res
+        });
+        self.local.renewal = Some((sent, handle));
+    }
+
+    /// Keeps the guard armed while this member holds a lease and runs Postgres.
+    pub(super) async fn arm_guard(&mut self, obs: &Observation) {
+        let lead = fence_lead(obs.cluster.config.ttl);
+        let fire = match (&self.local.lease, &self.local.postmaster) {
+            (Some(l), Some(pm)) => Some((pm.pid, self.shared.start + l.deadline.saturating_sub(lead / 2))),
+            _ => None,
+        };
+        let Some(guard) = self.guard.as_mut() else { return };
+        let armed = match fire {
+            Some((pid, at)) => guard.arm(pid, at).await,
+            None => guard.disarm().await,
+        };
+        if let Err(e) = armed {
+            tracing::error!("the fence guard is not reachable ({e}); fencing now to stay safe");
+            self.fence(obs).await;
+        }
+    }
+}

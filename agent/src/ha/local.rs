@@ -1,0 +1,151 @@
+//! The HA loop's own memory about the local member (process handles, lease, tasks) and how it
+//! becomes the core's `Local` and `Postgres` views.
+
+use std::time::Duration;
+
+use pgquorum_core::ha::observation::{Data, Lease, Local, Postgres, Running, Tags, Task};
+use pgquorum_core::state::SyncSet;
+use pgquorum_core::{Epoch, Lsn, MemberName};
+use tokio::task::JoinHandle;
+
+use crate::postgres::process::Postmaster;
+use crate::postgres::sql::Status;
+
+/// What a finished long task hands back.
+pub type TaskResult = Result<Option<Postmaster>, String>;
+
+/// A renewal in flight: it answers the epoch and the ttl confirmed.
+pub type Renewal = JoinHandle<Result<(Epoch, Duration), String>>;
+
+/// Mutable state of the local member.
+pub struct LocalState {
+    /// Our postmaster, when running.
+    pub postmaster: Option<Postmaster>,
+    /// When it was started.
+    pub started_at: Option<Duration>,
+    /// When it crashed (cleared when it runs again).
+    pub crashed_at: Option<Duration>,
+    /// Control data of the data directory (refreshed when Postgres is down).
+    pub data: Data,
+    /// `data` must be re-read.
+    pub data_stale: bool,
+    /// Lease held.
+    pub lease: Option<Lease>,
+    /// Renewal in flight: send time and the call.
+    pub renewal: Option<(Duration, Renewal)>,
+    /// When the last renewal was sent.
+    pub last_renewal_sent: Option<Duration>,
+    /// Epoch fenced for.
+    pub fenced_epoch: Option<Epoch>,
+    /// Long task in progress.
+    pub task: Option<(Task, JoinHandle<TaskResult>)>,
+    /// Last failed task.
+    pub last_failure: Option<(Task, String, Duration)>,
+    /// Primary Postgres down since (restart-in-place budget).
+    pub down_since: Option<Duration>,
+    /// Upstream written into the configuration.
+    pub upstream: Option<MemberName>,
+    /// Whether the configuration is a standby's (standby.signal).
+    pub conf_standby: bool,
+    /// `synchronous_standby_names` written into the configuration.
+    pub conf_sync: String,
+    /// Where the synchronous target took effect.
+    pub sync_applied_at: Option<(SyncSet, Lsn)>,
+    /// Last status reading.
+    pub status: Option<Status>,
+    /// A proposal of this member in flight.
+    pub proposal: Option<JoinHandle<()>>,
+    /// A coordinator proposal in flight.
+    pub coord_proposal: Option<JoinHandle<()>>,
+    /// Roles were checked since this postmaster became primary.
+    pub roles_checked: bool,
+    /// Role creation running in the background.
+    pub roles: Option<JoinHandle<()>>,
+    /// A witness member: no Postgres.
+    pub witness: bool,
+    /// Highest timeline this standby has been seen on (kept while its receiver is down).
+    pub standby_tli: Option<pgquorum_core::Timeline>,
+}
+
+impl LocalState {
+    /// A fresh state with the data directory read at start.
+    pub fn new(data: Data) -> LocalState {
+        LocalState {
+            postmaster: None,
+            started_at: None,
+            crashed_at: None,
+            data,
+            data_stale: false,
+            lease: None,
+            renewal: None,
+            last_renewal_sent: None,
+            fenced_epoch: None,
+            task: None,
+            last_failure: None,
+            down_since: None,
+            upstream: None,
+            conf_standby: true,
+            conf_sync: String::new(),
+            sync_applied_at: None,
+            status: None,
+            proposal: None,
+            coord_proposal: None,
+            roles_checked: false,
+            roles: None,
+            witness: false,
+            standby_tli: None,
+        }
+    }
+
+    /// The core's view of the local Postgres.
+    pub fn postgres_view(&self) -> Postgres {
+        if self.witness {
+            return Postgres::Disabled;
+        }
+        match (&self.postmaster, &self.status) {
+            (None, _) => match self.crashed_at {
+                Some(at) => Postgres::Crashed { at },
+                None => Postgres::Stopped,
+            },
+            (Some(_), None) => Postgres::Starting { since: self.started_at.unwrap_or_default() },
+            (Some(_), Some(s)) => Postgres::Running(running(s, self.upstream.clone())),
+        }
+    }
+
+    /// The core's view of the local member.
+    pub fn view(&self, stop_streaming_for: Option<Epoch>, tags: &Tags) -> Local {
+        Local {
+            postgres: self.postgres_view(),
+            data: self.data.clone(),
+            lease: self.lease,
+            renewal_in_flight_since: self.renewal.as_ref().map(|(sent, _)| *sent),
+            last_renewal_sent: self.last_renewal_sent,
+            fenced_epoch: self.fenced_epoch,
+            stop_streaming_for,
+            task: self.task.as_ref().map(|(t, _)| t.clone()),
+            last_failure: self.last_failure.clone(),
+            down_since: self.down_since,
+            tags: tags.clone(),
+            sync_applied_at: self.sync_applied_at.clone(),
+        }
+    }
+}
+
+/// A status reading as the core's `Running`.
+pub fn running(s: &Status, upstream: Option<MemberName>) -> Running {
+    let lsn = if s.in_recovery { s.receive_lsn.max(s.replay_lsn) } else { s.current_lsn };
+    Running {
+        in_recovery: s.in_recovery,
+        timeline: s.timeline,
+        lsn,
+        receive_lsn: s.receive_lsn,
+        replay_lsn: s.replay_lsn,
+        streaming: s.receiver.as_deref() == Some("streaming"),
+        min_recovery: s.min_recovery,
+        upstream: if s.in_recovery { upstream } else { None },
+        synchronous_standby_names: s.synchronous_standby_names.clone(),
+        replicas: s.replicas.clone(),
+        slots: s.slots.clone(),
+        pending_restart: s.pending_restart.clone(),
+    }
+}

@@ -1,0 +1,290 @@
+//! The HA loop: every tick, gather one observation, call the core's `decide`, carry out the
+//! plan. Long actions run as tasks and show up in a later observation, so lease renewal never
+//! waits on them.
+//!
+//! Owns the local member's runtime state and the state shared with the peer RPC handlers
+//! (`Shared`). Must not decide anything itself: every "whether" is the core's.
+
+mod coord;
+mod execute;
+mod lead;
+mod local;
+mod observe;
+pub mod peers;
+mod pg;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pgquorum_core::ha::observation::Report;
+use pgquorum_core::ha::plan::{Action, Reason};
+use pgquorum_core::ha::{HaConfig, Plan, decide};
+use pgquorum_core::{Epoch, Lsn, Timeline};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use coord::Coord;
+pub use pg::PgCtx;
+
+use crate::cluster::Cluster;
+use crate::config::AgentConfig;
+use crate::fence::Guard;
+use crate::postgres::{controldata, sql::Sql};
+use local::LocalState;
+use peers::Reports;
+
+/// State shared between the HA loop and the peer RPC handlers.
+pub struct Shared {
+    /// The zero of the loop's monotonic clock.
+    pub start: Instant,
+    /// Coordinator memory (used by lease renewals arriving over RPC).
+    pub coord: Coord,
+    /// Every member's last report.
+    pub reports: Arc<Reports>,
+    /// This member's last report (served by `MemberStatus`).
+    pub report: Mutex<Option<Report>>,
+    /// Every newly published report of this member.
+    pub published: tokio::sync::watch::Sender<Option<Report>>,
+    stop_streaming: Mutex<Option<Epoch>>,
+    /// Wakes the loop before its next tick.
+    pub wake: Notify,
+}
+
+impl Shared {
+    /// A fresh shared state.
+    pub fn new() -> Arc<Shared> {
+        Arc::new(Shared {
+            start: Instant::now(),
+            coord: Coord::default(),
+            reports: Arc::new(Reports::default()),
+            report: Mutex::new(None),
+            published: tokio::sync::watch::Sender::new(None),
+            stop_streaming: Mutex::new(None),
+            wake: Notify::new(),
+        })
+    }
+
+    /// The loop's monotonic now.
+    pub fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Records a coordinator's request to stop streaming for `epoch` and wakes the loop.
+    pub fn stop_streaming(&self, epoch: Epoch) {
+        let mut s = self.stop_streaming.lock().expect("lock is never poisoned");
+        if s.is_none_or(|e| e < epoch) {
+            *s = Some(epoch);
+        }
+        drop(s);
+        self.wake.notify_one();
+    }
+
+    /// The epoch streaming was stopped for.
+    pub fn stop_streaming_for(&self) -> Option<Epoch> {
+        *self.stop_streaming.lock().expect("lock is never poisoned")
+    }
+}
+
+/// The data directory holds another cluster's Postgres: an operator must act.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ForeignData(pub String);
+
+/// The HA loop of one agent.
+pub struct Ha {
+    cfg: Arc<AgentConfig>,
+    cluster: Cluster,
+    shared: Arc<Shared>,
+    pg: Option<Arc<PgCtx>>,
+    sql: Option<Sql>,
+    local: LocalState,
+    guard: Option<Guard>,
+    hacfg: HaConfig,
+    history_cache: Option<(Timeline, Vec<(Timeline, Lsn)>)>,
+    last_logged: Option<(Reason, Vec<Action>, Option<Reason>)>,
+}
+
+impl Ha {
+    /// Prepares the loop: kills a Postgres left over from a previous run, starts the fence
+    /// guard, reads the data directory. Without `pg` this member is a witness: it reports and,
+    /// when it leads Raft, coordinates.
+    pub async fn new(
+        cfg: Arc<AgentConfig>,
+        cluster: Cluster,
+        shared: Arc<Shared>,
+        pg: Option<PgCtx>,
+    ) -> anyhow::Result<Ha> {
+        let mut local = LocalState::new(pgquorum_core::ha::observation::Data::Missing);
+        let (mut sql, mut guard) = (None, None);
+        if let Some(pg) = &pg {
+            pg.prepare().map_err(|e| anyhow::anyhow!("preparing {}: {e}", pg.scratch.display()))?;
+            let leftover = crate::fence::kill::kill_instance(&pg.data, None);
+            if leftover > 0 {
+                tracing::warn!(
+                    "stopped {leftover} Postgres processes left from a previous run of this agent"
+                );
+            }
+            guard =
+                Some(Guard::spawn(&pg.data).map_err(|e| anyhow::anyhow!("starting the fence guard: {e}"))?);
+            local.data = controldata::read(&pg.bin, &pg.data).await;
+            sql = Some(Sql::new(&pg.socket_dir, pg.port, &pg.superuser, &pg.secrets.superuser));
+        } else {
+            local.witness = true;
+        }
+        Ok(Ha {
+            cfg,
+            cluster,
+            shared,
+            pg: pg.map(Arc::new),
+            sql,
+            local,
+            guard,
+            hacfg: HaConfig::default(),
+            history_cache: None,
+            last_logged: None,
+        })
+    }
+
+    /// Runs until `cancel`, then stops Postgres (and gives up the primary role, if held).
+    pub async fn run(mut self, cancel: CancellationToken) -> anyhow::Result<()> {
+        let every = self.cfg.loop_interval;
+        let mut applied = self.cluster.node.sm.subscribe();
+        while !cancel.is_cancelled() {
+            self.tick().await?;
+            // Tick at least every loop interval, and at once when the replicated state changes
+            // or a renewal, task or peer request finished.
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = tokio::time::sleep(every) => {}
+                _ = self.shared.wake.notified() => {}
+                _ = applied.changed() => {}
+            }
+        }
+        self.shutdown().await;
+        Ok(())
+    }
+
+    async fn tick(&mut self) -> anyhow::Result<()> {
+        let now = self.shared.now();
+        self.reap(now).await;
+        self.refresh_postgres().await;
+        if let Some(msg) = self.foreign_data() {
+            return Err(ForeignData(msg).into());
+        }
+        let obs = self.observe(now);
+        let plan = decide(&obs, &self.hacfg);
+        self.log_plan(&plan);
+        for a in &plan.member.actions {
+            if let Err(e) = self.exec(&obs, a).await {
+                tracing::warn!("{a:?}: {e}");
+                break;
+            }
+        }
+        if let Some(c) = &plan.coordinator {
+            for a in &c.actions {
+                if let Err(e) = self.exec_coord(&obs, a).await {
+                    tracing::debug!("coordinator {a:?}: {e}");
+                    break;
+                }
+            }
+        }
+        self.upkeep(&obs).await;
+        self.publish(&obs, now);
+        Ok(())
+    }
+
+    /// Keeps the guard armed, the configuration current, and the primary's roles present.
+    async fn upkeep(&mut self, obs: &pgquorum_core::ha::Observation) {
+        self.arm_guard(obs).await;
+        if self.local.postmaster.is_some() && self.local.task.is_none() && self.local.status.is_some() {
+            if let Err(e) = self.write_conf(obs).await {
+                tracing::warn!("{e}");
+            }
+            let writable = self.local.status.as_ref().is_some_and(|s| !s.in_recovery);
+            let busy = self.local.roles.as_ref().is_some_and(|h| !h.is_finished());
+            if writable && !self.local.roles_checked && !busy {
+                self.spawn_ensure_roles();
+            }
+        }
+    }
+
+    /// Creates missing roles on the new primary, in the background: the tick never waits on
+    /// SQL that could block (a write waits for synchronous standbys).
+    fn spawn_ensure_roles(&mut self) {
+        if let Some(h) = self.local.roles.take()
+            && h.is_finished()
+        {
+            self.local.roles_checked = true;
+            return;
+        }
+        let pg = self.pg().clone();
+        self.local.roles = Some(tokio::spawn(async move {
+            let mut sql = Sql::new(&pg.socket_dir, pg.port, &pg.superuser, &pg.secrets.superuser);
+            let res = async {
+                sql.ensure_role(&pg.replication_user, &pg.secrets.replication, true).await?;
+                if let (Some((user, db)), Some(pw)) = (&pg.application, &pg.secrets.application) {
+                    sql.ensure_role(user, pw, false).await?;
+                    sql.ensure_database(db, user).await?;
+                }
+                Ok::<(), String>(())
+            };
+            match tokio::time::timeout(Duration::from_secs(30), res).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("creating roles: {e}"),
+                Err(_) => tracing::warn!("creating roles did not finish within 30s"),
+            }
+        }));
+    }
+
+    fn pg(&self) -> &Arc<PgCtx> {
+        self.pg
+            .as_ref()
+            .expect("only members with Postgres act on it (a witness's plans hold no member actions)")
+    }
+
+    fn sql(&mut self) -> &mut Sql {
+        self.sql.as_mut().expect("only members with Postgres query it")
+    }
+
+    fn log_plan(&mut self, plan: &Plan) {
+        let coord_reason = plan.coordinator.as_ref().map(|c| c.reason.clone());
+        let key = (plan.member.reason.clone(), plan.member.actions.clone(), coord_reason.clone());
+        if self.last_logged.as_ref() == Some(&key) {
+            return;
+        }
+        let quiet = plan.member.actions.iter().all(|a| matches!(a, Action::Renew { .. }))
+            && plan.coordinator.as_ref().is_none_or(|c| c.actions.is_empty());
+        if !quiet || self.last_logged.as_ref().is_none_or(|(r, _, c)| *r != key.0 || *c != key.2) {
+            tracing::info!(member = %plan.member.reason, coordinator = ?coord_reason.map(|r| r.to_string()), "decision");
+        }
+        self.last_logged = Some(key);
+    }
+
+    async fn shutdown(mut self) {
+        let obs = self.observe(self.shared.now());
+        let epoch = obs.cluster.primary.as_ref().filter(|p| p.member == obs.me).map(|p| p.epoch);
+        if let Some(pm) = self.local.postmaster.take() {
+            tracing::info!("stopping Postgres");
+            let data = self.pg().data.clone();
+            pm.stop(&data, Duration::from_secs(20)).await;
+        }
+        if let Some(g) = self.guard.as_mut() {
+            let _ = g.disarm().await;
+        }
+        if let Some(epoch) = epoch {
+            let release = pgquorum_core::state::Command::ReleasePrimary { epoch };
+            match tokio::time::timeout(Duration::from_secs(3), self.cluster.propose(release)).await {
+                Ok(Ok(_)) => tracing::info!(
+                    "gave up the primary role of epoch {epoch} so another member can take over at once"
+                ),
+                _ => tracing::warn!(
+                    "could not give up the primary role; the others take over when the lease runs out"
+                ),
+            }
+        }
+        if let Some(g) = self.guard.take() {
+            g.shutdown().await;
+        }
+    }
+}

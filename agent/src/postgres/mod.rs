@@ -1,0 +1,11 @@
+//! Driving one Postgres instance: binaries, control data, configuration files, the postmaster
+//! process, SQL, and the initdb/basebackup/rewind tools.
+//!
+//! Owns how things are done, never whether: the HA loop decides (through the core) and calls in.
+
+pub mod bin;
+pub mod conf;
+pub mod controldata;
+pub mod process;
+pub mod sql;
+pub mod tools;
