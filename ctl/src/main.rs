@@ -7,6 +7,7 @@
 mod client;
 mod cmd;
 mod table;
+mod time;
 
 use std::process::ExitCode;
 

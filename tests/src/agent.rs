@@ -24,14 +24,36 @@ pub struct Agent {
     pub settings: Vec<String>,
     /// Where its stdout and stderr go.
     pub log: PathBuf,
+    /// Its Postgres host:port (None for a witness).
+    pub postgres: Option<String>,
+    /// Run as the `postgres` user (the harness runs as root).
+    pub as_user: bool,
     child: Option<Child>,
 }
 
-fn command_in(netns: &Option<String>, program: PathBuf) -> Command {
-    match netns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns]).arg(program);
+/// Superuser password the harness gives every agent (by environment, never a flag).
+pub const SUPERUSER_PASSWORD: &str = "e2e-superuser-secret";
+/// Replication password.
+pub const REPLICATION_PASSWORD: &str = "e2e-replication-secret";
+
+/// The OS user agents run as when the harness is root (Postgres refuses root).
+pub const RUN_AS: &str = "postgres";
+
+fn command_in(netns: &Option<String>, program: PathBuf, as_user: bool) -> Command {
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(ns) = netns {
+        parts.extend(["ip", "netns", "exec", ns.as_str()].map(String::from));
+    }
+    if as_user {
+        // setpriv execs: the PID the test holds is the agent's own.
+        parts.extend(
+            ["setpriv", "--reuid", RUN_AS, "--regid", RUN_AS, "--init-groups", "--"].map(String::from),
+        );
+    }
+    match parts.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(program);
             c
         }
         None => Command::new(program),
@@ -48,18 +70,57 @@ impl Agent {
         settings: Vec<String>,
     ) -> Agent {
         let log = dir.with_extension("log");
-        Agent { name: name.to_string(), dir, grpc, netns, settings, log, child: None }
+        let as_user = crate::bins::is_root();
+        Agent {
+            name: name.to_string(),
+            dir,
+            grpc,
+            netns,
+            settings,
+            log,
+            postgres: None,
+            as_user,
+            child: None,
+        }
+    }
+
+    /// The Postgres data directory.
+    pub fn pgdata(&self) -> PathBuf {
+        self.dir.join("pgdata")
+    }
+
+    /// The running postmaster's PID.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        crate::procs::postmaster_pid(&self.pgdata())
+    }
+
+    /// kill -9 of the postmaster only (a Postgres crash; the agent lives on).
+    pub fn kill9_postgres(&self) {
+        if let Some(pid) = self.postmaster_pid() {
+            crate::procs::signal(pid, Signal::KILL);
+        }
+    }
+
+    /// kill -9 of the agent and its Postgres (the postmaster; its backends then exit).
+    pub fn kill9_with_postgres(&mut self) {
+        let pm = self.postmaster_pid();
+        self.kill9();
+        if let Some(pid) = pm {
+            crate::procs::signal(pid, Signal::KILL);
+        }
     }
 
     /// Starts the process (appending to its log).
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "{} already running", self.name);
         let log = OpenOptions::new().create(true).append(true).open(&self.log).expect("agent log");
-        let mut cmd = command_in(&self.netns, bin("pgquorum-agent"));
+        let mut cmd = command_in(&self.netns, bin("pgquorum-agent"), self.as_user);
         for s in &self.settings {
             cmd.arg("--set").arg(s);
         }
-        cmd.env_remove("PGQUORUM_CONFIG")
+        cmd.env("PGQUORUM_POSTGRES_SUPERUSER_PASSWORD", SUPERUSER_PASSWORD)
+            .env("PGQUORUM_POSTGRES_REPLICATION_PASSWORD", REPLICATION_PASSWORD)
+            .env_remove("PGQUORUM_CONFIG")
             .env_remove("PGQUORUM_KEEP_TEST_DIR")
             .env_remove("PGQUORUM_REQUIRE_NETNS")
             .env("RUST_BACKTRACE", "1")
@@ -136,7 +197,7 @@ impl Agent {
 
     /// Runs pgquorumctl against this agent (from its network namespace, if any).
     pub fn ctl(&self, args: &[&str]) -> Output {
-        let mut cmd = command_in(&self.netns, bin("pgquorumctl"));
+        let mut cmd = command_in(&self.netns, bin("pgquorumctl"), false);
         cmd.arg("--endpoint").arg(&self.grpc).args(args).env_remove("PGQUORUM_OUTPUT");
         cmd.output().expect("run pgquorumctl")
     }
@@ -184,5 +245,7 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.sigcont();
         self.kill9();
+        // Postgres and the fence guard outlive a killed agent: stop them by PID too.
+        crate::procs::kill_all_in(&self.pgdata());
     }
 }

@@ -17,7 +17,9 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
-/// Path of one of the workspace's binaries; panics with the fix when it was not built.
+/// Path of one of the workspace's binaries; panics with the fix when it was not built. When
+/// the harness is root, agents run as another user who may not reach the build directory (under
+/// a 0700 home): the binary is then linked (or copied) into a world-readable directory.
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
     assert!(
@@ -25,7 +27,40 @@ pub fn bin(name: &str) -> PathBuf {
         "{} not found: build the binaries first (cargo build --workspace --bins), or set PGQUORUM_BIN_DIR",
         p.display()
     );
-    p
+    if !is_root() {
+        return p;
+    }
+    shared_copy(&p).unwrap_or_else(|e| panic!("making {} reachable for the agents' user: {e}", p.display()))
+}
+
+fn shared_copy(p: &std::path::Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(p)?;
+    let dir = std::env::temp_dir().join("pgquorum-test-bin").join(format!(
+        "{}-{}-{}",
+        meta.dev(),
+        meta.ino(),
+        meta.mtime()
+    ));
+    let target = dir.join(p.file_name().expect("binary has a name"));
+    if target.exists() {
+        return Ok(target);
+    }
+    std::fs::create_dir_all(&dir)?;
+    for d in [dir.parent().expect("has a parent"), dir.as_path()] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let tmp = dir.join(format!(
+        ".{}.{}",
+        std::process::id(),
+        target.file_name().and_then(|f| f.to_str()).unwrap_or("bin")
+    ));
+    if std::fs::hard_link(p, &tmp).is_err() {
+        std::fs::copy(p, &tmp)?;
+    }
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::rename(&tmp, &target)?;
+    Ok(target)
 }
 
 /// A TCP port free on 127.0.0.1 right now.
@@ -39,4 +74,20 @@ pub fn free_port() -> u16 {
 /// Whether this process runs as root (network namespaces need it).
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
+}
+
+/// A Postgres server binary (Debian keeps them in /usr/lib/postgresql/<version>/bin).
+pub fn postgres_bin(name: &str) -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .collect();
+    dirs.sort();
+    dirs.into_iter()
+        .rev()
+        .map(|d| d.join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{name} not found under /usr/lib/postgresql"))
 }

@@ -20,18 +20,40 @@ pub struct ClusterOptions {
     pub netns: bool,
     /// Extra `--set KEY=VALUE` for every agent.
     pub settings: Vec<String>,
+    /// Every agent manages a Postgres.
+    pub postgres: bool,
 }
 
 impl Default for ClusterOptions {
     fn default() -> Self {
-        ClusterOptions { members: 3, cluster: "e2e".into(), netns: false, settings: Vec::new() }
+        ClusterOptions {
+            members: 3,
+            cluster: "e2e".into(),
+            netns: false,
+            settings: Vec::new(),
+            postgres: true,
+        }
     }
 }
 
 impl ClusterOptions {
     /// Agents without Postgres (Raft only: every member a witness).
     pub fn raft_only(members: usize) -> ClusterOptions {
-        ClusterOptions { members, settings: vec!["postgres.enabled=false".into()], ..Default::default() }
+        ClusterOptions {
+            members,
+            settings: vec!["postgres.enabled=false".into()],
+            postgres: false,
+            ..Default::default()
+        }
+    }
+
+    /// Postgres clusters with a durability mode set at bootstrap.
+    pub fn with_durability(members: usize, durability: &str) -> ClusterOptions {
+        ClusterOptions {
+            members,
+            settings: vec![format!("bootstrap.durability={durability}")],
+            ..Default::default()
+        }
     }
 }
 
@@ -52,6 +74,12 @@ impl Cluster {
     /// Starts `opts.members` agents and returns without waiting for a leader.
     pub fn start(opts: ClusterOptions) -> Cluster {
         let dir = tempfile::Builder::new().prefix("pgq-e2e-").tempdir().expect("tempdir");
+        if crate::bins::is_root() {
+            let (uid, gid) = crate::procs::user_ids(crate::agent::RUN_AS).unwrap_or_else(|| {
+                panic!("user {} not found: install postgresql (Debian creates it)", crate::agent::RUN_AS)
+            });
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown test directory");
+        }
         let lab = opts.netns.then(|| Lab::new(opts.members + 2));
         let mut c = Cluster { agents: Vec::new(), lab, opts: opts.clone(), dir, initial_peers: Vec::new() };
         c.initial_peers = (0..opts.members).map(|i| (format!("m{}", i + 1), c.address_for(i))).collect();
@@ -73,6 +101,13 @@ impl Cluster {
         }
     }
 
+    fn postgres_for(&self, i: usize) -> String {
+        match &self.lab {
+            Some(lab) => format!("{}:5432", lab.ip(i)),
+            None => format!("127.0.0.1:{}", free_port()),
+        }
+    }
+
     fn describe(&self, i: usize, peers: &[(String, String)]) -> Agent {
         let name = format!("m{}", i + 1);
         let grpc = peers.iter().find(|(n, _)| *n == name).map(|(_, a)| a.clone()).expect("address assigned");
@@ -85,9 +120,15 @@ impl Cluster {
             format!("peers={}", peer_list.join(",")),
             "log.level=info".to_string(),
         ];
+        let pg = self.opts.postgres.then(|| self.postgres_for(i));
+        if let Some(pg) = &pg {
+            settings.push(format!("postgres.listen={pg}"));
+        }
         settings.extend(self.opts.settings.iter().cloned());
         let netns = self.lab.as_ref().map(|l| l.ns(i));
-        Agent::new(&name, self.dir.path().join(&name), grpc, netns, settings)
+        let mut agent = Agent::new(&name, self.dir.path().join(&name), grpc, netns, settings);
+        agent.postgres = pg;
+        agent
     }
 
     /// Describes and starts one more agent that joins the running cluster.
@@ -129,6 +170,70 @@ impl Cluster {
             }
             Ok(leader.filter(|l| running.contains(l)))
         })
+    }
+
+    /// `status` (the leader's view) asked of any running agent.
+    pub fn status(&mut self) -> Result<Value, String> {
+        let names: Vec<String> =
+            self.agents.iter_mut().filter_map(|a| a.is_running().then(|| a.name.clone())).collect();
+        let mut last = "no agent running".to_string();
+        for n in names {
+            match self.agent(&n).ctl_json(&["status"]) {
+                Ok(v) if v["warning"].is_null() => return Ok(v),
+                Ok(v) => last = v["warning"].to_string(),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Waits until the cluster has a writable primary that answers SQL; returns its name.
+    pub fn wait_for_primary(&mut self, timeout: Duration) -> String {
+        wait_for("a writable primary", timeout, || {
+            let st = self.status()?;
+            let Some(p) = st["primary"].as_str().map(str::to_string) else {
+                return Err(format!("no primary: {st}"));
+            };
+            let member =
+                st["members"].as_array().and_then(|m| m.iter().find(|m| m["name"] == p.as_str()).cloned());
+            if member.as_ref().is_none_or(|m| m["role"] != "primary") {
+                return Err(format!("{p} not primary yet: {member:?}"));
+            }
+            let pg = crate::pg::Pg::connect(&crate::pg::conninfo(
+                &[self.agent(&p).postgres.clone().unwrap_or_default()],
+                true,
+            ))?;
+            Ok((pg.value("SELECT pg_is_in_recovery()")?.as_deref() == Some("f")).then_some(p))
+        })
+    }
+
+    /// Waits until `names` all stream from the primary.
+    pub fn wait_for_streaming(&mut self, names: &[&str], timeout: Duration) {
+        wait_for(&format!("{names:?} streaming"), timeout, || {
+            let st = self.status()?;
+            let streaming = |n: &&str| {
+                st["members"]
+                    .as_array()
+                    .is_some_and(|m| m.iter().any(|m| m["name"] == *n && m["state"] == "streaming"))
+            };
+            if names.iter().all(streaming) {
+                Ok(Some(()))
+            } else {
+                Err(format!("members: {}", st["members"]))
+            }
+        });
+    }
+
+    /// A client connected to member `name`'s Postgres.
+    pub fn pg(&self, name: &str) -> crate::pg::Pg {
+        let addr = self.agent(name).postgres.clone().unwrap_or_else(|| panic!("{name} has no Postgres"));
+        crate::pg::Pg::connect(&crate::pg::conninfo(&[addr], false))
+            .unwrap_or_else(|e| panic!("connecting to {name}: {e}"))
+    }
+
+    /// Every member's Postgres address (for multi-host connection strings).
+    pub fn postgres_addresses(&self) -> Vec<String> {
+        self.agents.iter().filter_map(|a| a.postgres.clone()).collect()
     }
 
     /// `status --local` of every running agent.

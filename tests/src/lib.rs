@@ -9,8 +9,11 @@ pub mod agent;
 pub mod bins;
 pub mod cluster;
 pub mod lab;
+pub mod pg;
+pub mod procs;
 pub mod wait;
 
 pub use agent::Agent;
 pub use cluster::{Cluster, ClusterOptions};
+pub use pg::{Pg, Writer};
 pub use wait::wait_for;

@@ -71,7 +71,7 @@ fn learner_joins_catches_up_and_becomes_voter() {
         let st = c.agent("m1").ctl_json(&["status"])?;
         let m4 =
             st["members"].as_array().and_then(|m| m.iter().find(|m| m["name"] == joined.as_str()).cloned());
-        Ok(m4.filter(|m| m["voter"] == true))
+        Ok(m4.filter(|m| m["raft"]["voter"] == true))
     });
     let log = c.agent(&leader).log_text();
     assert!(log.contains("adding m4") && log.contains("as a learner"), "joined as a learner first:\n{log}");
@@ -90,8 +90,10 @@ fn removed_member_stops_counting_toward_quorum() {
     let joined = c.add_agent().name.clone();
     wait_for("four voters", T, || {
         let st = c.agent("m1").ctl_json(&["status"])?;
-        let voters =
-            st["members"].as_array().map(|m| m.iter().filter(|m| m["voter"] == true).count()).unwrap_or(0);
+        let voters = st["members"]
+            .as_array()
+            .map(|m| m.iter().filter(|m| m["raft"]["voter"] == true).count())
+            .unwrap_or(0);
         Ok((voters == 4).then_some(()))
     });
     let out = c.agent("m2").ctl_json(&["member", "remove", &joined]).expect("remove m4");
@@ -135,7 +137,7 @@ fn minority_cut_off_never_elects_and_majority_keeps_working() {
             if let Ok(st) = c.agent(m).local_status() {
                 let me_leader = st["members"]
                     .as_array()
-                    .is_some_and(|ms| ms.iter().any(|x| x["name"] == m && x["raft_role"] == "leader"));
+                    .is_some_and(|ms| ms.iter().any(|x| x["name"] == m && x["raft"]["role"] == "leader"));
                 let leader = st["raft"]["leader"].as_str().unwrap_or("");
                 assert!(
                     !me_leader && !minority.contains(&leader) || start.elapsed() < Duration::from_secs(1),
@@ -232,7 +234,9 @@ fn torn_log_tail_is_repaired_and_corruption_refuses_start_until_the_member_rejoi
         let st = c.agent("m1").ctl_json(&["status"])?;
         let ok = st["members"].as_array().is_some_and(|ms| {
             ms.len() == 3
-                && ms.iter().any(|m| m["name"] == "m2" && m["voter"] == true && m["raft_role"] != "unknown")
+                && ms.iter().any(|m| {
+                    m["name"] == "m2" && m["raft"]["voter"] == true && m["raft"]["role"] != "unknown"
+                })
         });
         Ok(ok.then_some(()))
     });

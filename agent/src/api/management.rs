@@ -22,12 +22,13 @@ use crate::cluster::{Cluster, ProposeError};
 /// Serves the management API.
 pub struct ManagementApi {
     cluster: Cluster,
+    shared: std::sync::Arc<crate::ha::Shared>,
 }
 
 impl ManagementApi {
-    /// Wraps the cluster handle.
-    pub fn new(cluster: Cluster) -> ManagementApi {
-        ManagementApi { cluster }
+    /// Wraps the cluster handle and the HA loop's shared state.
+    pub fn new(cluster: Cluster, shared: std::sync::Arc<crate::ha::Shared>) -> ManagementApi {
+        ManagementApi { cluster, shared }
     }
 
     /// A client for the leader's management API, unless this agent is the leader.
@@ -91,26 +92,26 @@ fn diff(old: &DynamicConfig, new: &DynamicConfig) -> Vec<String> {
 impl Management for ManagementApi {
     async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
         if req.into_inner().local_only {
-            return Ok(Response::new(local_status(&self.cluster)));
+            return Ok(Response::new(local_status(&self.cluster, &self.shared)));
         }
         let forward = match self.leader_client() {
             Ok(Some(c)) => Some(c),
             Ok(None) => None,
             Err(e) => {
-                let mut local = local_status(&self.cluster);
+                let mut local = local_status(&self.cluster, &self.shared);
                 local.warning = format!("{} This is {}'s own view.", e.message(), self.cluster.me.name);
                 return Ok(Response::new(local));
             }
         };
         let Some(mut client) = forward else {
-            return Ok(Response::new(local_status(&self.cluster)));
+            return Ok(Response::new(local_status(&self.cluster, &self.shared)));
         };
         let mut fwd = Request::new(StatusRequest { local_only: true });
         fwd.set_timeout(Duration::from_secs(2));
         match client.status(fwd).await {
             Ok(r) => Ok(r),
             Err(e) => {
-                let mut local = local_status(&self.cluster);
+                let mut local = local_status(&self.cluster, &self.shared);
                 local.warning = format!(
                     "the Raft leader did not answer ({}); this is {}'s own view",
                     e.message(),

@@ -42,8 +42,8 @@ pub async fn serve_grpc(
     });
     tonic::transport::Server::builder()
         .add_service(RaftServiceServer::new(raft).max_decoding_message_size(64 << 20))
-        .add_service(PeerServiceServer::new(PeerApi::new(cluster.clone(), shared)))
-        .add_service(ManagementServer::new(ManagementApi::new(cluster)))
+        .add_service(PeerServiceServer::new(PeerApi::new(cluster.clone(), shared.clone())))
+        .add_service(ManagementServer::new(ManagementApi::new(cluster, shared)))
         .serve_with_incoming_shutdown(incoming, cancel.cancelled())
         .await?;
     Ok(())

@@ -1,17 +1,108 @@
-//! Builds the management `Status` answer from this agent's Raft metrics and applied state.
+//! Builds the management `Status` answer: Raft metrics, the applied cluster state, and every
+//! member's last report as this agent holds it (no SQL per request).
+
+use std::collections::BTreeMap;
 
 use openraft::ServerState;
-use pgquorum_proto::management::{MemberStatus, RaftStatus, StatusReply};
+use pgquorum_core::ha::observation::{Postgres, Report, Seen, Task};
+use pgquorum_core::state::ClusterState;
+use pgquorum_proto::management::{HaStatus, MemberStatus, RaftStatus, StatusReply};
 
 use crate::cluster::Cluster;
+use crate::ha::Shared;
+
+/// (role, state) of a member from its report, Patroni-style.
+pub fn role_and_state(report: &Report, state: &ClusterState) -> (String, String) {
+    let granted = state.primary.as_ref().is_some_and(|p| p.member == report.member);
+    let task = |t: &Task| match t {
+        Task::Initdb => ("bootstrapping", "initialising"),
+        Task::Clone(_) => ("cloning", "creating replica"),
+        Task::Rewind(_) => ("rewinding", "rewinding"),
+        Task::Promote => ("promoting", "promoting"),
+        Task::Restart => ("restarting", "stopping"),
+    };
+    if let Some(t) = &report.task {
+        let (r, s) = task(t);
+        return (r.into(), s.into());
+    }
+    let (role, st) = match &report.postgres {
+        Postgres::Disabled => ("witness", "running"),
+        Postgres::Stopped => ("stopped", "stopped"),
+        Postgres::Crashed { .. } => ("crashed", "crashed"),
+        Postgres::Starting { .. } => ("starting", "starting"),
+        Postgres::Running(r) if !r.in_recovery => (if granted { "primary" } else { "demoting" }, "running"),
+        Postgres::Running(r) if r.streaming => (if granted { "promoting" } else { "replica" }, "streaming"),
+        Postgres::Running(_) => (if granted { "promoting" } else { "replica" }, "in archive recovery"),
+    };
+    (role.into(), st.into())
+}
+
+fn member_row(
+    seen: Option<&Seen>,
+    now: std::time::Duration,
+    state: &ClusterState,
+    primary: Option<&Report>,
+) -> MemberStatus {
+    let Some(seen) = seen else {
+        return MemberStatus { role: "unknown".into(), state: "unreachable".into(), ..Default::default() };
+    };
+    let rep = &seen.report;
+    let (role, st) = role_and_state(rep, state);
+    let running = rep.postgres.running();
+    let primary_lsn =
+        primary.and_then(|p| p.postgres.running()).filter(|r| !r.in_recovery).and_then(|r| r.lsn);
+    let is_primary = running.is_some_and(|r| !r.in_recovery);
+    let lag = match (running, primary_lsn) {
+        (Some(r), Some(p)) if r.in_recovery => r.replay_lsn.or(r.lsn).map(|l| p.saturating_sub(l)),
+        (Some(_), Some(_)) if is_primary => Some(0),
+        _ => None,
+    };
+    let sync_state = primary
+        .and_then(|p| p.postgres.running())
+        .and_then(|r| r.replicas.iter().find(|c| c.name == rep.member.as_str()))
+        .map(|c| c.sync_state.clone())
+        .unwrap_or_default();
+    let mut tags: BTreeMap<String, String> = rep.tags.custom.clone().into_iter().collect();
+    if rep.tags.nofailover {
+        tags.insert("nofailover".into(), "true".into());
+    }
+    if rep.tags.nosync {
+        tags.insert("nosync".into(), "true".into());
+    }
+    let lsn_text = |l: Option<pgquorum_core::Lsn>| l.map(|l| l.to_string()).unwrap_or_default();
+    MemberStatus {
+        role,
+        state: st,
+        timeline: running.and_then(|r| r.timeline).map(|t| t.0).unwrap_or_default(),
+        receive_lsn: lsn_text(running.filter(|r| r.in_recovery).and_then(|r| r.receive_lsn)),
+        replay_lsn: lsn_text(running.filter(|r| r.in_recovery).and_then(|r| r.replay_lsn)),
+        lsn: lsn_text(running.filter(|r| !r.in_recovery).and_then(|r| r.lsn)),
+        lag_bytes: lag,
+        sync_state,
+        postgres: rep.address.clone(),
+        tags: tags.into_iter().collect(),
+        report_age_ms: Some(now.saturating_sub(seen.received).as_millis() as u64),
+        pending_restart: running.map(|r| r.pending_restart.clone()).unwrap_or_default(),
+        ..Default::default()
+    }
+}
 
 /// This agent's own view of the cluster. Last-contact times are known only on the leader.
-pub fn local_status(cluster: &Cluster) -> StatusReply {
+pub fn local_status(cluster: &Cluster, shared: &Shared) -> StatusReply {
     let m = cluster.metrics();
     let applied = cluster.applied();
+    let state = &applied.state;
     let membership = cluster.membership();
     let leader_id = m.current_leader.unwrap_or_default();
     let leader_name = membership.nodes.get(&leader_id).map(|n| n.name.to_string()).unwrap_or_default();
+    let reports = shared.reports.for_members(membership.nodes.values().map(|n| n.name.clone()));
+    let now = shared.now();
+    let primary_report = state
+        .primary
+        .as_ref()
+        .and_then(|p| reports.get(&p.member))
+        .and_then(|s| s.as_ref())
+        .map(|s| &s.report);
     let members = membership
         .nodes
         .iter()
@@ -38,6 +129,7 @@ pub fn local_status(cluster: &Cluster) -> StatusReply {
                 .and_then(|r| r.get(id).cloned().flatten())
                 .map(|l| l.index)
                 .or_else(|| (*id == m.id).then_some(m.last_log_index).flatten());
+            let seen = reports.get(&node.name).and_then(|s| s.as_ref());
             MemberStatus {
                 node_id: *id,
                 name: node.name.to_string(),
@@ -46,12 +138,22 @@ pub fn local_status(cluster: &Cluster) -> StatusReply {
                 voter,
                 last_contact_ms,
                 matched_index,
+                ..member_row(seen, now, state, primary_report)
             }
         })
         .collect();
+    let timeline = primary_report
+        .and_then(|r| r.postgres.running())
+        .and_then(|r| r.timeline)
+        .map(|t| t.0)
+        .unwrap_or_default();
+    let switchover = state.switchover.as_ref().map(|s| match &s.to {
+        Some(to) => format!("from {} to {to}", s.from),
+        None => format!("from {}", s.from),
+    });
     StatusReply {
         cluster_name: cluster.node.ident.cluster_name.to_string(),
-        cluster_id: applied.state.cluster_id.clone().unwrap_or_default(),
+        cluster_id: state.cluster_id.clone().unwrap_or_default(),
         raft: Some(RaftStatus {
             leader_id,
             leader_name,
@@ -63,5 +165,17 @@ pub fn local_status(cluster: &Cluster) -> StatusReply {
         }),
         members,
         warning: String::new(),
+        ha: Some(HaStatus {
+            system_identifier: state.system_identifier.map(|s| s.0).unwrap_or_default(),
+            primary: state.primary.as_ref().map(|p| p.member.to_string()).unwrap_or_default(),
+            epoch: state.epoch.0,
+            timeline,
+            durability: state.config.durability.to_string(),
+            sync_recorded: state.sync.recorded.to_string(),
+            sync_target: state.sync.target.to_string(),
+            paused: state.paused,
+            primary_since_ms: state.primary.as_ref().map(|p| p.since.0).unwrap_or_default(),
+            switchover: switchover.unwrap_or_default(),
+        }),
     }
 }

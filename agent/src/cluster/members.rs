@@ -8,9 +8,34 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use openraft::ChangeMembers;
+use openraft::errors::{ChangeMembershipError, ClientWriteError};
 use pgquorum_core::state::MemberNode;
 
 use super::Cluster;
+use crate::raft::TypeConfig;
+
+type WriteResponse = openraft::raft::ClientWriteResponse<TypeConfig>;
+
+/// Changes membership, waiting (up to 10 s) for a change still in progress to commit first: a
+/// learner just promoted to voter goes through a joint configuration for a moment.
+async fn change(c: &Cluster, members: ChangeMembers<u64, MemberNode>) -> Result<WriteResponse, String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match c.node.raft.change_membership(members.clone(), false).await {
+            Ok(r) => return Ok(r),
+            Err(e) => {
+                let in_progress = matches!(
+                    e.api_error(),
+                    Some(ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(_)))
+                );
+                if !in_progress || tokio::time::Instant::now() >= deadline {
+                    return Err(e.to_string());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
 
 /// Whether the agent at `node`'s address still answers as node `id` (then its name is taken).
 async fn still_answers_as(c: &Cluster, node: &MemberNode, id: u64) -> bool {
@@ -47,7 +72,7 @@ pub(super) async fn join_as_leader(c: &Cluster, node_id: u64, node: MemberNode) 
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([old]))
         };
-        c.node.raft.change_membership(change, false).await.map_err(|e| e.to_string())?;
+        self::change(c, change).await?;
     }
     if !membership.nodes.contains_key(&node_id) {
         tracing::info!("adding {} ({node_id:016x}) as a learner", node.name);
@@ -58,11 +83,7 @@ pub(super) async fn join_as_leader(c: &Cluster, node_id: u64, node: MemberNode) 
             .map_err(|e| e.to_string())?;
     }
     tracing::info!("promoting {} ({node_id:016x}) to voter", node.name);
-    c.node
-        .raft
-        .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), false)
-        .await
-        .map_err(|e| e.to_string())?;
+    change(c, ChangeMembers::AddVoterIds(BTreeSet::from([node_id]))).await?;
     Ok(())
 }
 
@@ -82,7 +103,7 @@ pub(super) async fn remove_as_leader(c: &Cluster, name: &str) -> Result<Vec<Stri
     } else {
         ChangeMembers::RemoveNodes(BTreeSet::from([id]))
     };
-    let resp = c.node.raft.change_membership(change, false).await.map_err(|e| e.to_string())?;
+    let resp = self::change(c, change).await?;
     let nodes: BTreeMap<u64, MemberNode> = resp
         .membership
         .as_ref()

@@ -32,9 +32,11 @@ pub async fn run(endpoint: &str, output: Output, args: Args) -> Result<(), Failu
                     let rows: Vec<Vec<String>> = d
                         .members
                         .iter()
-                        .map(|m| vec![m.name.clone(), m.address.clone(), m.raft_role.clone()])
+                        .map(|m| {
+                            vec![m.name.clone(), m.raft.address.clone(), m.raft.role.clone(), m.role.clone()]
+                        })
                         .collect();
-                    print!("{}", table::render(&["Member", "Address", "Raft role"], &rows));
+                    print!("{}", table::render(&["Member", "Address", "Raft role", "Role"], &rows));
                 }
             }
         }

@@ -1,11 +1,13 @@
-//! `pgquorumctl status`: the cluster's Raft leader and term and its members.
-//!
-//! The JSON document (`--output json`) is a stable interface; see docs/ctl.md.
+//! `pgquorumctl status`: the cluster summary (primary, epoch, timeline, durability, Raft) and a
+//! members table like `patronictl list`. `--output json` prints the stable document described
+//! in docs/ctl.md; `--watch` refreshes.
+
+use std::time::Duration;
 
 use pgquorum_proto::management::{StatusReply, StatusRequest};
 use serde::Serialize;
 
-use crate::{Failure, Output, client, table};
+use crate::{Failure, Output, client, table, time};
 
 /// Arguments of `status`.
 #[derive(clap::Args)]
@@ -13,6 +15,9 @@ pub struct Args {
     /// Show the answering agent's own view instead of asking the leader.
     #[arg(long)]
     pub local: bool,
+    /// Refresh every N seconds until interrupted.
+    #[arg(long, value_name = "SECONDS")]
+    pub watch: Option<f64>,
 }
 
 /// The JSON form of `status`.
@@ -20,10 +25,25 @@ pub struct Args {
 pub struct StatusDoc {
     pub cluster: String,
     pub cluster_id: String,
+    pub system_identifier: Option<String>,
+    pub primary: Option<String>,
+    pub primary_since: Option<String>,
+    pub epoch: u64,
+    pub timeline: Option<u32>,
+    pub durability: String,
+    pub synchronous: SyncDoc,
+    pub paused: bool,
+    pub switchover: Option<String>,
     pub raft: RaftDoc,
     pub members: Vec<MemberDoc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct SyncDoc {
+    pub recorded: String,
+    pub target: String,
 }
 
 #[derive(Serialize)]
@@ -40,22 +60,54 @@ pub struct RaftDoc {
 #[derive(Serialize)]
 pub struct MemberDoc {
     pub name: String,
+    pub role: String,
+    pub state: String,
+    pub timeline: Option<u32>,
+    pub lsn: Option<String>,
+    pub receive_lsn: Option<String>,
+    pub replay_lsn: Option<String>,
+    pub lag_bytes: Option<u64>,
+    pub sync_state: Option<String>,
+    pub api_url: Option<String>,
+    pub postgres: Option<String>,
+    pub tags: std::collections::BTreeMap<String, String>,
+    pub pending_restart: Vec<String>,
+    pub report_age_ms: Option<u64>,
+    pub raft: MemberRaftDoc,
+}
+
+#[derive(Serialize)]
+pub struct MemberRaftDoc {
     pub node_id: String,
     pub address: String,
-    pub raft_role: String,
+    pub role: String,
     pub voter: bool,
     pub last_contact_ms: Option<u64>,
     pub matched_index: Option<u64>,
 }
 
+fn opt(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
 /// Converts the API answer into the stable document.
 pub fn doc(r: StatusReply) -> StatusDoc {
     let raft = r.raft.unwrap_or_default();
+    let ha = r.ha.unwrap_or_default();
     StatusDoc {
         cluster: r.cluster_name,
         cluster_id: r.cluster_id,
+        system_identifier: (ha.system_identifier != 0).then(|| ha.system_identifier.to_string()),
+        primary: opt(ha.primary),
+        primary_since: (ha.primary_since_ms != 0).then(|| time::utc(ha.primary_since_ms)),
+        epoch: ha.epoch,
+        timeline: (ha.timeline != 0).then_some(ha.timeline),
+        durability: ha.durability,
+        synchronous: SyncDoc { recorded: ha.sync_recorded, target: ha.sync_target },
+        paused: ha.paused,
+        switchover: opt(ha.switchover),
         raft: RaftDoc {
-            leader: (!raft.leader_name.is_empty()).then_some(raft.leader_name),
+            leader: opt(raft.leader_name),
             leader_id: (raft.leader_id != 0).then(|| format!("{:016x}", raft.leader_id)),
             term: raft.term,
             commit_index: raft.commit_index,
@@ -68,58 +120,120 @@ pub fn doc(r: StatusReply) -> StatusDoc {
             .into_iter()
             .map(|m| MemberDoc {
                 name: m.name,
-                node_id: format!("{:016x}", m.node_id),
-                address: m.address,
-                raft_role: m.raft_role,
-                voter: m.voter,
-                last_contact_ms: m.last_contact_ms,
-                matched_index: m.matched_index,
+                role: m.role,
+                state: m.state,
+                timeline: (m.timeline != 0).then_some(m.timeline),
+                lsn: opt(m.lsn),
+                receive_lsn: opt(m.receive_lsn),
+                replay_lsn: opt(m.replay_lsn),
+                lag_bytes: m.lag_bytes,
+                sync_state: opt(m.sync_state),
+                api_url: opt(m.api_url),
+                postgres: opt(m.postgres),
+                tags: m.tags.into_iter().collect(),
+                pending_restart: m.pending_restart,
+                report_age_ms: m.report_age_ms,
+                raft: MemberRaftDoc {
+                    node_id: format!("{:016x}", m.node_id),
+                    address: m.address,
+                    role: m.raft_role,
+                    voter: m.voter,
+                    last_contact_ms: m.last_contact_ms,
+                    matched_index: m.matched_index,
+                },
             })
             .collect(),
-        warning: (!r.warning.is_empty()).then_some(r.warning),
+        warning: opt(r.warning),
     }
 }
 
 /// Runs `status`.
 pub async fn run(endpoint: &str, output: Output, args: Args) -> Result<(), Failure> {
     let mut c = client::connect(endpoint).await?;
-    let reply =
-        c.status(StatusRequest { local_only: args.local }).await.map_err(client::failure)?.into_inner();
-    let d = doc(reply);
-    match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&d).expect("serialisable")),
-        Output::Table => print!("{}", render(&d)),
+    loop {
+        let reply =
+            c.status(StatusRequest { local_only: args.local }).await.map_err(client::failure)?.into_inner();
+        let d = doc(reply);
+        match output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(&d).expect("serialisable")),
+            Output::Table => {
+                if args.watch.is_some() {
+                    print!("\x1b[2J\x1b[H");
+                }
+                print!("{}", render(&d));
+            }
+        }
+        let Some(every) = args.watch else { return Ok(()) };
+        tokio::time::sleep(Duration::from_secs_f64(every.max(0.2))).await;
     }
-    Ok(())
 }
 
 fn render(d: &StatusDoc) -> String {
     let mut out = String::new();
-    let id = if d.cluster_id.is_empty() { "not initialised".to_string() } else { d.cluster_id.clone() };
-    out.push_str(&format!("Cluster:      {} ({id})\n", d.cluster));
+    let sysid = d.system_identifier.as_deref().unwrap_or("not initialised");
+    out.push_str(&format!("Cluster:       {} (system identifier {sysid})\n", d.cluster));
+    match &d.primary {
+        Some(p) => out.push_str(&format!(
+            "Primary:       {p} since {} (epoch {}, timeline {})\n",
+            d.primary_since.as_deref().unwrap_or("?"),
+            d.epoch,
+            d.timeline.map_or("?".into(), |t| t.to_string())
+        )),
+        None => out.push_str(&format!("Primary:       none (epoch {})\n", d.epoch)),
+    }
+    out.push_str(&format!("Durability:    {}, synchronous {}", d.durability, d.synchronous.target));
+    if d.synchronous.recorded != d.synchronous.target {
+        out.push_str(&format!(" (recorded bound {})", d.synchronous.recorded));
+    }
+    out.push('\n');
     out.push_str(&format!(
-        "Raft leader:  {}   term {}   commit index {}\n\n",
+        "Maintenance:   {}\n",
+        if d.paused { "on (paused: no automatic failover)" } else { "off" }
+    ));
+    if let Some(s) = &d.switchover {
+        out.push_str(&format!("Switchover:    pending, {s}\n"));
+    }
+    out.push_str(&format!(
+        "Raft:          leader {}, term {}, commit index {}\n\n",
         d.raft.leader.as_deref().unwrap_or("none"),
         d.raft.term,
         d.raft.commit_index
     ));
+    let dash = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
     let rows: Vec<Vec<String>> = d
         .members
         .iter()
         .map(|m| {
+            let tags: Vec<String> = m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
             vec![
                 m.name.clone(),
-                m.address.clone(),
-                m.raft_role.clone(),
-                if m.voter { "yes" } else { "no" }.into(),
-                m.last_contact_ms.map_or("-".into(), |ms| format!("{ms} ms")),
-                m.matched_index.map_or("-".into(), |i| i.to_string()),
-                m.node_id.clone(),
+                dash(&m.postgres),
+                m.role.clone(),
+                m.state.clone(),
+                m.timeline.map_or("-".into(), |t| t.to_string()),
+                dash(&m.receive_lsn.clone().or(m.lsn.clone())),
+                dash(&m.replay_lsn),
+                m.lag_bytes.map_or("-".into(), time::bytes),
+                dash(&m.sync_state),
+                m.raft.role.clone(),
+                if tags.is_empty() { "-".into() } else { tags.join(",") },
             ]
         })
         .collect();
     out.push_str(&table::render(
-        &["Member", "Address", "Raft role", "Voter", "Last contact", "Log index", "Node id"],
+        &[
+            "Member",
+            "Host",
+            "Role",
+            "State",
+            "TL",
+            "Receive LSN",
+            "Replay LSN",
+            "Lag",
+            "Sync",
+            "Raft",
+            "Tags",
+        ],
         &rows,
     ));
     if let Some(w) = &d.warning {

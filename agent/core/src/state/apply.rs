@@ -31,7 +31,7 @@ pub(super) fn apply(s: &mut ClusterState, cmd: Command) -> CommandResult {
                 Ok(CommandOk::Done)
             }
         },
-        Command::GrantPrimary { expected_epoch, member, reason, sync, at, lsn, timeline } => {
+        Command::GrantPrimary { expected_epoch, member, reason, sync, at, lsn, timeline, floor } => {
             if s.epoch != expected_epoch {
                 return Err(CommandError::EpochMismatch { expected: expected_epoch, actual: s.epoch });
             }
@@ -41,18 +41,26 @@ pub(super) fn apply(s: &mut ClusterState, cmd: Command) -> CommandResult {
             let epoch = expected_epoch.next();
             let previous = s.primary.take().map(|p| p.member);
             s.epoch = epoch;
-            s.primary = Some(PrimaryGrant { member: member.clone(), epoch, since: at });
+            s.primary =
+                Some(PrimaryGrant { member: member.clone(), epoch, since: at, expired: false, floor });
             s.sync = SyncState { recorded: sync.clone(), target: sync };
             if s.switchover.is_some() {
                 s.switchover = None;
             }
-            s.history.push(HistoryEntry { epoch, member, previous, reason, at, lsn, timeline });
+            s.history.push(HistoryEntry { epoch, member, previous, reason, at, lsn, timeline, floor });
             if s.history.len() > HISTORY_LIMIT {
                 let excess = s.history.len() - HISTORY_LIMIT;
                 s.history.drain(..excess);
             }
             Ok(CommandOk::Granted { epoch })
         }
+        Command::ExpirePrimary { epoch } => match &mut s.primary {
+            Some(p) if p.epoch == epoch => {
+                p.expired = true;
+                Ok(CommandOk::Done)
+            }
+            _ => Err(CommandError::EpochMismatch { expected: epoch, actual: s.epoch }),
+        },
         Command::ReleasePrimary { epoch } => {
             if s.epoch != epoch || s.primary.is_none() {
                 return Err(CommandError::EpochMismatch { expected: epoch, actual: s.epoch });
@@ -152,6 +160,7 @@ mod tests {
             at: UnixMillis(10),
             lsn: None,
             timeline: None,
+            floor: None,
         }
     }
 
@@ -197,6 +206,20 @@ mod tests {
         assert!(s.primary.is_none());
         assert_eq!(s.epoch, Epoch(1));
         assert_eq!(s.apply(grant(1, "b", GrantReason::Failover)), Ok(CommandOk::Granted { epoch: Epoch(2) }));
+    }
+
+    #[test]
+    fn expiry_is_recorded_for_the_current_epoch_only() {
+        let mut s = initialized();
+        s.apply(grant(0, "a", GrantReason::Bootstrap)).expect("granted");
+        assert!(matches!(
+            s.apply(Command::ExpirePrimary { epoch: Epoch(7) }),
+            Err(CommandError::EpochMismatch { .. })
+        ));
+        s.apply(Command::ExpirePrimary { epoch: Epoch(1) }).expect("expired");
+        assert!(s.primary.as_ref().is_some_and(|p| p.expired));
+        s.apply(grant(1, "b", GrantReason::Failover)).expect("granted");
+        assert!(s.primary.as_ref().is_some_and(|p| !p.expired), "a new grant starts unexpired");
     }
 
     #[test]

@@ -88,6 +88,16 @@ pub enum Command {
         lsn: Option<Lsn>,
         /// Its timeline when chosen, if known.
         timeline: Option<Timeline>,
+        /// Every acknowledged commit so far lies at or below this position (see
+        /// `PrimaryGrant::floor`).
+        #[serde(default)]
+        floor: Option<Lsn>,
+    },
+    /// The primary of `epoch` lost its lease: recorded so that every coordinator refuses its
+    /// renewals from now on and replicas may stop streaming from it.
+    ExpirePrimary {
+        /// The epoch whose lease ran out.
+        epoch: Epoch,
     },
     /// The primary of `epoch` gave up its role after stopping Postgres (for example it could not
     /// restart it within `primary_start_timeout`), so nobody needs to wait for its lease.
@@ -209,6 +219,7 @@ impl fmt::Display for Command {
                 )
             }
             Command::ReleasePrimary { epoch } => write!(f, "release primary of epoch {epoch}"),
+            Command::ExpirePrimary { epoch } => write!(f, "expire the lease of epoch {epoch}"),
             Command::SetSync { epoch, recorded, target } => {
                 write!(f, "set sync at epoch {epoch}: recorded {recorded}, target {target}")
             }

@@ -53,6 +53,15 @@ pub struct PrimaryGrant {
     pub epoch: Epoch,
     /// When the grant was decided (the coordinator's wall clock; display only).
     pub since: UnixMillis,
+    /// The coordinator declared this grant's lease expired: no leader confirms it again, and
+    /// replicas may stop streaming from it.
+    #[serde(default)]
+    pub expired: bool,
+    /// Every commit acknowledged before this epoch lies at or below this WAL position (the
+    /// proof bar of the failover that granted it, carried forward): a later failover candidate
+    /// must have reached it. `None` when nothing was proven (asynchronous history).
+    #[serde(default)]
+    pub floor: Option<Lsn>,
 }
 
 /// The recorded synchronous replication state for the current epoch.
@@ -85,6 +94,9 @@ pub struct HistoryEntry {
     pub lsn: Option<Lsn>,
     /// The timeline the new primary was on when chosen, when known.
     pub timeline: Option<Timeline>,
+    /// The floor of acknowledged commits carried by the grant (see `PrimaryGrant::floor`).
+    #[serde(default)]
+    pub floor: Option<Lsn>,
 }
 
 /// The state every agent holds identically, rebuilt from the Raft log and snapshots.

@@ -21,6 +21,35 @@ pub struct Candidate {
     pub lsn: Option<Lsn>,
     /// Its timeline, when known.
     pub timeline: Option<Timeline>,
+    /// Every acknowledged commit lies at or below this position: the proof bar, or the floor
+    /// inherited from earlier epochs, whichever is higher. `None` when nothing was proven.
+    pub floor: Option<Lsn>,
+}
+
+/// The floor of the epoch being failed over (see `PrimaryGrant::floor`).
+fn inherited_floor(obs: &Observation) -> Option<Lsn> {
+    let epoch = obs.cluster.epoch;
+    match &obs.cluster.primary {
+        Some(p) => p.floor,
+        None => obs.cluster.history.iter().rev().find(|h| h.epoch == epoch).and_then(|h| h.floor),
+    }
+}
+
+/// The highest WAL position anyone knows the failed primary reached: the coordinator's memory,
+/// the primary's last report (any age), and every replica's final position.
+fn lag_reference(
+    obs: &Observation,
+    old: &MemberName,
+    last_primary_lsn: Option<Lsn>,
+    finals: &[Final],
+) -> Option<Lsn> {
+    let reported = obs
+        .peers
+        .get(old)
+        .and_then(|s| s.as_ref())
+        .and_then(|s| s.report.postgres.running())
+        .and_then(|r| r.lsn);
+    [last_primary_lsn, reported].into_iter().flatten().chain(finals.iter().map(|f| f.lsn)).max()
 }
 
 struct Final {
@@ -103,8 +132,15 @@ pub fn choose(
         }
         bar = responders.iter().map(|f| f.lsn).max();
     }
+    // Commits acknowledged in earlier epochs are held by whoever reached the inherited floor
+    // (the new set may not have received them yet).
+    let floor = inherited_floor(obs);
+    if need > 0 {
+        bar = bar.max(floor);
+    }
     let lag_limited = obs.cluster.config.durability == DurabilityMode::Performance || recorded.k == 0;
     let max_lag = obs.cluster.config.maximum_lag_on_failover;
+    let last_primary_lsn = lag_reference(obs, old, last_primary_lsn, &finals);
     let mut eligible: Vec<&Final> = finals
         .iter()
         .filter(|f| f.timeline == top_tli && !f.nofailover)
@@ -113,35 +149,53 @@ pub fn choose(
         .collect();
     eligible
         .sort_by(|a, b| b.lsn.cmp(&a.lsn).then(b.priority.cmp(&a.priority)).then(a.member.cmp(&b.member)));
+    let new_floor = if need > 0 { bar } else { floor };
     match eligible.first() {
-        Some(f) => Ok(Candidate { member: f.member.clone(), lsn: Some(f.lsn), timeline: Some(f.timeline) }),
+        Some(f) => Ok(Candidate {
+            member: f.member.clone(),
+            lsn: Some(f.lsn),
+            timeline: Some(f.timeline),
+            floor: new_floor,
+        }),
         None if lag_limited && last_primary_lsn.is_some() => {
             Err(format!("every replica lags more than maximum_lag_on_failover ({max_lag} bytes)"))
         }
-        None => Err("no eligible replica holds every acknowledged commit (nofailover or behind)".into()),
+        None if bar.is_some() => Err(format!(
+            "no eligible replica reached {} (every acknowledged commit lies at or below it); nofailover or behind",
+            bar.map_or("?".into(), |b| b.to_string())
+        )),
+        None => Err("no eligible replica (nofailover or on an older timeline)".into()),
     }
 }
 
-/// The former primary, if it can take its role back: reachable, fenced for `epoch`, Postgres
-/// stopped, data of this cluster. It holds every commit it acknowledged by definition.
+/// The former primary, if it can take its role back: its expiry is recorded (so no coordinator
+/// renews its lease), it is reachable, holds no lease, its Postgres is stopped and its data is
+/// this cluster's. It holds every commit it acknowledged by definition.
 pub fn former_primary(
     obs: &Observation,
     cfg: &HaConfig,
     old: &MemberName,
     epoch: Epoch,
 ) -> Option<Candidate> {
+    let expired =
+        obs.cluster.primary.as_ref().is_some_and(|p| p.epoch == epoch && p.expired && &p.member == old);
     let seen = obs.peers.get(old)?.as_ref()?;
-    if obs.now.saturating_sub(seen.received) > cfg.report_stale_after {
+    if !expired || obs.now.saturating_sub(seen.received) > cfg.report_stale_after {
         return None;
     }
     let rep = &seen.report;
     let stopped = matches!(rep.postgres, Postgres::Stopped | Postgres::Crashed { .. });
-    let fenced = rep.fenced_epoch.is_some_and(|e| e >= epoch) && rep.lease.is_none();
+    let no_lease = rep.lease.is_none_or(|(e, _)| e != epoch);
     match (&rep.data, obs.cluster.system_identifier) {
         (Data::Present(d), Some(id))
-            if stopped && fenced && d.system_identifier == id && !rep.tags.nofailover =>
+            if stopped && no_lease && d.system_identifier == id && !rep.tags.nofailover =>
         {
-            Some(Candidate { member: old.clone(), lsn: Some(d.checkpoint_lsn), timeline: Some(d.timeline) })
+            Some(Candidate {
+                member: old.clone(),
+                lsn: Some(d.checkpoint_lsn),
+                timeline: Some(d.timeline),
+                floor: inherited_floor(obs),
+            })
         }
         _ => None,
     }

@@ -22,9 +22,9 @@ pub fn decide(obs: &Observation, cfg: &HaConfig) -> Option<Decision> {
         None if obs.cluster.system_identifier.is_none() && obs.cluster.epoch == Epoch(0) => {
             bootstrap(obs, cfg)
         }
-        None => failover(obs, cfg, c, obs.cluster.epoch, None),
-        Some(p) if c.expired_epoch == Some(p.epoch) || lease::expired_for(obs, c).is_some() => {
-            failover(obs, cfg, c, p.epoch, Some(&p.member))
+        None => failover_released(obs, cfg, c),
+        Some(p) if p.expired || c.expired_epoch == Some(p.epoch) || lease::expired_for(obs, c).is_some() => {
+            failover(obs, cfg, c, p)
         }
         Some(p) => steady(obs, cfg, c, p),
     })
@@ -55,6 +55,7 @@ fn grant(
         at: obs.wall,
         lsn: cand.and_then(|c| c.lsn),
         timeline: cand.and_then(|c| c.timeline),
+        floor: cand.and_then(|c| c.floor),
     })
 }
 
@@ -87,9 +88,31 @@ fn bootstrap(obs: &Observation, cfg: &HaConfig) -> Decision {
     }
 }
 
-/// Two-phase failover for `epoch`: declare it expired, make replicas stop streaming and report,
-/// then grant the next epoch to the best candidate.
-fn failover(
+/// The primary of the current epoch gave its role up (after stopping Postgres): no lease to wait
+/// for.
+fn failover_released(obs: &Observation, cfg: &HaConfig, c: &Coordinator) -> Decision {
+    phase_one(obs, cfg, c, obs.cluster.epoch, None)
+}
+
+/// Two-phase failover of `grant`: declare its lease expired (atomically with renewals on this
+/// leader, then in Raft so that every coordinator refuses it and replicas may stop streaming),
+/// make replicas stop streaming and report, then grant the next epoch to the best candidate.
+fn failover(obs: &Observation, cfg: &HaConfig, c: &Coordinator, grant: &PrimaryGrant) -> Decision {
+    let epoch = grant.epoch;
+    if !grant.expired {
+        let record = Action::Propose(Command::ExpirePrimary { epoch });
+        let actions = if c.expired_epoch == Some(epoch) {
+            vec![record]
+        } else {
+            vec![Action::Expire { epoch }, record]
+        };
+        return Decision::act(Reason::LeaseExpired, actions);
+    }
+    phase_one(obs, cfg, c, epoch, Some(&grant.member))
+}
+
+/// Stop streaming, then choose.
+fn phase_one(
     obs: &Observation,
     cfg: &HaConfig,
     c: &Coordinator,
@@ -108,13 +131,6 @@ fn failover(
         })
         .map(|(m, _)| m.clone())
         .collect();
-    if old.is_some() && c.expired_epoch != Some(epoch) {
-        // The executor declares expiry atomically with renewals; if that fails it skips the rest.
-        return Decision::act(
-            Reason::LeaseExpired,
-            vec![Action::Expire { epoch }, Action::StopStreaming { epoch, members: others }],
-        );
-    }
     let asked = c.stop_requested.filter(|(e, _)| *e == epoch);
     match asked {
         None => {
@@ -131,6 +147,10 @@ fn failover(
         }
         Some(_) => {}
     }
+    // Past the timeout: go on without the stragglers, but keep asking them (one of them may be
+    // needed to prove that no acknowledged commit is lost).
+    let keep_asking: Vec<Action> =
+        if pending.is_empty() { Vec::new() } else { vec![Action::StopStreaming { epoch, members: pending }] };
     let old_name = old.cloned().unwrap_or_default();
     let chosen = candidate::choose(obs, cfg, &old_name, epoch, c.last_primary_lsn);
     let reachable: Vec<MemberName> = fresh(obs, cfg).map(|(m, _)| m.clone()).collect();
@@ -153,7 +173,7 @@ fn failover(
                     vec![grant(obs, cand.member.clone(), GrantReason::Reacquire, sync, Some(&cand))],
                 )
             }
-            None => Decision::wait(Reason::NoSafeCandidate(why)),
+            None => Decision::act(Reason::NoSafeCandidate(why), keep_asking),
         },
     }
 }

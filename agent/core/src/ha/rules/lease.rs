@@ -80,7 +80,7 @@ pub enum Refusal {
 }
 
 /// Whether the coordinator may confirm `member`'s renewal of `epoch`: only for the current
-/// grant, and never after it declared the epoch expired. The executor checks this again after
+/// grant, and never after it (or, through Raft, any coordinator) declared the epoch expired. The executor checks this again after
 /// the quorum round trip, under the same lock that records the confirmation.
 pub fn may_confirm(
     state: &crate::state::ClusterState,
@@ -89,13 +89,14 @@ pub fn may_confirm(
     epoch: Epoch,
 ) -> Result<(), Refusal> {
     match &state.primary {
-        Some(p) if &p.member == member && p.epoch == epoch => {}
-        _ => return Err(Refusal::NotPrimary),
+        Some(p) if &p.member == member && p.epoch == epoch => {
+            if p.expired || coordinator_expired == Some(epoch) {
+                return Err(Refusal::Expired);
+            }
+            Ok(())
+        }
+        _ => Err(Refusal::NotPrimary),
     }
-    if coordinator_expired == Some(epoch) {
-        return Err(Refusal::Expired);
-    }
-    Ok(())
 }
 
 /// On the coordinator: when the current primary's lease certainly ran out, as time since

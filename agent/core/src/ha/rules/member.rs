@@ -142,8 +142,12 @@ fn primary_timeline(report: &Report) -> Option<Timeline> {
 fn as_replica(obs: &Observation, cfg: &HaConfig, grant: Option<&PrimaryGrant>) -> Decision {
     let primary = grant.map(|g| &g.member);
     let report = primary.and_then(|p| primary_report(obs, cfg, p));
+    // Stop streaming only when asked for this epoch and the expiry is recorded in Raft: if the
+    // coordinator that asked lost its leadership before recording it, the primary may renew
+    // with the next one, and replicas must follow it again.
+    let stopped = |g: &PrimaryGrant| g.expired && obs.local.stop_streaming_for.is_some_and(|e| e >= g.epoch);
     let upstream = match grant {
-        Some(g) if obs.local.stop_streaming_for.is_none_or(|e| e < g.epoch) => Some(g.member.clone()),
+        Some(g) if !stopped(g) => Some(g.member.clone()),
         _ => None,
     };
     let reason = if upstream.is_some() {

@@ -1,0 +1,61 @@
+//! Finding processes by what they are (by scanning /proc), so a test can stop everything it
+//! started by PID: Postgres instances by their data directory, fence guards by their argument.
+
+use std::path::Path;
+
+use rustix::process::{Pid, Signal, kill_process};
+
+/// PIDs whose current directory is `dir` or whose command line mentions it (fence guards).
+pub fn pids_of(dir: &Path) -> Vec<u32> {
+    let target = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let needle = target.display().to_string();
+    let me = std::process::id();
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return out };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if pid == me {
+            continue;
+        }
+        let cwd_match = std::fs::read_link(e.path().join("cwd")).is_ok_and(|c| c == target);
+        let cmd_match = std::fs::read(e.path().join("cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .is_ok_and(|c| c.contains("fence-guard") && c.contains(&needle));
+        if cwd_match || cmd_match {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Sends `sig` to `pid`.
+pub fn signal(pid: u32, sig: Signal) {
+    if let Some(p) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+        let _ = kill_process(p, sig);
+    }
+}
+
+/// kill -9 of everything `pids_of(dir)` finds, twice (a postmaster may fork meanwhile).
+pub fn kill_all_in(dir: &Path) {
+    for _ in 0..2 {
+        for pid in pids_of(dir) {
+            signal(pid, Signal::KILL);
+        }
+    }
+}
+
+/// The postmaster PID from `data/postmaster.pid`, if that process is alive.
+pub fn postmaster_pid(data: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(data.join("postmaster.pid")).ok()?;
+    let pid: u32 = text.lines().next()?.trim().parse().ok()?;
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+}
+
+/// uid and gid of a local user (from /etc/passwd).
+pub fn user_ids(name: &str) -> Option<(u32, u32)> {
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.first() == Some(&name)).then(|| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))?
+    })
+}
