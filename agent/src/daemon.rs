@@ -103,7 +103,12 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     spawn(
         "bootstrap",
         false,
-        Box::pin(cluster::form_or_join(cluster.clone(), cfg.initial_members(), cancel.clone())),
+        Box::pin(cluster::form_or_join(
+            cluster.clone(),
+            cfg.initial_members(),
+            cfg.auto_join,
+            cancel.clone(),
+        )),
     );
     spawn(
         "seed",
@@ -121,12 +126,14 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         }
         Some((name, err)) = fail_rx.recv() => Err(err.context(format!("task {name} failed"))),
     };
+    // Tasks (the gRPC servers among them) stop first, so that nothing reaches Raft after it
+    // stopped.
     cancel.cancel();
-    if let Err(e) = node.raft.shutdown().await {
-        tracing::warn!("Raft shutdown: {e}");
-    }
     if tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await.is_err() {
         tracing::warn!("some tasks did not stop within 10s");
+    }
+    if let Err(e) = node.raft.shutdown().await {
+        tracing::warn!("Raft shutdown: {e}");
     }
     outcome.map_err(|e| match e.downcast::<crate::ha::ForeignData>() {
         Ok(f) => RunError::Start(StartError::Data(f.0)),

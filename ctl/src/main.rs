@@ -42,9 +42,23 @@ enum Command {
     /// Show or change the cluster-wide dynamic configuration.
     #[command(subcommand)]
     Config(cmd::config::Args),
-    /// List or remove members.
+    /// List, add or remove members.
     #[command(subcommand)]
     Member(cmd::member::Args),
+    /// Hand the primary role over to another member (planned; no acknowledged write lost).
+    Switchover(cmd::switchover::Args),
+    /// Promote a member when there is no healthy primary.
+    Failover(cmd::failover::Args),
+    /// Maintenance mode on: agents leave Postgres alone, nobody fails over automatically.
+    Pause,
+    /// Maintenance mode off.
+    Resume,
+    /// Restart Postgres on members, one at a time (replicas first).
+    Restart(cmd::restart::RestartArgs),
+    /// Reload Postgres's configuration on members.
+    Reload(cmd::restart::ReloadArgs),
+    /// Show every grant of the primary role.
+    History,
 }
 
 /// An error with the exit code it should produce.
@@ -82,6 +96,13 @@ fn main() -> ExitCode {
             Command::Status(a) => cmd::status::run(&cli.endpoint, cli.output, a).await,
             Command::Config(a) => cmd::config::run(&cli.endpoint, cli.output, a).await,
             Command::Member(a) => cmd::member::run(&cli.endpoint, cli.output, a).await,
+            Command::Switchover(a) => cmd::switchover::run(&cli.endpoint, cli.output, a).await,
+            Command::Failover(a) => cmd::failover::run(&cli.endpoint, cli.output, a).await,
+            Command::Pause => cmd::pause::run(&cli.endpoint, cli.output, true).await,
+            Command::Resume => cmd::pause::run(&cli.endpoint, cli.output, false).await,
+            Command::Restart(a) => cmd::restart::restart(&cli.endpoint, cli.output, a).await,
+            Command::Reload(a) => cmd::restart::reload(&cli.endpoint, cli.output, a).await,
+            Command::History => cmd::history::run(&cli.endpoint, cli.output).await,
         }
     });
     match res {

@@ -133,10 +133,16 @@ impl Cluster {
 
     /// Describes and starts one more agent that joins the running cluster.
     pub fn add_agent(&mut self) -> &mut Agent {
+        self.add_agent_with(&[])
+    }
+
+    /// Like `add_agent`, with extra `--set KEY=VALUE` for the new agent only.
+    pub fn add_agent_with(&mut self, extra: &[&str]) -> &mut Agent {
         let i = self.agents.len();
         let mut peers = self.initial_peers.clone();
         peers.push((format!("m{}", i + 1), self.address_for(i)));
         let mut agent = self.describe(i, &peers);
+        agent.settings.extend(extra.iter().map(|s| s.to_string()));
         agent.start();
         self.agents.push(agent);
         self.agents.last_mut().expect("just pushed")

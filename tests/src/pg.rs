@@ -211,3 +211,13 @@ pub fn longest_gap_us(writes: &[Write], from_us: i64) -> i64 {
     }
     worst
 }
+
+/// Ids of acknowledged writes that `pg` (the current primary) does not have.
+pub fn lost_writes(pg: &Pg, writes: &[Write]) -> Result<Vec<i64>, String> {
+    let present: std::collections::HashSet<i64> = pg
+        .query("SELECT id FROM pgq_writes")?
+        .into_iter()
+        .filter_map(|r| r[0].as_deref().and_then(|v| v.parse().ok()))
+        .collect();
+    Ok(writes.iter().filter(|w| w.ok && !present.contains(&w.id)).map(|w| w.id).collect())
+}

@@ -10,8 +10,10 @@ use pgquorum_core::state::{Command, CommandError, DynamicConfig};
 use pgquorum_proto::management::management_client::ManagementClient;
 use pgquorum_proto::management::management_server::Management;
 use pgquorum_proto::management::{
-    GetConfigReply, GetConfigRequest, RemoveMemberReply, RemoveMemberRequest, SetConfigReply,
-    SetConfigRequest, StatusReply, StatusRequest,
+    AddMemberReply, AddMemberRequest, FailoverReply, FailoverRequest, GetConfigReply, GetConfigRequest,
+    HistoryReply, HistoryRequest, PauseReply, PauseRequest, ReloadReply, ReloadRequest, RemoveMemberReply,
+    RemoveMemberRequest, RestartReply, RestartRequest, SetConfigReply, SetConfigRequest, StatusReply,
+    StatusRequest, SwitchoverReply, SwitchoverRequest,
 };
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -21,14 +23,24 @@ use crate::cluster::{Cluster, ProposeError};
 
 /// Serves the management API.
 pub struct ManagementApi {
-    cluster: Cluster,
-    shared: std::sync::Arc<crate::ha::Shared>,
+    pub(super) cluster: Cluster,
+    pub(super) shared: std::sync::Arc<crate::ha::Shared>,
 }
 
 impl ManagementApi {
     /// Wraps the cluster handle and the HA loop's shared state.
     pub fn new(cluster: Cluster, shared: std::sync::Arc<crate::ha::Shared>) -> ManagementApi {
         ManagementApi { cluster, shared }
+    }
+
+    /// A client for member `name`'s management API.
+    fn member_client(&self, name: &str) -> Result<ManagementClient<Channel>, Status> {
+        let node =
+            self.cluster.membership().nodes.into_values().find(|n| n.name.as_str() == name).ok_or_else(
+                || Status::invalid_argument(format!("no member named {name}; see pgquorumctl member list")),
+            )?;
+        let ch = self.cluster.node.channels.get(&node.grpc).map_err(Status::internal)?;
+        Ok(ManagementClient::new(ch))
     }
 
     /// A client for the leader's management API, unless this agent is the leader.
@@ -135,7 +147,7 @@ impl Management for ManagementApi {
 
     async fn set_config(&self, req: Request<SetConfigRequest>) -> Result<Response<SetConfigReply>, Status> {
         let req = req.into_inner();
-        if req.settings.is_empty() {
+        if req.settings.is_empty() && req.config_json.is_empty() {
             return Err(Status::invalid_argument("no settings given: pass KEY=VALUE, for example ttl=2s"));
         }
         for attempt in 0..5 {
@@ -148,7 +160,12 @@ impl Management for ManagementApi {
                     req.expected_version
                 )));
             }
-            let mut new = old.clone();
+            let mut new = if req.config_json.is_empty() {
+                old.clone()
+            } else {
+                serde_json::from_str::<DynamicConfig>(&req.config_json)
+                    .map_err(|e| Status::invalid_argument(format!("the configuration is not valid: {e}")))?
+            };
             for s in &req.settings {
                 let (k, v) = s.split_once('=').ok_or_else(|| {
                     Status::invalid_argument(format!("{s:?}: write KEY=VALUE, for example ttl=2s"))
@@ -196,6 +213,68 @@ impl Management for ManagementApi {
                 })?;
                 Ok(Response::new(RemoveMemberReply { voters }))
             }
+        }
+    }
+
+    async fn switchover(&self, req: Request<SwitchoverRequest>) -> Result<Response<SwitchoverReply>, Status> {
+        match self.leader_client()? {
+            Some(mut leader) => leader.switchover(req.into_inner()).await,
+            None => super::ops::switchover(self, req.into_inner()).await.map(Response::new),
+        }
+    }
+
+    async fn failover(&self, req: Request<FailoverRequest>) -> Result<Response<FailoverReply>, Status> {
+        match self.leader_client()? {
+            Some(mut leader) => leader.failover(req.into_inner()).await,
+            None => super::ops::failover(self, req.into_inner()).await.map(Response::new),
+        }
+    }
+
+    async fn pause(&self, req: Request<PauseRequest>) -> Result<Response<PauseReply>, Status> {
+        super::ops::pause(self, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn restart(&self, req: Request<RestartRequest>) -> Result<Response<RestartReply>, Status> {
+        let req = req.into_inner();
+        if req.member == self.cluster.me.name.as_str() {
+            if self
+                .shared
+                .report
+                .lock()
+                .expect("lock is never poisoned")
+                .as_ref()
+                .is_some_and(|r| r.postgres == pgquorum_core::ha::observation::Postgres::Disabled)
+            {
+                return Err(Status::failed_precondition(format!(
+                    "{} is a witness (no Postgres)",
+                    req.member
+                )));
+            }
+            self.shared.request_restart();
+            return Ok(Response::new(RestartReply {}));
+        }
+        let mut client = self.member_client(&req.member)?;
+        client.restart(req).await
+    }
+
+    async fn reload(&self, req: Request<ReloadRequest>) -> Result<Response<ReloadReply>, Status> {
+        let req = req.into_inner();
+        if req.member == self.cluster.me.name.as_str() {
+            self.shared.request_reload();
+            return Ok(Response::new(ReloadReply {}));
+        }
+        let mut client = self.member_client(&req.member)?;
+        client.reload(req).await
+    }
+
+    async fn history(&self, _req: Request<HistoryRequest>) -> Result<Response<HistoryReply>, Status> {
+        Ok(Response::new(super::ops::history(self)))
+    }
+
+    async fn add_member(&self, req: Request<AddMemberRequest>) -> Result<Response<AddMemberReply>, Status> {
+        match self.leader_client()? {
+            Some(mut leader) => leader.add_member(req.into_inner()).await,
+            None => super::ops::add_member(self, req.into_inner()).await.map(Response::new),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! not decide anything about the cluster itself.
 
 mod management;
+mod ops;
 mod peer;
 mod status;
 

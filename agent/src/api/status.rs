@@ -176,6 +176,12 @@ pub fn local_status(cluster: &Cluster, shared: &Shared) -> StatusReply {
             paused: state.paused,
             primary_since_ms: state.primary.as_ref().map(|p| p.since.0).unwrap_or_default(),
             switchover: switchover.unwrap_or_default(),
+            coordinator: shared.coordinator_reason.lock().expect("lock is never poisoned").clone(),
+            failover: state
+                .failover
+                .as_ref()
+                .map(|f| format!("to {}{}", f.to, if f.force { " (forced)" } else { "" }))
+                .unwrap_or_default(),
         }),
     }
 }

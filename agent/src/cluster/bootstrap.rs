@@ -21,6 +21,7 @@ use super::Cluster;
 pub async fn form_or_join(
     cluster: Cluster,
     initial: Vec<(MemberName, String)>,
+    auto_join: bool,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let me = cluster.me.clone();
@@ -50,6 +51,20 @@ pub async fn form_or_join(
                     reply.cluster_name,
                     cluster.node.ident.cluster_name
                 );
+            }
+            if !auto_join {
+                if last_report.elapsed() >= Duration::from_secs(10) {
+                    tracing::info!(
+                        "waiting to be added to the cluster (join: manual): run `pgquorumctl member add {} {}`",
+                        me.name,
+                        me.grpc
+                    );
+                    last_report = Instant::now();
+                }
+                if wait_or_cancelled(&cancel, Duration::from_millis(300)).await {
+                    return Ok(());
+                }
+                continue;
             }
             let addr = if reply.leader_address.is_empty() {
                 initial.iter().find(|(n, _)| n == via).map(|(_, a)| a.clone()).unwrap_or_default()

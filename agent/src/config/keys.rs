@@ -145,6 +145,20 @@ pub const AGENT_KEYS: &[KeyDef] = &[
         },
     },
     KeyDef {
+        key: "join",
+        default: "auto",
+        help: "How a new agent whose peers already form a cluster becomes a member: auto (asks to join) or \
+               manual (waits for `pgquorumctl member add NAME ADDRESS`).",
+        set: |c, k, v| {
+            c.auto_join = match v.trim() {
+                "auto" => true,
+                "manual" => false,
+                other => return Err(format!("{k}: {other:?} must be auto or manual")),
+            };
+            Ok(())
+        },
+    },
+    KeyDef {
         key: "statefulset.replicas",
         default: "0",
         help: "With a StatefulSet: how many replicas it has. The peers are then <base>-0 .. <base>-(N-1), \

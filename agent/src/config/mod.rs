@@ -42,6 +42,8 @@ pub struct AgentConfig {
     pub grpc_advertise: String,
     /// Initial members (name, gRPC address), this member included; empty for a single member.
     pub peers: Vec<(MemberName, String)>,
+    /// Join an existing cluster by asking (true) or wait to be added (false).
+    pub auto_join: bool,
     /// StatefulSet replica count (0: not a StatefulSet).
     pub statefulset_replicas: usize,
     /// StatefulSet headless Service domain.
@@ -112,6 +114,7 @@ impl AgentConfig {
             grpc_listen: String::new(),
             grpc_advertise: String::new(),
             peers: Vec::new(),
+            auto_join: true,
             statefulset_replicas: 0,
             statefulset_domain: String::new(),
             statefulset_port: 0,

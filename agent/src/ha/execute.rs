@@ -171,6 +171,9 @@ impl Ha {
                 if !self.lease_ok(obs) {
                     return Err("not promoting: the lease is not held".into());
                 }
+                if let Some((task, _)) = &self.local.task {
+                    return Err(format!("not promoting while {task:?} runs"));
+                }
                 self.arm_guard(obs).await;
                 // Synchronous settings first (a standby ignores them), then promote.
                 self.local.upstream = None;
@@ -192,6 +195,41 @@ impl Ha {
             Action::Slots { members } => {
                 let names: Vec<String> = members.iter().map(MemberName::slot_name).collect();
                 self.sql().sync_slots(&names).await?;
+            }
+            Action::StopForSwitchover => {
+                if let Some(p) = obs.cluster.primary.as_ref().filter(|p| p.member == obs.me) {
+                    self.local.fenced_epoch = Some(p.epoch);
+                }
+                let pm = self.local.postmaster.take().ok_or("Postgres is not running")?;
+                let (data, pg) = (self.pg().data.clone(), self.pg().clone());
+                self.local.data_stale = true;
+                self.local.status = None;
+                self.sql().reset();
+                tracing::info!("switchover: checkpointing and shutting down cleanly");
+                self.spawn_task(Task::Restart, async move {
+                    let mut sql = Sql::new(&pg.socket_dir, pg.port, &pg.superuser, &pg.secrets.superuser);
+                    if let Err(e) = tokio::time::timeout(Duration::from_secs(30), sql.checkpoint())
+                        .await
+                        .unwrap_or(Err("timed out".into()))
+                    {
+                        tracing::warn!("checkpoint before the switchover: {e}");
+                    }
+                    pm.stop(&data, Duration::from_secs(30)).await;
+                    Ok(None)
+                });
+            }
+            Action::RestartPostgres => {
+                self.shared.restart_requested.store(false, std::sync::atomic::Ordering::SeqCst);
+                tracing::info!("restarting Postgres as asked");
+                let pm = self.local.postmaster.take().ok_or("Postgres is not running")?;
+                let data = self.pg().data.clone();
+                self.local.data_stale = true;
+                self.local.status = None;
+                self.sql().reset();
+                self.spawn_task(Task::Restart, async move {
+                    pm.stop(&data, Duration::from_secs(30)).await;
+                    Ok(None)
+                });
             }
             Action::Stop => {
                 let pm = self.local.postmaster.take().ok_or("Postgres is not running")?;

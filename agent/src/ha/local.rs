@@ -113,7 +113,7 @@ impl LocalState {
     }
 
     /// The core's view of the local member.
-    pub fn view(&self, stop_streaming_for: Option<Epoch>, tags: &Tags) -> Local {
+    pub fn view(&self, stop_streaming_for: Option<Epoch>, tags: &Tags, restart_requested: bool) -> Local {
         Local {
             postgres: self.postgres_view(),
             data: self.data.clone(),
@@ -127,6 +127,7 @@ impl LocalState {
             down_since: self.down_since,
             tags: tags.clone(),
             sync_applied_at: self.sync_applied_at.clone(),
+            restart_requested,
         }
     }
 }

@@ -9,7 +9,7 @@ mod coord;
 mod execute;
 mod lead;
 mod local;
-mod observe;
+pub(crate) mod observe;
 pub mod peers;
 mod pg;
 
@@ -49,6 +49,12 @@ pub struct Shared {
     stop_streaming: Mutex<Option<Epoch>>,
     /// Wakes the loop before its next tick.
     pub wake: Notify,
+    /// An operator asked to restart this member's Postgres.
+    pub restart_requested: std::sync::atomic::AtomicBool,
+    /// An operator asked to reload this member's Postgres configuration.
+    pub reload_requested: std::sync::atomic::AtomicBool,
+    /// The coordinator's latest decision, for status (empty unless this agent leads).
+    pub coordinator_reason: Mutex<String>,
 }
 
 impl Shared {
@@ -62,7 +68,22 @@ impl Shared {
             published: tokio::sync::watch::Sender::new(None),
             stop_streaming: Mutex::new(None),
             wake: Notify::new(),
+            restart_requested: std::sync::atomic::AtomicBool::new(false),
+            reload_requested: std::sync::atomic::AtomicBool::new(false),
+            coordinator_reason: Mutex::new(String::new()),
         })
+    }
+
+    /// Asks the loop to restart Postgres.
+    pub fn request_restart(&self) {
+        self.restart_requested.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// Asks the loop to reload Postgres's configuration.
+    pub fn request_reload(&self) {
+        self.reload_requested.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wake.notify_one();
     }
 
     /// The loop's monotonic now.
@@ -175,6 +196,14 @@ impl Ha {
         let obs = self.observe(now);
         let plan = decide(&obs, &self.hacfg);
         self.log_plan(&plan);
+        *self.shared.coordinator_reason.lock().expect("lock is never poisoned") =
+            plan.coordinator.as_ref().map(|c| c.reason.to_string()).unwrap_or_default();
+        if self.shared.reload_requested.swap(false, std::sync::atomic::Ordering::SeqCst)
+            && self.local.status.is_some()
+            && let Err(e) = self.sql().reload().await
+        {
+            tracing::warn!("reloading Postgres configuration: {e}");
+        }
         for a in &plan.member.actions {
             if let Err(e) = self.exec(&obs, a).await {
                 tracing::warn!("{a:?}: {e}");

@@ -187,7 +187,11 @@ impl Ha {
             wall: wall(),
             me: self.cfg.name.clone(),
             cluster: state,
-            local: self.local.view(self.shared.stop_streaming_for(), &self.cfg.tags),
+            local: self.local.view(
+                self.shared.stop_streaming_for(),
+                &self.cfg.tags,
+                self.shared.restart_requested.load(std::sync::atomic::Ordering::SeqCst),
+            ),
             peers,
             coordinator,
         }

@@ -171,6 +171,11 @@ impl Sql {
         self.run(async |c| c.batch_execute("CHECKPOINT").await).await
     }
 
+    /// Runs a checkpoint.
+    pub async fn checkpoint(&mut self) -> Result<(), String> {
+        self.run(async |c| c.batch_execute("CHECKPOINT").await).await
+    }
+
     /// Reloads the configuration files.
     pub async fn reload(&mut self) -> Result<(), String> {
         self.run(async |c| c.batch_execute("SELECT pg_reload_conf()").await).await

@@ -1,6 +1,6 @@
 //! `pgquorumctl member list | remove NAME`.
 
-use pgquorum_proto::management::{RemoveMemberRequest, StatusRequest};
+use pgquorum_proto::management::{AddMemberRequest, RemoveMemberRequest, StatusRequest};
 
 use crate::{Failure, Output, client, table};
 
@@ -9,6 +9,13 @@ use crate::{Failure, Output, client, table};
 pub enum Args {
     /// List members with their Raft roles.
     List,
+    /// Add a member whose agent runs at ADDRESS and waits to be added (its `join` is manual).
+    Add {
+        /// The member's name.
+        name: String,
+        /// Its gRPC address, host:port.
+        address: String,
+    },
     /// Remove a member from the cluster; it no longer counts toward quorum.
     Remove {
         /// The member's name.
@@ -38,6 +45,17 @@ pub async fn run(endpoint: &str, output: Output, args: Args) -> Result<(), Failu
                         .collect();
                     print!("{}", table::render(&["Member", "Address", "Raft role", "Role"], &rows));
                 }
+            }
+        }
+        Args::Add { name, address } => {
+            let r = c
+                .add_member(AddMemberRequest { name: name.clone(), address })
+                .await
+                .map_err(client::failure)?
+                .into_inner();
+            match output {
+                Output::Json => println!("{}", serde_json::json!({ "added": name, "voters": r.voters })),
+                Output::Table => println!("added {name}; voters now: {}", r.voters.join(", ")),
             }
         }
         Args::Remove { name } => {

@@ -34,6 +34,9 @@ pub struct StatusDoc {
     pub synchronous: SyncDoc,
     pub paused: bool,
     pub switchover: Option<String>,
+    pub failover: Option<String>,
+    /// The Raft leader's latest decision about the cluster.
+    pub coordinator: Option<String>,
     pub raft: RaftDoc,
     pub members: Vec<MemberDoc>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -106,6 +109,8 @@ pub fn doc(r: StatusReply) -> StatusDoc {
         synchronous: SyncDoc { recorded: ha.sync_recorded, target: ha.sync_target },
         paused: ha.paused,
         switchover: opt(ha.switchover),
+        failover: opt(ha.failover),
+        coordinator: opt(ha.coordinator),
         raft: RaftDoc {
             leader: opt(raft.leader_name),
             leader_id: (raft.leader_id != 0).then(|| format!("{:016x}", raft.leader_id)),
@@ -193,6 +198,12 @@ fn render(d: &StatusDoc) -> String {
     if let Some(s) = &d.switchover {
         out.push_str(&format!("Switchover:    pending, {s}\n"));
     }
+    if let Some(f) = &d.failover {
+        out.push_str(&format!("Failover:      requested, {f}\n"));
+    }
+    if let Some(c) = d.coordinator.as_ref().filter(|c| c.as_str() != "Steady") {
+        out.push_str(&format!("Coordinator:   {c}\n"));
+    }
     out.push_str(&format!(
         "Raft:          leader {}, term {}, commit index {}\n\n",
         d.raft.leader.as_deref().unwrap_or("none"),
@@ -236,6 +247,18 @@ fn render(d: &StatusDoc) -> String {
         ],
         &rows,
     ));
+    let pending: Vec<String> = d
+        .members
+        .iter()
+        .filter(|m| !m.pending_restart.is_empty())
+        .map(|m| format!("{} ({})", m.name, m.pending_restart.join(", ")))
+        .collect();
+    if !pending.is_empty() {
+        out.push_str(&format!(
+            "\npending restart: {} — apply with `pgquorumctl restart --pending`\n",
+            pending.join("; ")
+        ));
+    }
     if let Some(w) = &d.warning {
         out.push_str(&format!("\nwarning: {w}\n"));
     }

@@ -30,7 +30,20 @@ fn member(obs: &Observation, cfg: &HaConfig) -> Decision {
     let d = if obs.cluster.cluster_id.is_none() {
         Decision::wait(Reason::NotInitialized)
     } else if obs.cluster.paused {
-        Decision::wait(Reason::Paused)
+        // Maintenance: leave Postgres alone, except that a member an operator failed over to
+        // still promotes (the lease rules above keep fencing in force).
+        let promote =
+            rules::lease::holds_lease(obs) && obs.local.postgres.running().is_some_and(|r| r.in_recovery);
+        if obs.local.task.is_some() {
+            Decision::wait(Reason::TaskRunning)
+        } else if promote {
+            Decision::act(
+                Reason::BecomingPrimary,
+                vec![Action::Promote { sync: obs.cluster.sync.target.clone() }],
+            )
+        } else {
+            Decision::wait(Reason::Paused)
+        }
     } else {
         rules::member::decide(obs, cfg)
     };

@@ -189,6 +189,9 @@ pub struct Local {
     pub tags: Tags,
     /// The primary's WAL position when the current synchronous target took effect here.
     pub sync_applied_at: Option<(SyncSet, Lsn)>,
+    /// An operator asked to restart this member's Postgres.
+    #[serde(default)]
+    pub restart_requested: bool,
 }
 
 /// What a member tells the others about itself (the peer `MemberStatus` call).

@@ -58,6 +58,11 @@ pub enum Action {
     },
     /// Stop Postgres with a fast shutdown.
     Stop,
+    /// Checkpoint, then stop Postgres cleanly (its WAL reaches the standbys), and never renew
+    /// this epoch again: the first step of a switchover.
+    StopForSwitchover,
+    /// Restart Postgres (stop, then the usual rules start it again), as an operator asked.
+    RestartPostgres,
     /// Kill Postgres and all its backends now (it may not accept another write).
     Fence,
     // ---- lease ----
@@ -153,6 +158,20 @@ pub enum Reason {
     LeadershipOffPrimary,
     /// Coordinator: carrying out a requested switchover.
     Switchover,
+    /// The switchover request no longer applies (someone else is primary).
+    SwitchoverLapsed,
+    /// The switchover did not complete in time and was cancelled.
+    SwitchoverTimedOut,
+    /// No replica can take over in a switchover.
+    NoSwitchoverCandidate,
+    /// Primary: waiting for the switchover target to catch up.
+    WaitingForSwitchoverTarget,
+    /// A manual failover waits until the primary's lease has run out.
+    ManualFailoverWaiting,
+    /// A manual failover request lapsed.
+    ManualFailoverLapsed,
+    /// An operator asked for a Postgres restart.
+    RestartRequested,
 }
 
 impl fmt::Display for Reason {

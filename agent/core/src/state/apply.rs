@@ -39,14 +39,15 @@ pub(super) fn apply(s: &mut ClusterState, cmd: Command) -> CommandResult {
                 return Err(CommandError::Paused);
             }
             let epoch = expected_epoch.next();
-            let previous = s.primary.take().map(|p| p.member);
+            // The member that held the role last, even if it released it (a switchover).
+            let previous =
+                s.primary.take().map(|p| p.member).or_else(|| s.history.last().map(|h| h.member.clone()));
             s.epoch = epoch;
             s.primary =
                 Some(PrimaryGrant { member: member.clone(), epoch, since: at, expired: false, floor });
             s.sync = SyncState { recorded: sync.clone(), target: sync };
-            if s.switchover.is_some() {
-                s.switchover = None;
-            }
+            s.switchover = None;
+            s.failover = None;
             s.history.push(HistoryEntry { epoch, member, previous, reason, at, lsn, timeline, floor });
             if s.history.len() > HISTORY_LIMIT {
                 let excess = s.history.len() - HISTORY_LIMIT;
@@ -121,6 +122,24 @@ pub(super) fn apply(s: &mut ClusterState, cmd: Command) -> CommandResult {
         }
         Command::ClearSwitchover => {
             s.switchover = None;
+            Ok(CommandOk::Done)
+        }
+        Command::SetSwitchoverTarget { from, to } => match &mut s.switchover {
+            Some(req) if req.from == from && req.to.is_none() && to != from => {
+                req.to = Some(to);
+                Ok(CommandOk::Done)
+            }
+            _ => Err(CommandError::Invalid(format!("no pending switchover from {from} without a target"))),
+        },
+        Command::RequestFailover(req) => {
+            if s.primary.as_ref().is_some_and(|p| p.member == req.to && !p.expired) {
+                return Err(CommandError::Invalid(format!("{} is already the primary", req.to)));
+            }
+            s.failover = Some(req);
+            Ok(CommandOk::Done)
+        }
+        Command::ClearFailover => {
+            s.failover = None;
             Ok(CommandOk::Done)
         }
         Command::SetPaused { paused } => {

@@ -52,6 +52,18 @@ pub struct SwitchoverRequest {
     pub requested_at: UnixMillis,
 }
 
+/// An operator's request to promote a particular member when there is no healthy primary
+/// (`pgquorumctl failover --to`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverRequest {
+    /// The member to promote.
+    pub to: MemberName,
+    /// Promote it even if it cannot be shown to hold every acknowledged commit.
+    pub force: bool,
+    /// When it was requested (requests lapse after a while).
+    pub requested_at: UnixMillis,
+}
+
 /// A change to the replicated cluster state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "command")]
@@ -125,6 +137,17 @@ pub enum Command {
     RequestSwitchover(SwitchoverRequest),
     /// Forget a pending switchover (carried out elsewhere, lapsed or cancelled).
     ClearSwitchover,
+    /// Name the target of a pending switchover that was requested without one.
+    SetSwitchoverTarget {
+        /// The primary the request is from (guards against a lapsed request).
+        from: MemberName,
+        /// The chosen target.
+        to: MemberName,
+    },
+    /// Ask for a manual failover.
+    RequestFailover(FailoverRequest),
+    /// Forget a pending manual failover.
+    ClearFailover,
     /// Enter or leave maintenance mode.
     SetPaused {
         /// On or off.
@@ -232,6 +255,11 @@ impl fmt::Display for Command {
                 None => write!(f, "request switchover from {}", r.from),
             },
             Command::ClearSwitchover => f.write_str("clear switchover"),
+            Command::SetSwitchoverTarget { from, to } => write!(f, "switchover from {from} goes to {to}"),
+            Command::RequestFailover(r) => {
+                write!(f, "request failover to {}{}", r.to, if r.force { " (forced)" } else { "" })
+            }
+            Command::ClearFailover => f.write_str("clear failover request"),
             Command::SetPaused { paused } => write!(f, "set paused={paused}"),
         }
     }

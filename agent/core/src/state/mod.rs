@@ -14,7 +14,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use command::{Command, CommandError, CommandOk, CommandResult, GrantReason, SwitchoverRequest};
+pub use command::{
+    Command, CommandError, CommandOk, CommandResult, FailoverRequest, GrantReason, SwitchoverRequest,
+};
 pub use config::{DurabilityMode, DynamicConfig};
 pub use sync::SyncSet;
 
@@ -120,6 +122,9 @@ pub struct ClusterState {
     pub sync: SyncState,
     /// A requested switchover not yet carried out.
     pub switchover: Option<SwitchoverRequest>,
+    /// A requested manual failover not yet carried out.
+    #[serde(default)]
+    pub failover: Option<FailoverRequest>,
     /// Maintenance mode: agents leave Postgres alone and nobody fails over.
     pub paused: bool,
     /// Past primary grants, oldest first, at most `HISTORY_LIMIT`.

@@ -41,7 +41,7 @@ fn lag_reference(
     obs: &Observation,
     old: &MemberName,
     last_primary_lsn: Option<Lsn>,
-    finals: &[Final],
+    finals: &[&Final],
 ) -> Option<Lsn> {
     let reported = obs
         .peers
@@ -101,6 +101,44 @@ pub fn summary(obs: &Observation, cfg: &HaConfig, old: &MemberName, epoch: Epoch
     if parts.is_empty() { "no replica reported".into() } else { parts.join(", ") }
 }
 
+/// An operator's preference: a switchover target, or a manual failover's member (`force`: take
+/// it even without proof).
+#[derive(Copy, Clone, Debug)]
+pub struct Preference<'a> {
+    /// The preferred member.
+    pub member: &'a MemberName,
+    /// Skip the durability and lag checks.
+    pub force: bool,
+}
+
+/// Chooses the replica to promote after `old` lost the lease of `epoch`, preferring `prefer`
+/// when it is eligible (or forced).
+pub fn choose_with(
+    obs: &Observation,
+    cfg: &HaConfig,
+    old: &MemberName,
+    epoch: Epoch,
+    last_primary_lsn: Option<Lsn>,
+    prefer: Option<Preference<'_>>,
+) -> Result<Candidate, String> {
+    if let Some(p) = prefer.filter(|p| p.force) {
+        let f = finals(obs, cfg, old, epoch);
+        return match f.iter().find(|f| f.member == *p.member) {
+            Some(f) => Ok(Candidate {
+                member: f.member.clone(),
+                lsn: Some(f.lsn),
+                timeline: Some(f.timeline),
+                floor: None,
+            }),
+            None => Err(format!(
+                "{} has not reported a final WAL position (is it running and reachable?)",
+                p.member
+            )),
+        };
+    }
+    choose_inner(obs, cfg, old, epoch, last_primary_lsn, prefer.map(|p| p.member))
+}
+
 /// Chooses the replica to promote after `old` lost the lease of `epoch`.
 pub fn choose(
     obs: &Observation,
@@ -108,6 +146,17 @@ pub fn choose(
     old: &MemberName,
     epoch: Epoch,
     last_primary_lsn: Option<Lsn>,
+) -> Result<Candidate, String> {
+    choose_inner(obs, cfg, old, epoch, last_primary_lsn, None)
+}
+
+fn choose_inner(
+    obs: &Observation,
+    cfg: &HaConfig,
+    old: &MemberName,
+    epoch: Epoch,
+    last_primary_lsn: Option<Lsn>,
+    prefer: Option<&MemberName>,
 ) -> Result<Candidate, String> {
     let finals = finals(obs, cfg, old, epoch);
     if finals.is_empty() {
@@ -138,9 +187,13 @@ pub fn choose(
     if need > 0 {
         bar = bar.max(floor);
     }
+    // A switchover loses nothing in any mode: the candidate has the old primary's last WAL.
+    bar = bar.max(switch_point(obs, cfg, old));
     let lag_limited = obs.cluster.config.durability == DurabilityMode::Performance || recorded.k == 0;
     let max_lag = obs.cluster.config.maximum_lag_on_failover;
-    let last_primary_lsn = lag_reference(obs, old, last_primary_lsn, &finals);
+    // Replicas on older timelines diverged before the failed primary's: no bound on it.
+    let on_top: Vec<&Final> = finals.iter().filter(|f| f.timeline == top_tli).collect();
+    let last_primary_lsn = lag_reference(obs, old, last_primary_lsn, &on_top);
     let mut eligible: Vec<&Final> = finals
         .iter()
         .filter(|f| f.timeline == top_tli && !f.nofailover)
@@ -149,13 +202,20 @@ pub fn choose(
         .collect();
     eligible
         .sort_by(|a, b| b.lsn.cmp(&a.lsn).then(b.priority.cmp(&a.priority)).then(a.member.cmp(&b.member)));
-    let new_floor = if need > 0 { bar } else { floor };
+    if let Some(p) = prefer
+        && let Some(pos) = eligible.iter().position(|f| f.member == *p)
+    {
+        let preferred = eligible.remove(pos);
+        eligible.insert(0, preferred);
+    }
     match eligible.first() {
         Some(f) => Ok(Candidate {
             member: f.member.clone(),
             lsn: Some(f.lsn),
             timeline: Some(f.timeline),
-            floor: new_floor,
+            // Without proof, commits above the candidate are given up (within the lag limit):
+            // the new timeline forks at its position, so the floor cannot lie above it.
+            floor: if need > 0 { bar } else { floor.map(|fl| fl.min(f.lsn)) },
         }),
         None if lag_limited && last_primary_lsn.is_some() => {
             Err(format!("every replica lags more than maximum_lag_on_failover ({max_lag} bytes)"))
@@ -168,9 +228,27 @@ pub fn choose(
     }
 }
 
-/// The former primary, if it can take its role back: its expiry is recorded (so no coordinator
-/// renews its lease), it is reachable, holds no lease, its Postgres is stopped and its data is
-/// this cluster's. It holds every commit it acknowledged by definition.
+/// Where the primary that gave its role up for a switchover stopped (its shutdown checkpoint,
+/// after every commit), when it stopped cleanly and says so in a fresh report.
+fn switch_point(obs: &Observation, cfg: &HaConfig, old: &MemberName) -> Option<Lsn> {
+    let released = obs.cluster.primary.is_none();
+    if !released || obs.cluster.switchover.as_ref().is_none_or(|s| s.from != *old) {
+        return None;
+    }
+    let seen = obs.peers.get(old)?.as_ref()?;
+    if obs.now.saturating_sub(seen.received) > cfg.report_stale_after {
+        return None;
+    }
+    match (&seen.report.postgres, &seen.report.data) {
+        (Postgres::Stopped, Data::Present(d)) if d.was_primary && d.clean_shutdown => Some(d.checkpoint_lsn),
+        _ => None,
+    }
+}
+
+/// The former primary, if it can take its role back: its expiry is recorded or it released the
+/// role for a switchover (so no coordinator renews its lease), it is reachable, holds no lease, its data is this cluster's, and its
+/// Postgres is stopped (it holds every commit it acknowledged by definition) or still a standby
+/// that never promoted in its epoch (cut off before its first renewal) and reached the floor.
 pub fn former_primary(
     obs: &Observation,
     cfg: &HaConfig,
@@ -179,24 +257,30 @@ pub fn former_primary(
 ) -> Option<Candidate> {
     let expired =
         obs.cluster.primary.as_ref().is_some_and(|p| p.epoch == epoch && p.expired && &p.member == old);
+    // A primary that gave its role up for a switchover takes it back when no replica got its
+    // last WAL (one that gave up because it could not start would only fail again).
+    let switched =
+        obs.cluster.history.iter().rev().find(|h| h.epoch == epoch).is_some_and(|h| &h.member == old)
+            && switch_point(obs, cfg, old).is_some();
+    let expired = expired || switched;
     let seen = obs.peers.get(old)?.as_ref()?;
     if !expired || obs.now.saturating_sub(seen.received) > cfg.report_stale_after {
         return None;
     }
     let rep = &seen.report;
-    let stopped = matches!(rep.postgres, Postgres::Stopped | Postgres::Crashed { .. });
+    let floor = inherited_floor(obs);
     let no_lease = rep.lease.is_none_or(|(e, _)| e != epoch);
-    match (&rep.data, obs.cluster.system_identifier) {
-        (Data::Present(d), Some(id))
-            if stopped && no_lease && d.system_identifier == id && !rep.tags.nofailover =>
-        {
-            Some(Candidate {
-                member: old.clone(),
-                lsn: Some(d.checkpoint_lsn),
-                timeline: Some(d.timeline),
-                floor: inherited_floor(obs),
-            })
-        }
-        _ => None,
+    let Data::Present(d) = &rep.data else { return None };
+    if !no_lease || obs.cluster.system_identifier != Some(d.system_identifier) || rep.tags.nofailover {
+        return None;
     }
+    let (lsn, timeline) = match &rep.postgres {
+        Postgres::Stopped | Postgres::Crashed { .. } => (d.checkpoint_lsn, d.timeline),
+        Postgres::Running(r) if r.in_recovery => match (r.lsn, r.timeline) {
+            (Some(lsn), Some(tli)) if floor.is_none_or(|f| lsn >= f) => (lsn, tli),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(Candidate { member: old.clone(), lsn: Some(lsn), timeline: Some(timeline), floor })
 }

@@ -5,7 +5,7 @@
 use crate::ha::config::HaConfig;
 use crate::ha::observation::{Coordinator, Data, Observation, Postgres};
 use crate::ha::plan::{Action, Decision, Reason};
-use crate::ha::rules::{candidate, lease, member, sync};
+use crate::ha::rules::{candidate, lease, member, switchover, sync};
 use crate::state::{Command, GrantReason, PrimaryGrant, SyncSet};
 use crate::{Epoch, MemberName};
 
@@ -15,8 +15,17 @@ pub fn decide(obs: &Observation, cfg: &HaConfig) -> Option<Decision> {
     if obs.cluster.cluster_id.is_none() {
         return Some(Decision::wait(Reason::NotInitialized));
     }
-    if obs.cluster.paused {
+    // Maintenance mode: no automatic failover; an operator's manual failover still proceeds.
+    if obs.cluster.paused && obs.cluster.failover.is_none() {
         return Some(Decision::wait(Reason::Paused));
+    }
+    if let Some(f) = &obs.cluster.failover
+        && obs.wall.0 >= f.requested_at.0 + MANUAL_FAILOVER_TIMEOUT_MS
+    {
+        return Some(Decision::act(
+            Reason::ManualFailoverLapsed,
+            vec![Action::Propose(Command::ClearFailover)],
+        ));
     }
     Some(match &obs.cluster.primary {
         None if obs.cluster.system_identifier.is_none() && obs.cluster.epoch == Epoch(0) => {
@@ -26,9 +35,13 @@ pub fn decide(obs: &Observation, cfg: &HaConfig) -> Option<Decision> {
         Some(p) if p.expired || c.expired_epoch == Some(p.epoch) || lease::expired_for(obs, c).is_some() => {
             failover(obs, cfg, c, p)
         }
+        Some(_) if obs.cluster.failover.is_some() => Decision::wait(Reason::ManualFailoverWaiting),
         Some(p) => steady(obs, cfg, c, p),
     })
 }
+
+/// A manual failover request lapses after this long (the primary kept its lease).
+pub const MANUAL_FAILOVER_TIMEOUT_MS: u64 = 30_000;
 
 fn fresh<'a>(
     obs: &'a Observation,
@@ -91,7 +104,9 @@ fn bootstrap(obs: &Observation, cfg: &HaConfig) -> Decision {
 /// The primary of the current epoch gave its role up (after stopping Postgres): no lease to wait
 /// for.
 fn failover_released(obs: &Observation, cfg: &HaConfig, c: &Coordinator) -> Decision {
-    phase_one(obs, cfg, c, obs.cluster.epoch, None)
+    let epoch = obs.cluster.epoch;
+    let old = obs.cluster.history.iter().rev().find(|h| h.epoch == epoch).map(|h| &h.member);
+    phase_one(obs, cfg, c, epoch, old)
 }
 
 /// Two-phase failover of `grant`: declare its lease expired (atomically with renewals on this
@@ -152,17 +167,30 @@ fn phase_one(
     let keep_asking: Vec<Action> =
         if pending.is_empty() { Vec::new() } else { vec![Action::StopStreaming { epoch, members: pending }] };
     let old_name = old.cloned().unwrap_or_default();
-    let chosen = candidate::choose(obs, cfg, &old_name, epoch, c.last_primary_lsn);
+    let prefer = match (&obs.cluster.failover, &obs.cluster.switchover) {
+        (Some(f), _) => Some(candidate::Preference { member: &f.to, force: f.force }),
+        (None, Some(s)) => s.to.as_ref().map(|m| candidate::Preference { member: m, force: false }),
+        (None, None) => None,
+    };
+    let mut chosen = candidate::choose_with(obs, cfg, &old_name, epoch, c.last_primary_lsn, prefer);
+    // Paused, only the operator's choice may be promoted.
+    if let (true, Some(f), Ok(cand)) = (obs.cluster.paused, &obs.cluster.failover, &chosen)
+        && cand.member != f.to
+    {
+        chosen = Err(format!(
+            "{} is not eligible ({} is: further ahead or needed to keep every acknowledged commit); \
+             `pgquorumctl failover --to {} --force` takes it anyway",
+            f.to, cand.member, f.to
+        ));
+    }
     let reachable: Vec<MemberName> = fresh(obs, cfg).map(|(m, _)| m.clone()).collect();
     let considered = candidate::summary(obs, cfg, &old_name, epoch);
     match chosen {
         Ok(cand) => {
             let sync = sync::for_new_primary(obs, &cand.member, &reachable);
             let reason = Reason::Failover(format!("chose {} among {considered}", cand.member));
-            Decision::act(
-                reason,
-                vec![grant(obs, cand.member.clone(), GrantReason::Failover, sync, Some(&cand))],
-            )
+            let why = grant_reason(obs, &cand.member);
+            Decision::act(reason, vec![grant(obs, cand.member.clone(), why, sync, Some(&cand))])
         }
         Err(why) => match old.and_then(|o| candidate::former_primary(obs, cfg, o, epoch)) {
             Some(cand) => {
@@ -178,6 +206,16 @@ fn phase_one(
     }
 }
 
+/// Why `member` gets the role: an operator's manual failover or switchover when it is the
+/// member they asked for (or any member, for a switchover to any), else an automatic failover.
+fn grant_reason(obs: &Observation, member: &MemberName) -> GrantReason {
+    match (&obs.cluster.failover, &obs.cluster.switchover) {
+        (Some(f), _) if f.to == *member => GrantReason::ManualFailover,
+        (_, Some(s)) if s.to.as_ref().is_none_or(|t| t == member) => GrantReason::Switchover,
+        _ => GrantReason::Failover,
+    }
+}
+
 /// A primary with a live lease: keep its synchronous set right and Raft leadership elsewhere.
 fn steady(obs: &Observation, cfg: &HaConfig, c: &Coordinator, p: &PrimaryGrant) -> Decision {
     let Some(report) = member::primary_report(obs, cfg, &p.member) else {
@@ -186,6 +224,9 @@ fn steady(obs: &Observation, cfg: &HaConfig, c: &Coordinator, p: &PrimaryGrant) 
     let leased = report.lease.is_some_and(|(e, _)| e == p.epoch) && report.postgres.is_writable();
     if !leased {
         return Decision::wait(Reason::Steady);
+    }
+    if let Some(d) = switchover::coordinate(obs, p, report) {
+        return d;
     }
     if let Some(cmd) = sync::next_change(obs, cfg, p.epoch, &p.member, report) {
         return Decision::act(Reason::SyncChange, vec![Action::Propose(cmd)]);

@@ -10,6 +10,7 @@ use crate::ha::observation::{Data, DataDir, Observation, Postgres, Report, Runni
 use crate::ha::plan::{Action, Decision, Reason};
 use crate::ha::rules::lease;
 use crate::ha::rules::rejoin::{self, Compat};
+use crate::ha::rules::switchover;
 use crate::state::{Command, PrimaryGrant};
 use crate::{MemberName, Timeline};
 
@@ -40,7 +41,10 @@ fn backing_off(obs: &Observation, cfg: &HaConfig, task: &Task) -> bool {
 }
 
 fn as_primary(obs: &Observation, grant: &PrimaryGrant) -> Decision {
-    let holds = lease::holds_lease(obs);
+    // An epoch this member fenced itself for (or stopped for a switchover) is never written in
+    // again, even while its lease lasts.
+    let fenced = obs.local.fenced_epoch == Some(grant.epoch);
+    let holds = lease::holds_lease(obs) && !fenced;
     let cfg = &obs.cluster.config;
     match (&obs.local.postgres, &obs.local.data) {
         (Postgres::Stopped | Postgres::Crashed { .. }, Data::Missing) => {
@@ -61,6 +65,14 @@ fn as_primary(obs: &Observation, grant: &PrimaryGrant) -> Decision {
                     member: obs.me.clone(),
                 };
                 return Decision::act(Reason::Bootstrapping, vec![Action::Propose(record)]);
+            }
+            let switching = obs.cluster.switchover.as_ref().is_some_and(|r| r.from == obs.me);
+            if fenced && switching && d.was_primary && d.clean_shutdown {
+                // Stopped cleanly for the switchover: every commit is in the standbys' WAL.
+                return Decision::act(
+                    Reason::Switchover,
+                    vec![Action::DropLease, Action::Propose(Command::ReleasePrimary { epoch: grant.epoch })],
+                );
             }
             if let Some(since) = obs.local.down_since
                 && obs.now >= since + cfg.primary_start_timeout
@@ -103,6 +115,17 @@ fn as_primary(obs: &Observation, grant: &PrimaryGrant) -> Decision {
 }
 
 fn primary_upkeep(obs: &Observation, r: &Running) -> Decision {
+    if obs.local.restart_requested {
+        return Decision::act(Reason::RestartRequested, vec![Action::RestartPostgres]);
+    }
+    if let Some(req) = switchover::due(obs, &obs.me)
+        && let Some(to) = &req.to
+    {
+        if switchover::target_caught_up(r, to) {
+            return Decision::act(Reason::Switchover, vec![Action::StopForSwitchover]);
+        }
+        return Decision::wait(Reason::WaitingForSwitchoverTarget);
+    }
     let mut actions = Vec::new();
     let target = &obs.cluster.sync.target;
     if r.synchronous_standby_names != target.to_postgres() {
@@ -180,6 +203,9 @@ fn as_replica(obs: &Observation, cfg: &HaConfig, grant: Option<&PrimaryGrant>) -
                     r.min_recovery.map_or((r.timeline.unwrap_or_default(), None), |(t, l)| (t, Some(l)));
                 let how = format!("replayed {}", rejoin::explain(t, l, tli, &rep.timeline_history));
                 return Decision::act(Reason::Diverged(how), vec![Action::Stop]);
+            }
+            if obs.local.restart_requested {
+                return Decision::act(Reason::RestartRequested, vec![Action::RestartPostgres]);
             }
             if r.upstream != upstream {
                 return Decision::act(reason, vec![Action::Follow { upstream }]);

@@ -1,0 +1,43 @@
+//! Waiting for the cluster to reach a state, by polling `status` with a deadline.
+
+use std::time::{Duration, Instant};
+
+use pgquorum_proto::management::StatusRequest;
+use pgquorum_proto::management::management_client::ManagementClient;
+use tonic::transport::Channel;
+
+use super::status::{StatusDoc, doc};
+use crate::{Failure, client};
+
+/// Polls status until `done` returns `Some`, `Err` stops early; fails after `timeout`.
+pub async fn until<T>(
+    c: &mut ManagementClient<Channel>,
+    timeout: Duration,
+    what: &str,
+    mut done: impl FnMut(&StatusDoc) -> Result<Option<T>, String>,
+) -> Result<T, Failure> {
+    let start = Instant::now();
+    loop {
+        let last = match c.status(StatusRequest { local_only: false }).await {
+            Ok(r) => {
+                let d = doc(r.into_inner());
+                match done(&d) {
+                    Ok(Some(v)) => return Ok(v),
+                    Ok(None) => d.coordinator.clone().unwrap_or_default(),
+                    Err(e) => return Err(Failure::failed(e)),
+                }
+            }
+            Err(s) => client::failure(s).message,
+        };
+        if start.elapsed() > timeout {
+            let why = if last.is_empty() { String::new() } else { format!(" (last: {last})") };
+            return Err(Failure::failed(format!("timed out after {timeout:?} waiting for {what}{why}")));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The role of `name` in the document.
+pub fn role<'a>(d: &'a StatusDoc, name: &str) -> Option<&'a str> {
+    d.members.iter().find(|m| m.name == name).map(|m| m.role.as_str())
+}
