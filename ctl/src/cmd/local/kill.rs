@@ -1,6 +1,8 @@
 //! `pgquorumctl local kill MEMBER`: kill -9 of one member's agent and its postmaster, for crash
 //! drills (the others then fail over if it was the primary). `local start MEMBER` brings it back.
 
+use std::time::{Duration, Instant};
+
 use super::{DirArg, procs};
 use crate::{Failure, Output};
 
@@ -29,6 +31,16 @@ pub fn run(output: Output, args: Args) -> Result<(), Failure> {
     }
     let agent = agent.filter(|p| procs::kill9(*p));
     let postmaster = postmaster.filter(|p| procs::kill9(*p));
+    // Postgres's children exit on their own once the postmaster is gone; wait (bounded) so the
+    // member's ports are free for `local start` when this returns.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline
+        && (agent.is_some_and(procs::alive)
+            || postmaster.is_some_and(procs::alive)
+            || !procs::postgres_in(&m.pgdata).is_empty())
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     st.members[i].agent_pid = None;
     st.save()?;
     match output {

@@ -39,6 +39,15 @@ pub fn postmaster(pgdata: &Path) -> Option<u32> {
 /// Live processes whose working directory is `pgdata` (Postgres and its children) or whose
 /// command line is a fence guard for it.
 pub fn in_pgdata(pgdata: &Path) -> Vec<u32> {
+    scan(pgdata, true)
+}
+
+/// Live Postgres processes of `pgdata` (working directory `pgdata`), fence guards excluded.
+pub fn postgres_in(pgdata: &Path) -> Vec<u32> {
+    scan(pgdata, false)
+}
+
+fn scan(pgdata: &Path, guards: bool) -> Vec<u32> {
     let target = std::fs::canonicalize(pgdata).unwrap_or_else(|_| pgdata.to_path_buf());
     let needle = target.display().to_string();
     let me = std::process::id();
@@ -50,7 +59,8 @@ pub fn in_pgdata(pgdata: &Path) -> Vec<u32> {
             continue;
         }
         let cwd = std::fs::read_link(e.path().join("cwd")).is_ok_and(|c| c == target);
-        let guard = || cmdline(pid).is_some_and(|c| c.contains("fence-guard") && c.contains(&needle));
+        let guard =
+            || guards && cmdline(pid).is_some_and(|c| c.contains("fence-guard") && c.contains(&needle));
         if cwd || guard() {
             out.push(pid);
         }

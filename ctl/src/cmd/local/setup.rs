@@ -166,6 +166,38 @@ mod tests {
     }
 
     #[test]
+    fn config_lists_every_peer_and_sets_http_only_when_the_agent_has_it() {
+        use super::super::state::Ports;
+        let layout = Layout { dir: PathBuf::from("/tmp/x") };
+        let mut st = LocalState {
+            version: 1,
+            cluster: CLUSTER.into(),
+            dir: layout.dir.clone(),
+            base_port: 15432,
+            durability: "protection".into(),
+            run_as: None,
+            pgpass: layout.pgpass(),
+            members: (0..3)
+                .map(|i| layout.member(&format!("m{}", i + 1), Ports::for_member(15432, i, false)))
+                .collect(),
+        };
+        let text = config_text(&st, &st.members[1], &layout);
+        assert!(
+            text.contains(r#"peers = ["m1=127.0.0.1:15532", "m2=127.0.0.1:15533", "m3=127.0.0.1:15534"]"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"grpc.listen = "127.0.0.1:15533""#), "{text}");
+        assert!(text.contains(r#"postgres.listen = "127.0.0.1:15433""#), "{text}");
+        assert!(text.contains(r#"data_dir = "/tmp/x/m2""#), "{text}");
+        assert!(text.contains(r#"postgres.superuser.password_file = "/tmp/x/secrets/superuser.password""#));
+        assert!(text.contains(r#"bootstrap.durability = "protection""#), "{text}");
+        assert!(!text.contains("http.listen"), "{text}");
+        st.members[1].ports = Ports::for_member(15432, 1, true);
+        let text = config_text(&st, &st.members[1], &layout);
+        assert!(text.contains(r#"http.listen = "127.0.0.1:15633""#), "{text}");
+    }
+
+    #[test]
     fn toml_strings_escape_quotes_and_backslashes() {
         assert_eq!(toml_str(r#"a"b\c"#), r#""a\"b\\c""#);
     }
