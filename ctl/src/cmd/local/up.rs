@@ -88,7 +88,7 @@ pub async fn run(output: Output, args: Args) -> Result<(), Failure> {
         );
         prereq::check_ports(&ports, &hint)?;
         let names: Vec<&str> = dead.iter().map(|&i| st.members[i].name.as_str()).collect();
-        progress.note(&format!("restarting {} with their data in {}", names.join(", "), dir.display()));
+        progress.note(&format!("restarting {} in {} (data kept)", names.join(", "), dir.display()));
     } else {
         let (first, last) = (&st.members[0].ports, &st.members[st.members.len() - 1].ports);
         let http = match (first.http, last.http) {
