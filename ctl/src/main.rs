@@ -1,11 +1,14 @@
 //! `pgquorumctl`: the operator's tool. One subcommand per file in `cmd/`.
 //!
-//! Exit codes scripts can rely on: 0 success, 1 the cluster refused or the operation failed,
-//! 2 bad usage, 3 no agent could be reached at the endpoint.
+//! Exit codes scripts can rely on (docs/ctl.md): 0 success; 1 the cluster refused or the
+//! operation failed (including a missing prerequisite of `local`, a busy port, a cluster that did
+//! not become healthy in time); 2 bad usage (unknown flag, bad value, unknown member); 3 no agent
+//! could be reached at the endpoint.
 #![forbid(unsafe_code)]
 
 mod client;
 mod cmd;
+mod progress;
 mod table;
 mod time;
 
@@ -23,8 +26,14 @@ pub enum Output {
 }
 
 #[derive(Parser)]
-#[command(name = "pgquorumctl", version, about = "Operate a pgquorum PostgreSQL cluster")]
-struct Cli {
+#[command(
+    name = "pgquorumctl",
+    version,
+    about = "Operate a pgquorum PostgreSQL cluster",
+    after_help = "Try it on this machine: pgquorumctl local up\n\n\
+                  Exit codes: 0 ok, 1 failed, 2 bad usage, 3 no agent reachable (docs/ctl.md)."
+)]
+pub struct Cli {
     /// Any agent's gRPC endpoint, host:port; calls that need the leader are forwarded.
     #[arg(short, long, env = "PGQUORUM_ENDPOINT", default_value = "127.0.0.1:7000", global = true)]
     endpoint: String,
@@ -59,6 +68,11 @@ enum Command {
     Reload(cmd::restart::ReloadArgs),
     /// Show every grant of the primary role.
     History,
+    /// Run a whole cluster on this machine: up, status, down, kill, start.
+    #[command(subcommand)]
+    Local(cmd::local::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(cmd::completions::Args),
 }
 
 /// An error with the exit code it should produce.
@@ -84,6 +98,10 @@ impl Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Completions(a) = cli.command {
+        cmd::completions::run(a);
+        return ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -103,6 +121,8 @@ fn main() -> ExitCode {
             Command::Restart(a) => cmd::restart::restart(&cli.endpoint, cli.output, a).await,
             Command::Reload(a) => cmd::restart::reload(&cli.endpoint, cli.output, a).await,
             Command::History => cmd::history::run(&cli.endpoint, cli.output).await,
+            Command::Local(a) => cmd::local::run(cli.output, a).await,
+            Command::Completions(_) => unreachable!("handled before the runtime starts"),
         }
     });
     match res {
@@ -111,5 +131,14 @@ fn main() -> ExitCode {
             eprintln!("error: {}", f.message);
             ExitCode::from(f.code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

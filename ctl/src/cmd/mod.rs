@@ -1,8 +1,10 @@
-//! One subcommand per file.
+//! One subcommand per file (`local` is a folder: one file per `local` subcommand).
 
+pub mod completions;
 pub mod config;
 pub mod failover;
 pub mod history;
+pub mod local;
 pub mod member;
 pub mod pause;
 pub mod restart;
