@@ -51,6 +51,7 @@ impl PeerService for PeerApi {
             initialized,
             leader_id,
             leader_address,
+            node: serde_json::to_vec(&*self.cluster.me).expect("a member node always serialises"),
         }))
     }
 
