@@ -47,6 +47,8 @@ pub struct Shared {
     /// Every newly published report of this member.
     pub published: tokio::sync::watch::Sender<Option<Report>>,
     stop_streaming: Mutex<Option<Epoch>>,
+    /// When the loop last finished a tick (the `/liveness` check; no SQL involved).
+    last_tick: Mutex<Option<Duration>>,
     /// Wakes the loop before its next tick.
     pub wake: Notify,
 }
@@ -61,6 +63,7 @@ impl Shared {
             report: Mutex::new(None),
             published: tokio::sync::watch::Sender::new(None),
             stop_streaming: Mutex::new(None),
+            last_tick: Mutex::new(None),
             wake: Notify::new(),
         })
     }
@@ -78,6 +81,17 @@ impl Shared {
         }
         drop(s);
         self.wake.notify_one();
+    }
+
+    /// Records that the loop finished a tick now.
+    pub fn ticked(&self) {
+        *self.last_tick.lock().expect("lock is never poisoned") = Some(self.now());
+    }
+
+    /// How long ago the loop last finished a tick (`None`: not yet).
+    pub fn since_last_tick(&self) -> Option<Duration> {
+        let at = (*self.last_tick.lock().expect("lock is never poisoned"))?;
+        Some(self.now().saturating_sub(at))
     }
 
     /// The epoch streaming was stopped for.
@@ -191,6 +205,7 @@ impl Ha {
         }
         self.upkeep(&obs).await;
         self.publish(&obs, now);
+        self.shared.ticked();
         Ok(())
     }
 
