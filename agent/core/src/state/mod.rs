@@ -15,7 +15,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use command::{Command, CommandError, CommandOk, CommandResult, GrantReason, SwitchoverRequest};
-pub use config::{DurabilityMode, DynamicConfig};
+pub use config::{DurabilityMode, DynamicConfig, parse_bytes};
 pub use sync::SyncSet;
 
 use crate::{Epoch, Lsn, MemberName, SystemId, Timeline, UnixMillis};
