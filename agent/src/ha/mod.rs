@@ -226,9 +226,11 @@ impl Ha {
 
     /// Creates missing roles on the new primary, in the background: the tick never waits on
     /// SQL that could block (a write waits for synchronous standbys).
+    /// A failed attempt (Postgres fenced or restarted meanwhile) is tried again.
     fn spawn_ensure_roles(&mut self) {
         if let Some(h) = self.local.roles.take()
             && h.is_finished()
+            && matches!(futures::FutureExt::now_or_never(h), Some(Ok(true)))
         {
             self.local.roles_checked = true;
             return;
@@ -245,9 +247,15 @@ impl Ha {
                 Ok::<(), String>(())
             };
             match tokio::time::timeout(Duration::from_secs(30), res).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!("creating roles: {e}"),
-                Err(_) => tracing::warn!("creating roles did not finish within 30s"),
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    tracing::warn!("creating roles: {e}; will retry");
+                    false
+                }
+                Err(_) => {
+                    tracing::warn!("creating roles did not finish within 30s; will retry");
+                    false
+                }
             }
         }));
     }
