@@ -44,17 +44,21 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     let listener = TcpListener::bind(&cfg.grpc_listen)
         .await
         .with_context(|| format!("binding grpc.listen {}", cfg.grpc_listen))?;
+    let http_listener = match cfg.http_listen.as_str() {
+        "" => None,
+        addr => Some(TcpListener::bind(addr).await.with_context(|| format!("binding http.listen {addr}"))?),
+    };
     let channels = Channels::default();
     let node = RaftNode::open(&cfg.data_dir, &cfg.name, &cfg.cluster, &cfg.raft, channels).await?;
     tracing::info!(
         member = %cfg.name, node_id = %format!("{:016x}", node.ident.node_id), grpc = %cfg.grpc_advertise,
-        "agent started"
+        http = %cfg.http_advertise, "agent started"
     );
     let me = MemberNode {
         name: cfg.name.clone(),
         grpc: cfg.grpc_advertise.clone(),
+        http: cfg.http_advertise.clone(),
         postgres: if cfg.pg.enabled { cfg.pg.advertise.clone() } else { String::new() },
-        ..Default::default()
     };
     let cluster = Cluster::new(node.clone(), me);
     let shared = Shared::new();
@@ -86,6 +90,13 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         true,
         Box::pin(crate::api::serve_grpc(listener, cluster.clone(), shared.clone(), cancel.clone())),
     );
+    if let Some(listener) = http_listener {
+        spawn(
+            "http",
+            true,
+            Box::pin(crate::api::serve_http(listener, cluster.clone(), shared.clone(), cancel.clone())),
+        );
+    }
     let clock = shared.clone();
     spawn(
         "peers",

@@ -26,6 +26,8 @@ pub struct Agent {
     pub log: PathBuf,
     /// Its Postgres host:port (None for a witness).
     pub postgres: Option<String>,
+    /// Its HTTP endpoint's host:port (health checks, metrics), when enabled.
+    pub http: Option<String>,
     /// Run as the `postgres` user (the harness runs as root).
     pub as_user: bool,
     child: Option<Child>,
@@ -79,6 +81,7 @@ impl Agent {
             settings,
             log,
             postgres: None,
+            http: None,
             as_user,
             child: None,
         }
@@ -220,6 +223,12 @@ impl Agent {
     /// This agent's own view (`status --local`).
     pub fn local_status(&self) -> Result<Value, String> {
         self.ctl_json(&["status", "--local"])
+    }
+
+    /// `method path` on this agent's HTTP endpoint.
+    pub fn http(&self, method: &str, path: &str) -> Result<crate::http::Answer, String> {
+        let addr = self.http.as_deref().ok_or_else(|| format!("{} has no HTTP endpoint", self.name))?;
+        crate::http::request(addr, method, path)
     }
 
     /// The agent's log so far.

@@ -22,6 +22,8 @@ pub struct ClusterOptions {
     pub settings: Vec<String>,
     /// Every agent manages a Postgres.
     pub postgres: bool,
+    /// Extra `--set KEY=VALUE` for one agent: (member name, setting).
+    pub member_settings: Vec<(String, String)>,
 }
 
 impl Default for ClusterOptions {
@@ -32,6 +34,7 @@ impl Default for ClusterOptions {
             netns: false,
             settings: Vec::new(),
             postgres: true,
+            member_settings: Vec::new(),
         }
     }
 }
@@ -108,6 +111,13 @@ impl Cluster {
         }
     }
 
+    fn http_for(&self, i: usize) -> String {
+        match &self.lab {
+            Some(lab) => format!("{}:8008", lab.ip(i)),
+            None => format!("127.0.0.1:{}", free_port()),
+        }
+    }
+
     fn describe(&self, i: usize, peers: &[(String, String)]) -> Agent {
         let name = format!("m{}", i + 1);
         let grpc = peers.iter().find(|(n, _)| *n == name).map(|(_, a)| a.clone()).expect("address assigned");
@@ -124,10 +134,14 @@ impl Cluster {
         if let Some(pg) = &pg {
             settings.push(format!("postgres.listen={pg}"));
         }
+        let http = self.http_for(i);
+        settings.push(format!("http.listen={http}"));
         settings.extend(self.opts.settings.iter().cloned());
+        settings.extend(self.opts.member_settings.iter().filter(|(m, _)| *m == name).map(|(_, s)| s.clone()));
         let netns = self.lab.as_ref().map(|l| l.ns(i));
         let mut agent = Agent::new(&name, self.dir.path().join(&name), grpc, netns, settings);
         agent.postgres = pg;
+        agent.http = Some(http);
         agent
     }
 

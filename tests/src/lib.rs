@@ -8,9 +8,12 @@
 pub mod agent;
 pub mod bins;
 pub mod cluster;
+pub mod haproxy;
+pub mod http;
 pub mod lab;
 pub mod pg;
 pub mod procs;
+pub mod prom;
 pub mod wait;
 
 pub use agent::Agent;

@@ -1,8 +1,10 @@
-//! The agent's gRPC endpoint: Raft transport, peer service and management API on one listener.
+//! The agent's gRPC endpoint: Raft transport, peer service and management API on one listener;
+//! and (in `http`) its HTTP endpoint: health checks, status documents, metrics.
 //!
 //! Owns serving and request plumbing. Answers come from the cluster handle; this module must
 //! not decide anything about the cluster itself.
 
+pub mod http;
 mod management;
 mod ops;
 mod peer;
@@ -19,6 +21,7 @@ use pgquorum_proto::management::management_server::ManagementServer;
 use pgquorum_proto::peer::peer_service_server::PeerServiceServer;
 use pgquorum_proto::raft::raft_service_server::RaftServiceServer;
 
+pub use http::serve_http;
 pub use management::ManagementApi;
 pub use peer::PeerApi;
 

@@ -134,6 +134,7 @@ pub fn local_status(cluster: &Cluster, shared: &Shared) -> StatusReply {
                 node_id: *id,
                 name: node.name.to_string(),
                 address: node.grpc.clone(),
+                api_url: super::http::api_url(&node.http),
                 raft_role: raft_role.to_string(),
                 voter,
                 last_contact_ms,

@@ -87,9 +87,15 @@ pub async fn form_or_join(
                     let reply = reply.as_ref().expect("no member is missing");
                     let addr =
                         initial.iter().find(|(n, _)| n == name).map(|(_, a)| a.clone()).unwrap_or_default();
+                    // Its own view of its addresses (HTTP, Postgres); the gRPC address is the
+                    // one in peers, which is how every member reaches it.
+                    let own = serde_json::from_slice::<MemberNode>(&reply.node)
+                        .ok()
+                        .filter(|n| n.name == *name)
+                        .unwrap_or_default();
                     members.insert(
                         reply.node_id,
-                        MemberNode { name: name.clone(), grpc: addr, ..Default::default() },
+                        MemberNode { name: name.clone(), grpc: addr, http: own.http, postgres: own.postgres },
                     );
                 }
                 let names: Vec<String> = members.values().map(|n| n.name.to_string()).collect();

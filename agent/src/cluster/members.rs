@@ -16,11 +16,23 @@ use crate::raft::TypeConfig;
 
 type WriteResponse = openraft::raft::ClientWriteResponse<TypeConfig>;
 
+/// Whether the latest membership entry is applied here (no change in flight).
+fn membership_settled(c: &Cluster) -> bool {
+    let m = c.metrics();
+    let applied = m.last_applied.map(|l| l.index);
+    m.membership_config.log_id().is_none_or(|id| applied.is_some_and(|a| a >= id.index))
+}
+
 /// Changes membership, waiting (up to 10 s) for a change still in progress to commit first: a
 /// learner just promoted to voter goes through a joint configuration for a moment.
 async fn change(c: &Cluster, members: ChangeMembers<u64, MemberNode>) -> Result<WriteResponse, String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
+        // Asking while a change is still in flight makes openraft log an error: wait for the
+        // current membership entry to be applied first.
+        while !membership_settled(c) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         match c.node.raft.change_membership(members.clone(), false).await {
             Ok(r) => return Ok(r),
             Err(e) => {
@@ -49,6 +61,7 @@ async fn still_answers_as(c: &Cluster, node: &MemberNode, id: u64) -> bool {
 }
 
 pub(super) async fn join_as_leader(c: &Cluster, node_id: u64, node: MemberNode) -> Result<(), String> {
+    let _one_at_a_time = c.membership_lock.lock().await;
     let membership = c.membership();
     if membership.voters.contains(&node_id) {
         return Ok(());
@@ -88,6 +101,7 @@ pub(super) async fn join_as_leader(c: &Cluster, node_id: u64, node: MemberNode) 
 }
 
 pub(super) async fn remove_as_leader(c: &Cluster, name: &str) -> Result<Vec<String>, String> {
+    let _one_at_a_time = c.membership_lock.lock().await;
     let membership = c.membership();
     let Some(id) = membership.id_of(name) else {
         let names: Vec<&str> = membership.nodes.values().map(|n| n.name.as_str()).collect();

@@ -63,12 +63,20 @@ pub struct Cluster {
     pub me: Arc<MemberNode>,
     /// How long writes wait for a leader.
     pub write_timeout: Duration,
+    /// Held for a whole membership change on the leader: openraft takes one at a time, and a
+    /// retried join must not race the first attempt.
+    pub membership_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Cluster {
     /// Wraps a started Raft member.
     pub fn new(node: RaftNode, me: MemberNode) -> Cluster {
-        Cluster { node, me: Arc::new(me), write_timeout: Duration::from_secs(5) }
+        Cluster {
+            node,
+            me: Arc::new(me),
+            write_timeout: Duration::from_secs(5),
+            membership_lock: Arc::new(tokio::sync::Mutex::new(())),
+        }
     }
 
     /// The latest applied cluster state.

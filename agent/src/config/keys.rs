@@ -302,7 +302,10 @@ pub const AGENT_KEYS: &[KeyDef] = &[
 
 /// Every key the agent accepts.
 pub fn all() -> impl Iterator<Item = &'static KeyDef> {
-    AGENT_KEYS.iter().chain(super::keys_postgres::POSTGRES_KEYS.iter())
+    AGENT_KEYS
+        .iter()
+        .chain(super::keys_postgres::POSTGRES_KEYS.iter())
+        .chain(super::keys_http::HTTP_KEYS.iter())
 }
 
 /// The definition of `key`, if it is one (exact keys win over `prefix.*` ones).

@@ -5,6 +5,7 @@
 //! allowed; the binary exits with code 64 on it. Must not start anything.
 
 mod keys;
+mod keys_http;
 mod keys_postgres;
 mod pg;
 mod source;
@@ -40,6 +41,10 @@ pub struct AgentConfig {
     pub grpc_listen: String,
     /// gRPC address other members use.
     pub grpc_advertise: String,
+    /// HTTP listen address (health checks, metrics); empty when HTTP is disabled.
+    pub http_listen: String,
+    /// HTTP address other members and tools use (empty when disabled or unknown).
+    pub http_advertise: String,
     /// Initial members (name, gRPC address), this member included; empty for a single member.
     pub peers: Vec<(MemberName, String)>,
     /// Join an existing cluster by asking (true) or wait to be added (false).
@@ -113,6 +118,8 @@ impl AgentConfig {
             data_dir: PathBuf::new(),
             grpc_listen: String::new(),
             grpc_advertise: String::new(),
+            http_listen: String::new(),
+            http_advertise: String::new(),
             peers: Vec::new(),
             auto_join: true,
             statefulset_replicas: 0,

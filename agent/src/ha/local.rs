@@ -59,8 +59,8 @@ pub struct LocalState {
     pub coord_proposal: Option<JoinHandle<()>>,
     /// Roles were checked since this postmaster became primary.
     pub roles_checked: bool,
-    /// Role creation running in the background.
-    pub roles: Option<JoinHandle<()>>,
+    /// Role creation running in the background; it answers whether it succeeded.
+    pub roles: Option<JoinHandle<bool>>,
     /// A witness member: no Postgres.
     pub witness: bool,
     /// Highest timeline this standby has been seen on (kept while its receiver is down).

@@ -47,6 +47,8 @@ pub struct Shared {
     /// Every newly published report of this member.
     pub published: tokio::sync::watch::Sender<Option<Report>>,
     stop_streaming: Mutex<Option<Epoch>>,
+    /// When the loop last finished a tick (the `/liveness` check; no SQL involved).
+    last_tick: Mutex<Option<Duration>>,
     /// Wakes the loop before its next tick.
     pub wake: Notify,
     /// An operator asked to restart this member's Postgres.
@@ -67,6 +69,7 @@ impl Shared {
             report: Mutex::new(None),
             published: tokio::sync::watch::Sender::new(None),
             stop_streaming: Mutex::new(None),
+            last_tick: Mutex::new(None),
             wake: Notify::new(),
             restart_requested: std::sync::atomic::AtomicBool::new(false),
             reload_requested: std::sync::atomic::AtomicBool::new(false),
@@ -99,6 +102,17 @@ impl Shared {
         }
         drop(s);
         self.wake.notify_one();
+    }
+
+    /// Records that the loop finished a tick now.
+    pub fn ticked(&self) {
+        *self.last_tick.lock().expect("lock is never poisoned") = Some(self.now());
+    }
+
+    /// How long ago the loop last finished a tick (`None`: not yet).
+    pub fn since_last_tick(&self) -> Option<Duration> {
+        let at = (*self.last_tick.lock().expect("lock is never poisoned"))?;
+        Some(self.now().saturating_sub(at))
     }
 
     /// The epoch streaming was stopped for.
@@ -220,6 +234,7 @@ impl Ha {
         }
         self.upkeep(&obs).await;
         self.publish(&obs, now);
+        self.shared.ticked();
         Ok(())
     }
 
@@ -240,9 +255,11 @@ impl Ha {
 
     /// Creates missing roles on the new primary, in the background: the tick never waits on
     /// SQL that could block (a write waits for synchronous standbys).
+    /// A failed attempt (Postgres fenced or restarted meanwhile) is tried again.
     fn spawn_ensure_roles(&mut self) {
         if let Some(h) = self.local.roles.take()
             && h.is_finished()
+            && matches!(futures::FutureExt::now_or_never(h), Some(Ok(true)))
         {
             self.local.roles_checked = true;
             return;
@@ -259,9 +276,15 @@ impl Ha {
                 Ok::<(), String>(())
             };
             match tokio::time::timeout(Duration::from_secs(30), res).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!("creating roles: {e}"),
-                Err(_) => tracing::warn!("creating roles did not finish within 30s"),
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    tracing::warn!("creating roles: {e}; will retry");
+                    false
+                }
+                Err(_) => {
+                    tracing::warn!("creating roles did not finish within 30s; will retry");
+                    false
+                }
             }
         }));
     }

@@ -49,6 +49,7 @@ pub(super) fn apply(s: &mut ClusterState, cmd: Command) -> CommandResult {
             s.switchover = None;
             s.failover = None;
             s.history.push(HistoryEntry { epoch, member, previous, reason, at, lsn, timeline, floor });
+            *s.grants.entry(reason).or_default() += 1;
             if s.history.len() > HISTORY_LIMIT {
                 let excess = s.history.len() - HISTORY_LIMIT;
                 s.history.drain(..excess);
@@ -242,13 +243,14 @@ mod tests {
     }
 
     #[test]
-    fn history_is_bounded() {
+    fn history_is_bounded_but_grant_counts_are_not() {
         let mut s = initialized();
         for e in 0..(HISTORY_LIMIT as u64 + 5) {
             s.apply(grant(e, "a", GrantReason::Failover)).expect("granted");
         }
         assert_eq!(s.history.len(), HISTORY_LIMIT);
         assert_eq!(s.history.last().map(|h| h.epoch), Some(Epoch(HISTORY_LIMIT as u64 + 5)));
+        assert_eq!(s.grants.get(&GrantReason::Failover), Some(&(HISTORY_LIMIT as u64 + 5)));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::{DynamicConfig, SyncSet};
 use crate::{Epoch, Lsn, MemberName, SystemId, Timeline, UnixMillis};
 
 /// Why the primary role was granted.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GrantReason {
     /// First primary of a new cluster: this member runs initdb.

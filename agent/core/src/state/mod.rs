@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 pub use command::{
     Command, CommandError, CommandOk, CommandResult, FailoverRequest, GrantReason, SwitchoverRequest,
 };
-pub use config::{DurabilityMode, DynamicConfig};
+pub use config::{DurabilityMode, DynamicConfig, parse_bytes};
 pub use sync::SyncSet;
 
 use crate::{Epoch, Lsn, MemberName, SystemId, Timeline, UnixMillis};
@@ -129,6 +129,9 @@ pub struct ClusterState {
     pub paused: bool,
     /// Past primary grants, oldest first, at most `HISTORY_LIMIT`.
     pub history: Vec<HistoryEntry>,
+    /// Every grant ever made, by reason (unlike `history`, never trimmed: for counters).
+    #[serde(default)]
+    pub grants: std::collections::BTreeMap<GrantReason, u64>,
 }
 
 impl ClusterState {
