@@ -4,12 +4,13 @@
 //! Owns the command line, the wait for a quiet machine and the statistics helpers. The
 //! measurements live in the modules: `raft` (leader failover, commit latency) and `idle` talk to
 //! the agents' management gRPC API directly, so polling is cheap enough to time in milliseconds;
-//! `pg_failover` kills the Postgres primary under a steady writer. Each starts real agents
-//! through the harness (`Cluster`, which stops everything it started by PID when dropped), and
-//! every loop is bounded by a count and a deadline. Before measuring it waits (at most 20
-//! minutes) for the 1-minute load average to drop to `--max-load`, and prints the load it ran
-//! under.
+//! `pg_failover` kills the Postgres primary, or switches it over, under a steady writer; `health`
+//! times the HTTP health checks. Each starts real agents through the harness (`Cluster`, which
+//! stops everything it started by PID when dropped), and every loop is bounded by a count and a
+//! deadline. Before measuring it waits (at most 20 minutes) for the 1-minute load average to drop
+//! to `--max-load`, and prints the load it ran under.
 
+mod health;
 mod idle;
 mod pg_failover;
 mod raft;
@@ -62,6 +63,24 @@ enum Cmd {
         #[arg(long)]
         logs: Option<std::path::PathBuf>,
     },
+    /// 3 agents with Postgres and one writer: N `pgquorumctl switchover` to any replica; write
+    /// pause per switchover, and acknowledged writes lost at the end.
+    /// 3 agents with Postgres: N HTTP health checks (new connection each) on the primary and a
+    /// replica; latency p50, p99 and max.
+    Health {
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+        requests: u64,
+    },
+    Switchover {
+        /// Durability mode set at bootstrap.
+        #[arg(long, value_enum, default_value = "availability")]
+        mode: Mode,
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+        trials: u64,
+        /// As for `failover`.
+        #[arg(long)]
+        logs: Option<std::path::PathBuf>,
+    },
 }
 
 /// `bootstrap.durability`.
@@ -86,7 +105,13 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     println!("load average before: {}", wait_quiet(cli.max_load)?);
     let result = match cli.cmd {
-        Cmd::Failover { mode, trials, logs } => pg_failover::run(mode.as_str(), trials as usize, logs),
+        Cmd::Failover { mode, trials, logs } => {
+            pg_failover::run(mode.as_str(), pg_failover::Action::Kill, trials as usize, logs)
+        }
+        Cmd::Health { requests } => health::run(requests as usize),
+        Cmd::Switchover { mode, trials, logs } => {
+            pg_failover::run(mode.as_str(), pg_failover::Action::Switchover, trials as usize, logs)
+        }
         raft_cmd => on_raft_group(raft_cmd),
     };
     println!("load average after:  {}", loadavg()?);
@@ -104,7 +129,9 @@ fn on_raft_group(cmd: Cmd) -> Result<()> {
             Cmd::RaftFailover { trials } => b.failover(&mut c, trials as usize).await,
             Cmd::RaftCommit { count } => b.commit(count as usize).await,
             Cmd::Idle { seconds } => b.idle(&c, seconds).await,
-            Cmd::Failover { .. } => unreachable!("not a Raft-only subcommand"),
+            Cmd::Failover { .. } | Cmd::Switchover { .. } | Cmd::Health { .. } => {
+                unreachable!("not a Raft-only subcommand")
+            }
         }
     });
     if result.is_err() {

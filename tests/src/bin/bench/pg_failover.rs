@@ -1,9 +1,10 @@
-//! Postgres failover under a steady writer: 3 members with a durability mode, one writer that
-//! inserts every 10 ms through a multi-host connection string (`target_session_attrs=read-write`),
-//! and N rounds of kill -9 of the primary's agent and Postgres. Owns the trial loop and the
-//! arithmetic on the writer's records: a trial's write unavailability is the gap between the
-//! last acknowledged write before the kill and the first acknowledged write after it, both in
-//! client wall-clock µs, as is the kill time. Uses the harness's blocking waits (`wait_for`
+//! Postgres failover and switchover under a steady writer: 3 members with a durability mode, one
+//! writer that inserts every 10 ms through a multi-host connection string
+//! (`target_session_attrs=read-write`), and N rounds of either kill -9 of the primary's agent and
+//! Postgres, or `pgquorumctl switchover`. Owns the trial loop and the arithmetic on the writer's
+//! records: a trial's write unavailability is the gap between the last acknowledged write before
+//! the first one acknowledged by another server after the event (the kill, or the start of the
+//! switchover command) and that one, both in client wall-clock µs, as is the event time. Uses the harness's blocking waits (`wait_for`
 //! panics after its deadline; the `Cluster` then prints each agent's log and stops everything).
 
 use std::collections::HashSet;
@@ -24,18 +25,37 @@ const EVERY: Duration = Duration::from_millis(10);
 /// How long the writer runs before each kill.
 const BEFORE_KILL: Duration = Duration::from_secs(1);
 
-/// One kill -9 of the primary.
+/// What each trial does to the primary.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// kill -9 of its agent and Postgres, then restart of the agent (it rejoins as a replica).
+    Kill,
+    /// `pgquorumctl switchover` to any replica.
+    Switchover,
+}
+
+impl Action {
+    fn verb(self) -> &'static str {
+        match self {
+            Action::Kill => "kill -9 of",
+            Action::Switchover => "switchover from",
+        }
+    }
+}
+
+/// One kill -9 of, or switchover from, the primary.
 struct Trial {
     old: String,
     old_port: u16,
     new: String,
-    /// Client wall clock (µs) just before the kill.
+    /// Client wall clock (µs) just before the kill or the switchover command.
     kill_us: i64,
     /// Client wall clock when every member streamed again (end of the trial's window).
     end_us: i64,
-    /// Kill until `wait_for_primary` (pgquorumctl every 50 ms, then a SQL check) saw the new one.
+    /// The event until `wait_for_primary` (pgquorumctl every 50 ms, then a SQL check) saw the new
+    /// primary.
     seen: Duration,
-    /// The killed agent's restart until both replicas streamed.
+    /// After `seen`: the killed agent's restart (or nothing) until both replicas streamed.
     rejoin: Duration,
     events: Events,
 }
@@ -62,7 +82,7 @@ fn steady(c: &mut Cluster) -> String {
 }
 
 /// Runs `trials` failovers in a cluster with durability `mode` and prints the results.
-pub(crate) fn run(mode: &str, trials: usize, logs: Option<PathBuf>) -> Result<()> {
+pub(crate) fn run(mode: &str, action: Action, trials: usize, logs: Option<PathBuf>) -> Result<()> {
     let mut c = Cluster::start(ClusterOptions::with_durability(3, mode));
     let first = steady(&mut c);
     c.pg(&first).query(CREATE_TABLE).map_err(anyhow::Error::msg).context("create the writer's table")?;
@@ -78,19 +98,30 @@ pub(crate) fn run(mode: &str, trials: usize, logs: Option<PathBuf>) -> Result<()
         let old = steady(&mut c);
         std::thread::sleep(BEFORE_KILL);
         for a in &c.agents {
-            a.mark_log(&format!("trial {n}: kill -9 of {old}"));
+            a.mark_log(&format!("trial {n}: {} {old}", action.verb()));
         }
         let old_port = port_of(&c, &old)?;
         let kill_us = micros_now();
         let t0 = Instant::now();
-        c.agent_mut(&old).kill9_with_postgres();
+        match action {
+            Action::Kill => c.agent_mut(&old).kill9_with_postgres(),
+            Action::Switchover => {
+                let asked = others(&c, &old)[0].clone();
+                c.agent(&asked)
+                    .ctl_json(&["switchover"])
+                    .map_err(anyhow::Error::msg)
+                    .context("switchover")?;
+            }
+        }
         let new = c.wait_for_primary(T);
         let seen = t0.elapsed();
         if new == old {
-            bail!("trial {n}: {old} is still primary after kill -9");
+            bail!("trial {n}: {old} is still primary after the {}", action.verb());
         }
         let t1 = Instant::now();
-        c.agent_mut(&old).start();
+        if action == Action::Kill {
+            c.agent_mut(&old).start();
+        }
         let rest = others(&c, &new);
         c.wait_for_streaming(&[&rest[0], &rest[1]], T);
         let rejoin = t1.elapsed();
@@ -126,7 +157,7 @@ pub(crate) fn run(mode: &str, trials: usize, logs: Option<PathBuf>) -> Result<()
         std::fs::write(&path, format!("trial,old,new,kill_us\n{}\n", kills.join("\n")))
             .with_context(|| format!("write {}", path.display()))?;
     }
-    report(mode, &done, &writes, &present, &last)
+    report(mode, action, &done, &writes, &present, &last)
 }
 
 /// How long the writer's client takes to connect (SCRAM authentication runs in the client, and
@@ -163,7 +194,8 @@ struct Gap<'a> {
     first: &'a Write,
     /// Inserts that failed between the two (connection attempts that fail are not recorded).
     failed: usize,
-    /// Acknowledgements from the killed server that arrived after the kill (already in flight).
+    /// Acknowledgements from the old primary after the event (in flight at a kill; until it stops
+    /// accepting writes in a switchover).
     late_old: usize,
     error: Option<String>,
 }
@@ -200,13 +232,20 @@ fn rel(t: i64, kill_us: i64) -> String {
     format!("{:+.0}", (t - kill_us) as f64 / 1000.0)
 }
 
-fn report(mode: &str, trials: &[Trial], writes: &[Write], present: &HashSet<i64>, last: &str) -> Result<()> {
-    println!("\nper trial: unavailability = first ack after the kill - last ack before it. Times in ms");
-    println!("from the kill (client wall clock; the server's for \"ran\"): the last ack before; the first");
+fn report(
+    mode: &str,
+    action: Action,
+    trials: &[Trial],
+    writes: &[Write],
+    present: &HashSet<i64>,
+    last: &str,
+) -> Result<()> {
+    println!("\nper trial: unavailability = first ack after the event - last ack before it. Times in ms");
+    println!("from the event (client wall clock; the server's for \"ran\"): the last ack before; the first");
     println!("successful insert after (sent, ran on the server, acked); then from the agents' logs:");
     println!("lease declared expired, grant proposed, promote started and done, the surviving replica");
     println!("pointed at the new primary. \"seen\": until wait_for_primary (pgquorumctl every 50 ms)");
-    println!("returned; \"rejoin\": restart of the killed agent until both replicas stream.");
+    println!("returned; \"rejoin\": from then until both replicas stream (after restarting a killed agent).");
     let mut gaps = Vec::with_capacity(trials.len());
     let mut start_us = 0;
     for (i, t) in trials.iter().enumerate() {
@@ -229,7 +268,7 @@ fn report(mode: &str, trials: &[Trial], writes: &[Write], present: &HashSet<i64>
             rel(first_ack, t.kill_us),
             g.failed,
             if g.late_old > 0 {
-                format!(" ({} late ack(s) from the killed server)", g.late_old)
+                format!(" ({} ack(s) from the old primary after the event)", g.late_old)
             } else {
                 String::new()
             },
@@ -246,7 +285,11 @@ fn report(mode: &str, trials: &[Trial], writes: &[Write], present: &HashSet<i64>
     let acked_set: HashSet<i64> = acked.iter().copied().collect();
     let lost: Vec<i64> = acked.iter().filter(|id| !present.contains(id)).copied().collect();
     let unacked_present = present.iter().filter(|id| !acked_set.contains(id)).count();
-    println!("\ndurability {mode}: {} failovers (kill -9 of the primary's agent and Postgres)", trials.len());
+    let what = match action {
+        Action::Kill => "failovers (kill -9 of the primary's agent and Postgres)",
+        Action::Switchover => "switchovers (pgquorumctl switchover to any replica)",
+    };
+    println!("\ndurability {mode}: {} {what}", trials.len());
     println!("write unavailability (p99 is nearest-rank; with fewer than 100 trials it is the max):");
     println!("{:>10} {:>10} {:>10} {:>10} {:>10}", "median", "p90", "p99", "max", "min");
     let row = [median(&gaps), pct(&gaps, 90.0), pct(&gaps, 99.0), gaps[gaps.len() - 1], gaps[0]];
@@ -279,7 +322,7 @@ fn report(mode: &str, trials: &[Trial], writes: &[Write], present: &HashSet<i64>
             rel(ack, t.kill_us),
             t.old,
             if w.port == Some(t.old_port) {
-                "the killed server".to_string()
+                "the old primary".to_string()
             } else {
                 format!("port {:?}", w.port)
             }

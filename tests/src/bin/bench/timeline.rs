@@ -1,5 +1,5 @@
 //! What the agents logged during one failover, as wall-clock µs: the part of each agent's log
-//! after the bench's `=== test: trial N: kill` marker (up to the next marker), searched for the
+//! after the bench's `=== test: trial N: ` marker (up to the next marker), searched for the
 //! first line of each step. Reads the default `tracing` text format, whose lines start with an
 //! RFC 3339 UTC timestamp (`2025-01-02T03:04:05.123456Z`).
 
@@ -37,7 +37,7 @@ impl Events {
 
 /// Events of trial `n` (whose new primary is `new`) in every agent's log.
 pub(crate) fn events(c: &Cluster, n: usize, new: &str) -> Events {
-    let marker = format!("=== test: trial {n}: kill");
+    let marker = format!("=== test: trial {n}: ");
     let mut ev = Events::default();
     for a in &c.agents {
         let text = a.log_text();
