@@ -215,8 +215,16 @@ fn config_set_reloads_or_asks_for_a_restart_and_restart_pending_applies_it() {
         wait_for(&format!("work_mem on {m}"), T, || Ok((show(&pg, "work_mem") == "7MB").then_some(())));
     }
 
-    // Needs a restart: Postgres reports it pending; `restart --pending` applies it.
-    let (code, _, err) = ctl(&c, &rest[0], &["config", "set", "postgres_parameters.shared_buffers=48MB"]);
+    // Needs a restart: Postgres reports it pending; `restart --pending` applies it. With
+    // archiving on, status also shows Postgres's archiver (its counters stay 0 until the WAL
+    // archive sets `archive_command`, which the agent reserves for itself).
+    let st = c.status().expect("status");
+    assert!(st.get("archiver").is_none(), "no archiver while archiving is off: {st}");
+    let (code, _, err) = ctl(
+        &c,
+        &rest[0],
+        &["config", "set", "postgres_parameters.shared_buffers=48MB", "postgres_parameters.archive_mode=on"],
+    );
     assert_eq!(code, 0, "{err}");
     wait_for("shared_buffers pending restart everywhere", T, || {
         let st = c.status()?;
@@ -232,6 +240,18 @@ fn config_set_reloads_or_asks_for_a_restart_and_restart_pending_applies_it() {
     assert_eq!(c.wait_for_primary(T), p, "restarting keeps the primary where it was");
     let st = c.status().expect("status");
     assert!(all.iter().all(|m| pending_restart(&st, m).is_empty()), "{st}");
+
+    let archiver = wait_for("the archiver in status", T, || {
+        let st = c.status()?;
+        Ok(st.get("archiver").filter(|a| a.is_object()).cloned())
+    });
+    assert_eq!(archiver["archived_count"], 0, "{archiver}");
+    assert_eq!(archiver["failed_count"], 0, "{archiver}");
+    assert!(archiver["last_archived_wal"].is_null(), "{archiver}");
+    let (_, table, _) = ctl(&c, &p, &["status"]);
+    assert!(table.contains("Archiving:     0 archived; 0 failed"), "{table}");
+    let metrics = c.agent(&p).http("GET", "/metrics").expect("metrics").body;
+    assert!(metrics.contains("pgquorum_postgres_archived_wal_total{"), "{metrics}");
     c.check_logs(&[]);
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use openraft::ServerState;
 use pgquorum_core::ha::observation::{Postgres, Report, Seen, Task};
 use pgquorum_core::state::ClusterState;
-use pgquorum_proto::management::{HaStatus, MemberStatus, RaftStatus, StatusReply};
+use pgquorum_proto::management::{self as pb, HaStatus, MemberStatus, RaftStatus, StatusReply};
 
 use crate::cluster::Cluster;
 use crate::ha::Shared;
@@ -148,6 +148,18 @@ pub fn local_status(cluster: &Cluster, shared: &Shared) -> StatusReply {
         .and_then(|r| r.timeline)
         .map(|t| t.0)
         .unwrap_or_default();
+    let archiver = primary_report
+        .and_then(|r| r.postgres.running())
+        .filter(|r| !r.in_recovery)
+        .and_then(|r| r.archiver.as_deref().cloned())
+        .map(|a| pb::Archiver {
+            archived_count: a.archived_count,
+            last_archived_wal: a.last_archived_wal,
+            last_archived_time: a.last_archived_time,
+            failed_count: a.failed_count,
+            last_failed_wal: a.last_failed_wal,
+            last_failed_time: a.last_failed_time,
+        });
     let switchover = state.switchover.as_ref().map(|s| match &s.to {
         Some(to) => format!("from {} to {to}", s.from),
         None => format!("from {}", s.from),
@@ -183,6 +195,7 @@ pub fn local_status(cluster: &Cluster, shared: &Shared) -> StatusReply {
                 .as_ref()
                 .map(|f| format!("to {}{}", f.to, if f.force { " (forced)" } else { "" }))
                 .unwrap_or_default(),
+            archiver,
         }),
     }
 }

@@ -148,5 +148,6 @@ pub fn running(s: &Status, upstream: Option<MemberName>) -> Running {
         replicas: s.replicas.clone(),
         slots: s.slots.clone(),
         pending_restart: s.pending_restart.clone(),
+        archiver: s.archiver.clone(),
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use pgquorum_core::Lsn;
 use pgquorum_core::Timeline;
-use pgquorum_core::ha::observation::ReplicaConnection;
+use pgquorum_core::ha::observation::{Archiver, ReplicaConnection};
 use tokio_postgres::{Client, Config, NoTls};
 
 /// One status reading.
@@ -34,6 +34,8 @@ pub struct Status {
     pub pending_restart: Vec<String>,
     /// Standby: minimum recovery point and its timeline.
     pub min_recovery: Option<(Timeline, Lsn)>,
+    /// `pg_stat_archiver`, when `archive_mode` is not `off`.
+    pub archiver: Option<Box<Archiver>>,
 }
 
 const STATUS: &str = "
@@ -53,7 +55,15 @@ SELECT pg_is_in_recovery(),
        (SELECT coalesce(json_agg(slot_name), '[]') FROM pg_replication_slots WHERE slot_type = 'physical')::text,
        (SELECT coalesce(json_agg(name), '[]') FROM pg_settings WHERE pending_restart)::text,
        (SELECT min_recovery_end_lsn::text FROM pg_control_recovery()),
-       (SELECT min_recovery_end_timeline FROM pg_control_recovery())";
+       (SELECT min_recovery_end_timeline FROM pg_control_recovery()),
+       CASE WHEN current_setting('archive_mode') <> 'off' THEN
+              (SELECT json_build_object('archived_count', archived_count,
+                      'last_archived_wal', coalesce(last_archived_wal, ''),
+                      'last_archived_time', coalesce(last_archived_time::text, ''),
+                      'failed_count', failed_count,
+                      'last_failed_wal', coalesce(last_failed_wal, ''),
+                      'last_failed_time', coalesce(last_failed_time::text, ''))
+                 FROM pg_stat_archiver)::text END";
 
 fn lsn(v: Option<String>) -> Option<Lsn> {
     v.and_then(|s| s.parse().ok())
@@ -147,6 +157,10 @@ impl Sql {
             min_recovery: match (lsn(row.get(10)), row.get::<_, Option<i32>>(11)) {
                 (Some(l), Some(t)) if l.0 != 0 && t > 0 => Some((Timeline(t as u32), l)),
                 _ => None,
+            },
+            archiver: match row.get::<_, Option<&str>>(12) {
+                Some(text) => Some(serde_json::from_str(text).map_err(|e| format!("pg_stat_archiver: {e}"))?),
+                None => None,
             },
         })
     }

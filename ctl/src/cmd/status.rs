@@ -37,6 +37,9 @@ pub struct StatusDoc {
     pub failover: Option<String>,
     /// The Raft leader's latest decision about the cluster.
     pub coordinator: Option<String>,
+    /// The primary's `pg_stat_archiver`; absent when archiving is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archiver: Option<ArchiverDoc>,
     pub raft: RaftDoc,
     pub members: Vec<MemberDoc>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -47,6 +50,16 @@ pub struct StatusDoc {
 pub struct SyncDoc {
     pub recorded: String,
     pub target: String,
+}
+
+#[derive(Serialize)]
+pub struct ArchiverDoc {
+    pub archived_count: u64,
+    pub last_archived_wal: Option<String>,
+    pub last_archived_time: Option<String>,
+    pub failed_count: u64,
+    pub last_failed_wal: Option<String>,
+    pub last_failed_time: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -111,6 +124,14 @@ pub fn doc(r: StatusReply) -> StatusDoc {
         switchover: opt(ha.switchover),
         failover: opt(ha.failover),
         coordinator: opt(ha.coordinator),
+        archiver: ha.archiver.map(|a| ArchiverDoc {
+            archived_count: a.archived_count,
+            last_archived_wal: opt(a.last_archived_wal),
+            last_archived_time: opt(a.last_archived_time),
+            failed_count: a.failed_count,
+            last_failed_wal: opt(a.last_failed_wal),
+            last_failed_time: opt(a.last_failed_time),
+        }),
         raft: RaftDoc {
             leader: opt(raft.leader_name),
             leader_id: (raft.leader_id != 0).then(|| format!("{:016x}", raft.leader_id)),
@@ -173,6 +194,19 @@ pub async fn run(endpoint: &str, output: Output, args: Args) -> Result<(), Failu
     }
 }
 
+/// `Archiving:` with Postgres's counters, the last archived file and the last failure.
+fn archiver_line(a: &ArchiverDoc) -> String {
+    let last = match (&a.last_archived_wal, &a.last_archived_time) {
+        (Some(w), Some(t)) => format!(", last {w} at {t}"),
+        _ => String::new(),
+    };
+    let failed = match (&a.last_failed_wal, &a.last_failed_time) {
+        (Some(w), Some(t)) if a.failed_count > 0 => format!(", last failure {w} at {t}"),
+        _ => String::new(),
+    };
+    format!("Archiving:     {} archived{last}; {} failed{failed}\n", a.archived_count, a.failed_count)
+}
+
 fn render(d: &StatusDoc) -> String {
     let mut out = String::new();
     let sysid = d.system_identifier.as_deref().unwrap_or("not initialised");
@@ -203,6 +237,9 @@ fn render(d: &StatusDoc) -> String {
     }
     if let Some(c) = d.coordinator.as_ref().filter(|c| c.as_str() != "Steady") {
         out.push_str(&format!("Coordinator:   {c}\n"));
+    }
+    if let Some(a) = &d.archiver {
+        out.push_str(&archiver_line(a));
     }
     out.push_str(&format!(
         "Raft:          leader {}, term {}, commit index {}\n\n",

@@ -71,6 +71,24 @@ pub struct ReplicaConnection {
     pub sync_state: String,
 }
 
+/// Postgres's own WAL archiver (`pg_stat_archiver`), read when `archive_mode` is not `off`.
+/// Shown by status and metrics; no decision depends on it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Archiver {
+    /// WAL files archived since the statistics were reset.
+    pub archived_count: u64,
+    /// The last one archived (empty when none).
+    pub last_archived_wal: String,
+    /// When, as Postgres prints a timestamp (empty when none).
+    pub last_archived_time: String,
+    /// Failed attempts to archive.
+    pub failed_count: u64,
+    /// The last WAL file that failed (empty when none).
+    pub last_failed_wal: String,
+    /// When (empty when none).
+    pub last_failed_time: String,
+}
+
 /// A running Postgres, as one status query sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Running {
@@ -98,6 +116,9 @@ pub struct Running {
     pub slots: Vec<String>,
     /// Parameters changed in configuration that need a restart.
     pub pending_restart: Vec<String>,
+    /// The WAL archiver, when archiving is on (boxed: rarely set, and large).
+    #[serde(default)]
+    pub archiver: Option<Box<Archiver>>,
 }
 
 /// The local Postgres process.

@@ -120,6 +120,7 @@ pub(super) fn postgres(rest: &str) -> R<(Postgres, Vec<(Timeline, Lsn)>)> {
         replicas: Vec::new(),
         slots: Vec::new(),
         pending_restart: Vec::new(),
+        archiver: None,
     };
     let mut at = Duration::ZERO;
     let mut minrec = None;

@@ -141,6 +141,7 @@ fn running(d: &mut Draw) -> Running {
         replicas,
         slots: d.members().iter().map(MemberName::slot_name).collect(),
         pending_restart: Vec::new(),
+        archiver: None,
     }
 }
 

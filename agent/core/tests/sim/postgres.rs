@@ -188,6 +188,7 @@ impl Pg {
                 replicas,
                 slots: self.slots.clone(),
                 pending_restart: Vec::new(),
+                archiver: None,
             }),
         }
     }

@@ -66,6 +66,9 @@ pub struct Sample {
     pub paused: bool,
     /// Parameters wait for a restart.
     pub pending_restart: bool,
+    /// Postgres's archiver (`pg_stat_archiver`): WAL files archived and failed attempts; None
+    /// when archiving is off.
+    pub archiver: Option<(u64, u64)>,
 }
 
 impl Sample {
@@ -114,6 +117,7 @@ impl Sample {
             sync_standby: view.in_sync_set() && standby.is_some(),
             paused: state.paused,
             pending_restart: running.is_some_and(|r| !r.pending_restart.is_empty()),
+            archiver: running.and_then(|r| r.archiver.as_ref()).map(|a| (a.archived_count, a.failed_count)),
         }
     }
 }
@@ -177,6 +181,18 @@ pub fn encode(s: &Sample) -> String {
     r.register("sync_standby", "1 if this standby is in the synchronous set", flag(s.sync_standby));
     r.register("paused", "1 in maintenance mode", flag(s.paused));
     r.register("pending_restart", "1 if Postgres parameters wait for a restart", flag(s.pending_restart));
+    if let Some((archived, failed)) = s.archiver {
+        r.register(
+            "postgres_archived_wal",
+            "WAL files Postgres's archiver archived (pg_stat_archiver; only when archiving is on)",
+            ConstCounter::new(archived),
+        );
+        r.register(
+            "postgres_archive_failed",
+            "Failed attempts of Postgres's archiver (pg_stat_archiver; only when archiving is on)",
+            ConstCounter::new(failed),
+        );
+    }
     let mut out = String::with_capacity(4096);
     encode_text(&mut out, &r).expect("writing to a String cannot fail");
     out
@@ -227,5 +243,24 @@ mod tests {
         }
         assert!(!text.contains("receive_position"), "standby-only series are absent on a primary");
         assert_eq!(text.lines().last(), Some("# EOF"));
+        assert!(!text.contains("archive"), "archive series only when archiving is on:\n{text}");
+    }
+
+    #[test]
+    fn archiver_counters_appear_when_archiving_is_on() {
+        let s = Sample {
+            cluster: "c".into(),
+            member: "m1".into(),
+            archiver: Some((12, 2)),
+            ..Default::default()
+        };
+        let text = encode(&s);
+        let l = "{cluster=\"c\",member=\"m1\"}";
+        for line in [
+            format!("pgquorum_postgres_archived_wal_total{l} 12"),
+            format!("pgquorum_postgres_archive_failed_total{l} 2"),
+        ] {
+            assert!(text.lines().any(|x| x == line), "missing {line:?} in\n{text}");
+        }
     }
 }
