@@ -266,7 +266,10 @@ impl Ha {
         }
         let pg = self.pg().clone();
         self.local.roles = Some(tokio::spawn(async move {
-            let mut sql = Sql::new(&pg.socket_dir, pg.port, &pg.superuser, &pg.secrets.superuser);
+            // In protection mode the coordinator may name synchronous standbys before any could
+            // clone: the replication role must not wait for them.
+            let mut sql =
+                Sql::new(&pg.socket_dir, pg.port, &pg.superuser, &pg.secrets.superuser).commit_locally();
             let res = async {
                 sql.ensure_role(&pg.replication_user, &pg.secrets.replication, true).await?;
                 if let (Some((user, db)), Some(pw)) = (&pg.application, &pg.secrets.application) {

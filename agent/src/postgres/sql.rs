@@ -90,6 +90,15 @@ impl Sql {
         Sql { config, client: None }
     }
 
+    /// Commits of this connection wait for the local WAL flush only, never for synchronous
+    /// standbys (`synchronous_commit = local`, set at connection start so a reconnect keeps it).
+    /// For the roles standbys need before they can connect at all: waiting for a standby's
+    /// acknowledgement of them could never end.
+    pub fn commit_locally(mut self) -> Sql {
+        self.config.options("-c synchronous_commit=local");
+        self
+    }
+
     /// Forgets the connection (after Postgres stopped).
     pub fn reset(&mut self) {
         self.client = None;
