@@ -100,8 +100,8 @@ pub struct Writer {
 }
 
 /// Creates the table the writer uses.
-pub const CREATE_TABLE: &str =
-    "CREATE TABLE IF NOT EXISTS pgq_writes (id bigint PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())";
+pub const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS pgq_writes (id bigint PRIMARY KEY, at timestamptz DEFAULT clock_timestamp(), \
+     port integer DEFAULT inet_server_port())";
 
 impl Writer {
     /// Starts writing through `conninfo` (ids from `first_id`), at most for `limit`.

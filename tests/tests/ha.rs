@@ -96,9 +96,18 @@ fn frozen_primary_agent_is_fenced_before_the_new_primary_accepts_writes() {
         Ok(st["primary"].as_str().filter(|p| *p != old).map(str::to_string))
     });
     let took = frozen_at.elapsed();
+    let new_port: u16 = c
+        .agent(&new)
+        .postgres
+        .as_ref()
+        .and_then(|a| a.rsplit_once(':'))
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("port");
+    // Rows the following writer inserted on the new primary itself (`port` defaults to the
+    // server's own port; rows replicated from the old primary carry the old one).
     wait_for("writes on the new primary", T, || {
         Ok(c.pg(&new)
-            .value("SELECT count(*) FROM pgq_writes WHERE id >= 1000000")
+            .value(&format!("SELECT count(*) FROM pgq_writes WHERE id >= 1000000 AND port = {new_port}"))
             .ok()
             .flatten()
             .filter(|n| n != "0"))
@@ -107,13 +116,6 @@ fn frozen_primary_agent_is_fenced_before_the_new_primary_accepts_writes() {
     let pinned = pinned.stop();
     let follow = follow.stop();
     let old_port: u16 = old_addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).expect("port");
-    let new_port: u16 = c
-        .agent(&new)
-        .postgres
-        .as_ref()
-        .and_then(|a| a.rsplit_once(':'))
-        .and_then(|(_, p)| p.parse().ok())
-        .expect("port");
     let last_old_ack = pinned
         .iter()
         .chain(&follow)
