@@ -10,16 +10,17 @@ use pgquorum_core::state::{Command, CommandError, DynamicConfig};
 use pgquorum_proto::management::management_client::ManagementClient;
 use pgquorum_proto::management::management_server::Management;
 use pgquorum_proto::management::{
-    AddMemberReply, AddMemberRequest, FailoverReply, FailoverRequest, GetConfigReply, GetConfigRequest,
-    HistoryReply, HistoryRequest, PauseReply, PauseRequest, ReloadReply, ReloadRequest, RemoveMemberReply,
-    RemoveMemberRequest, RestartReply, RestartRequest, SetConfigReply, SetConfigRequest, StatusReply,
-    StatusRequest, SwitchoverReply, SwitchoverRequest,
+    AddMemberReply, AddMemberRequest, CancelSwitchoverReply, CancelSwitchoverRequest, FailoverReply,
+    FailoverRequest, GetConfigReply, GetConfigRequest, HistoryReply, HistoryRequest, PauseReply,
+    PauseRequest, ReloadReply, ReloadRequest, RemoveMemberReply, RemoveMemberRequest, RestartReply,
+    RestartRequest, SetConfigReply, SetConfigRequest, StatusReply, StatusRequest, SwitchoverReply,
+    SwitchoverRequest,
 };
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::status::local_status;
 use crate::cluster::{Cluster, ProposeError};
+use crate::raft::PeerChannel;
 
 /// Serves the management API.
 pub struct ManagementApi {
@@ -34,7 +35,7 @@ impl ManagementApi {
     }
 
     /// A client for member `name`'s management API.
-    fn member_client(&self, name: &str) -> Result<ManagementClient<Channel>, Status> {
+    fn member_client(&self, name: &str) -> Result<ManagementClient<PeerChannel>, Status> {
         let node =
             self.cluster.membership().nodes.into_values().find(|n| n.name.as_str() == name).ok_or_else(
                 || Status::invalid_argument(format!("no member named {name}; see pgquorumctl member list")),
@@ -44,7 +45,7 @@ impl ManagementApi {
     }
 
     /// A client for the leader's management API, unless this agent is the leader.
-    fn leader_client(&self) -> Result<Option<ManagementClient<Channel>>, Status> {
+    fn leader_client(&self) -> Result<Option<ManagementClient<PeerChannel>>, Status> {
         match self.cluster.leader() {
             Some((id, _)) if id == self.cluster.node.ident.node_id => Ok(None),
             Some((_, node)) => {
@@ -220,6 +221,16 @@ impl Management for ManagementApi {
         match self.leader_client()? {
             Some(mut leader) => leader.switchover(req.into_inner()).await,
             None => super::ops::switchover(self, req.into_inner()).await.map(Response::new),
+        }
+    }
+
+    async fn cancel_switchover(
+        &self,
+        req: Request<CancelSwitchoverRequest>,
+    ) -> Result<Response<CancelSwitchoverReply>, Status> {
+        match self.leader_client()? {
+            Some(mut leader) => leader.cancel_switchover(req.into_inner()).await,
+            None => super::ops::cancel_switchover(self).await.map(Response::new),
         }
     }
 

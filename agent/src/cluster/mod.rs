@@ -113,7 +113,7 @@ impl Cluster {
     }
 
     /// A peer client for `addr`.
-    pub fn peer_client(&self, addr: &str) -> Result<PeerServiceClient<tonic::transport::Channel>, String> {
+    pub fn peer_client(&self, addr: &str) -> Result<PeerServiceClient<crate::raft::PeerChannel>, String> {
         Ok(PeerServiceClient::new(self.node.channels.get(addr)?))
     }
 

@@ -109,7 +109,7 @@ pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> (Vec<Settin
     let mut settings = Vec::new();
     let mut unknown = Vec::new();
     for (name, value) in vars {
-        if !name.starts_with("PGQUORUM_") || OTHER.contains(&name.as_str()) || name.ends_with("_FILE") {
+        if !name.starts_with("PGQUORUM_") || OTHER.contains(&name.as_str()) {
             continue;
         }
         let found = keys::all().find_map(|d| {
@@ -124,6 +124,8 @@ pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> (Vec<Settin
         });
         match found {
             Some(key) => settings.push(Setting { key, value, origin: Origin::Env(name) }),
+            // `*_FILE` variables of other tools (pgquorumctl's PGQUORUM_TOKEN_FILE) are not ours.
+            None if name.ends_with("_FILE") => {}
             None => unknown.push(name),
         }
     }
