@@ -277,8 +277,12 @@ pub const POSTGRES_KEYS: &[KeyDef] = &[
         default: "false",
         help: "Health check /replica answers 503 for this member (keep it out of read load balancing).",
         set: |c, k, v| {
-            let b = boolean(k, v)?;
-            c.tags.custom.insert("noloadbalance".into(), b.to_string());
+            // Shown among the member's tags only when set (the HTTP view fills in false).
+            if boolean(k, v)? {
+                c.tags.custom.insert("noloadbalance".into(), "true".into());
+            } else {
+                c.tags.custom.remove("noloadbalance");
+            }
             Ok(())
         },
     },

@@ -195,3 +195,32 @@ fn passwords_come_from_env_or_file_never_from_flags() {
     assert_eq!(c.pg.advertise, "127.0.0.1:5432");
     assert!(!format!("{:?}", c.pg).contains("root-pw"), "passwords never appear in debug output");
 }
+
+/// docs/configuration.md documents every agent key (with its environment variable and default)
+/// and every dynamic setting.
+#[test]
+fn configuration_doc_lists_every_key() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md");
+    let doc = std::fs::read_to_string(path).expect("docs/configuration.md exists");
+    let row = |key: &str| doc.lines().find(|l| l.starts_with(&format!("| `{key}` |"))).map(str::to_string);
+    let mut missing = Vec::new();
+    for k in keys::all() {
+        match row(k.key) {
+            None => missing.push(format!("{} (no table row)", k.key)),
+            Some(r) => {
+                if !r.contains(&format!("`{}`", k.env())) {
+                    missing.push(format!("{}: environment variable {}", k.key, k.env()));
+                }
+                if !k.default.is_empty() && !r.contains(&format!("`{}`", k.default)) {
+                    missing.push(format!("{}: default {}", k.key, k.default));
+                }
+            }
+        }
+    }
+    for k in pgquorum_core::state::DynamicConfig::KEYS.iter().chain(&["postgres_parameters.*"]) {
+        if row(k).is_none() {
+            missing.push(format!("dynamic setting {k}"));
+        }
+    }
+    assert!(missing.is_empty(), "docs/configuration.md lacks: {}", missing.join("; "));
+}

@@ -1,0 +1,163 @@
+//! `pgquorum-bench`: benchmarks that take too long for the test run. Results, and the commands
+//! that produced them, are in BENCHMARKS.md.
+//!
+//! Owns the command line, the wait for a quiet machine and the statistics helpers. The
+//! measurements live in the modules: `raft` (leader failover, commit latency) and `idle` talk to
+//! the agents' management gRPC API directly, so polling is cheap enough to time in milliseconds;
+//! `pg_failover` kills the Postgres primary under a steady writer. Each starts real agents
+//! through the harness (`Cluster`, which stops everything it started by PID when dropped), and
+//! every loop is bounded by a count and a deadline. Before measuring it waits (at most 20
+//! minutes) for the 1-minute load average to drop to `--max-load`, and prints the load it ran
+//! under.
+
+mod idle;
+mod pg_failover;
+mod raft;
+mod timeline;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use pgquorum_tests::{Cluster, ClusterOptions};
+
+#[derive(Parser)]
+#[command(about = "Benchmarks of pgquorum agents (see BENCHMARKS.md)")]
+struct Cli {
+    /// Wait (up to 20 minutes) until the 1-minute load average is at most this before measuring.
+    #[arg(long, default_value_t = 1.5, global = true)]
+    max_load: f64,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// 3 agents: kill -9 the leader N times; time until a survivor leads and a write succeeds.
+    RaftFailover {
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+        trials: u64,
+    },
+    /// 3 agents: N sequential SetConfig round trips to the leader.
+    RaftCommit {
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+        count: u64,
+    },
+    /// 3 idle agents: memory, CPU and bytes written to storage over S seconds.
+    Idle {
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+        seconds: u64,
+    },
+    /// 3 agents with Postgres and one writer: kill -9 the primary (agent and Postgres) N times;
+    /// write unavailability per failover, and acknowledged writes lost at the end.
+    Failover {
+        /// Durability mode set at bootstrap.
+        #[arg(long, value_enum)]
+        mode: Mode,
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+        trials: u64,
+        /// Copy every agent's log (with the bench's per-trial markers) into this directory at the
+        /// end, as `<mode>-<member>.log`, with the writer's attempts (`<mode>-writes.csv`) and the
+        /// kill times (`<mode>-kills.csv`).
+        #[arg(long)]
+        logs: Option<std::path::PathBuf>,
+    },
+}
+
+/// `bootstrap.durability`.
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    Performance,
+    Availability,
+    Protection,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::Performance => "performance",
+            Mode::Availability => "availability",
+            Mode::Protection => "protection",
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    println!("load average before: {}", wait_quiet(cli.max_load)?);
+    let result = match cli.cmd {
+        Cmd::Failover { mode, trials, logs } => pg_failover::run(mode.as_str(), trials as usize, logs),
+        raft_cmd => on_raft_group(raft_cmd),
+    };
+    println!("load average after:  {}", loadavg()?);
+    result
+}
+
+/// Starts 3 agents without Postgres and runs a Raft subcommand on a Tokio runtime; on failure
+/// prints the end of every agent's log.
+fn on_raft_group(cmd: Cmd) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+    let mut c = Cluster::start(ClusterOptions::raft_only(3));
+    let result = rt.block_on(async {
+        let b = raft::Bench::new(&c)?;
+        match cmd {
+            Cmd::RaftFailover { trials } => b.failover(&mut c, trials as usize).await,
+            Cmd::RaftCommit { count } => b.commit(count as usize).await,
+            Cmd::Idle { seconds } => b.idle(&c, seconds).await,
+            Cmd::Failover { .. } => unreachable!("not a Raft-only subcommand"),
+        }
+    });
+    if result.is_err() {
+        print_log_tails(&c, 20);
+    }
+    result
+}
+
+/// The last `n` lines of every agent's log, on stderr.
+fn print_log_tails(c: &Cluster, n: usize) {
+    for a in &c.agents {
+        let text = a.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        for l in &lines[lines.len().saturating_sub(n)..] {
+            eprintln!("{}| {l}", a.name);
+        }
+    }
+}
+
+fn loadavg() -> Result<String> {
+    Ok(std::fs::read_to_string("/proc/loadavg").context("read /proc/loadavg")?.trim().to_string())
+}
+
+/// Waits until the 1-minute load is at most `max` (polling every 30 s, at most 20 minutes).
+fn wait_quiet(max: f64) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(20 * 60);
+    loop {
+        let text = loadavg()?;
+        let one: f64 = text.split_whitespace().next().and_then(|s| s.parse().ok()).context("loadavg")?;
+        if one <= max {
+            return Ok(text);
+        }
+        if Instant::now() >= deadline {
+            eprintln!("warning: load stayed above {max} for 20 minutes; measuring anyway");
+            return Ok(text);
+        }
+        eprintln!("1-minute load {one} > {max}; checking again in 30 s");
+        std::thread::sleep(Duration::from_secs(30));
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Nearest-rank percentile of sorted samples.
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+/// Median of sorted samples (mean of the two middle ones for an even count).
+fn median(s: &[Duration]) -> Duration {
+    let n = s.len();
+    if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2 }
+}
