@@ -2,8 +2,12 @@
 //! `authorization: Bearer <token>` metadata on every call (a client certificate, when the agents
 //! run mutual TLS, proves it at the connection instead).
 //!
-//! Owns the wire convention only, shared by the agent (which checks it and attaches it when it
-//! forwards), `pgquorumctl` and the tests. Must not decide who is allowed what; the agent does.
+//! Owns the wire convention, shared by the agent (which checks it and attaches it when it
+//! forwards), `pgquorumctl` and the tests, and the one rule both apply to files holding a secret
+//! (`read_secret`). Must not decide who is allowed what; the agent does.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -28,6 +32,30 @@ pub fn needs_credentials(path: &str) -> bool {
 pub fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+/// Mode bits a secret file must not have: written by its group, or anything for other users.
+/// Group read stays allowed (`0640` with a group only the agent's user belongs to).
+const TOO_OPEN: u32 = 0o027;
+
+/// Reads a file holding a secret (a token, a private key). Refuses a file every user of the
+/// machine could read, or others could overwrite, since anyone who reads the token may change the
+/// cluster. The error names the path and the fix; callers put the key or flag in front of it.
+pub fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a file", path.display()));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & TOO_OPEN != 0 {
+        let who = if mode & 0o004 != 0 { "readable by every user" } else { "writable by other users" };
+        return Err(format!(
+            "{} is {who} (mode {mode:03o}): run chmod 600 {} (or 640 with a group only the agent's user is in)",
+            path.display(),
+            path.display()
+        ));
+    }
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
 /// Adds `authorization: Bearer <token>` to every request (nothing when there is no token).
@@ -76,6 +104,28 @@ mod tests {
         assert_eq!(bearer("Basic abc"), None);
         assert_eq!(bearer("Bearer "), None);
         assert_eq!(bearer("abc"), None);
+    }
+
+    #[test]
+    fn secret_files_other_users_can_read_or_write_are_refused_with_the_chmod() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        let f = dir.join("token");
+        std::fs::write(&f, "s3cret\n").expect("write");
+        let set = |mode| std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        for ok in [0o600, 0o400, 0o640] {
+            set(ok);
+            assert_eq!(read_secret(&f).as_deref(), Ok(&b"s3cret\n"[..]), "mode {ok:o}");
+        }
+        set(0o644);
+        let err = read_secret(&f).expect_err("world-readable");
+        assert!(err.contains("readable by every user (mode 644): run chmod 600"), "{err}");
+        set(0o660);
+        let err = read_secret(&f).expect_err("group-writable");
+        assert!(err.contains("writable by other users (mode 660)"), "{err}");
+        let err = read_secret(&dir.join("missing")).expect_err("missing");
+        assert!(err.starts_with("cannot read ") && err.contains("missing"), "{err}");
+        assert!(read_secret(dir).expect_err("a directory").contains("is not a file"));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod bins;
+pub mod certs;
 pub mod cluster;
 pub mod haproxy;
 pub mod http;

@@ -101,7 +101,8 @@ impl TlsSettings {
             self.ca_file.clone().expect("checked above"),
         );
         let cert = read("tls.cert_file", &cert_path, "this agent's certificate (PEM)")?;
-        let key = read("tls.key_file", &key_path, "the private key of tls.cert_file (PEM)")?;
+        let key = pgquorum_proto::auth::read_secret(&key_path)
+            .map_err(|e| format!("tls.key_file: {e}; set it to the private key of tls.cert_file (PEM)"))?;
         let ca = read("tls.ca_file", &ca_path, "the cluster CA's certificate (PEM)")?;
         let name =
             if self.server_name.is_empty() { dialled_host.to_string() } else { self.server_name.clone() };
@@ -186,11 +187,14 @@ fn check(
 }
 
 impl TlsMaterial {
-    /// The gRPC server's configuration: this agent's identity, client certificates required.
+    /// The gRPC server's configuration: this agent's identity, and client certificates checked
+    /// against the CA. A certificate the CA did not sign fails the handshake; a client without
+    /// one may connect (to read status, or to send the token) and `Guard` decides per call.
     pub fn server(&self) -> ServerTlsConfig {
         ServerTlsConfig::new()
             .identity(Identity::from_pem(&self.cert, &self.key))
             .client_ca_root(Certificate::from_pem(&self.ca))
+            .client_auth_optional(true)
             .timeout(std::time::Duration::from_secs(5))
     }
 
@@ -205,3 +209,7 @@ impl TlsMaterial {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "tls_tests.rs"]
+mod tests;

@@ -59,10 +59,12 @@ impl Tokens {
         Ok(Tokens(out))
     }
 
-    /// The tokens in the file at `path`.
+    /// The tokens in the file at `path`, which other users must not be able to read.
     pub fn from_file(key: &str, path: &Path) -> Result<Tokens, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            format!("{key}: cannot read {}: {e}; point it at a file holding the token", path.display())
+        let bytes = pgquorum_proto::auth::read_secret(path)
+            .map_err(|e| format!("{key}: {e}; point it at a file holding the token (mode 600)"))?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            format!("{key}: {} is not text; write the token on its first line", path.display())
         })?;
         Tokens::parse(&format!("{key} ({})", path.display()), &text)
     }
@@ -129,6 +131,22 @@ mod tests {
         let err =
             Tokens::from_file("auth.token_file", Path::new("/nonexistent/pgq-token")).expect_err("missing");
         assert!(err.contains("auth.token_file: cannot read /nonexistent/pgq-token"), "{err}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("token");
+        std::fs::write(&f, "file-token-0123456789\n").expect("write");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let err = Tokens::from_file("auth.token_file", &f).expect_err("world-readable");
+        assert!(err.contains("auth.token_file: ") && err.contains("readable by every user"), "{err}");
+        assert!(err.contains(&format!("chmod 600 {}", f.display())), "{err}");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert_eq!(
+            Tokens::from_file("auth.token_file", &f).expect("0600").own(),
+            Some("file-token-0123456789")
+        );
+        std::fs::write(&f, "").expect("empty");
+        let err = Tokens::from_file("auth.token_file", &f).expect_err("empty");
+        assert!(err.contains("holds no token"), "{err}");
         assert_eq!(
             Tokens::single("k", "  padded-token-0123456789\n").expect("trimmed").own(),
             Some("padded-token-0123456789")

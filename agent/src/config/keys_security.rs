@@ -18,8 +18,9 @@ pub const SECURITY_KEYS: &[KeyDef] = &[
     KeyDef {
         key: "auth.token",
         default: "",
-        help: "Token that calls changing the cluster (gRPC and HTTP) and agent-to-agent traffic must carry; the \
-               same on every member, at least 16 characters. From the file or PGQUORUM_AUTH_TOKEN only, never --set.",
+        help: "The cluster's token: calls that change the cluster (gRPC and HTTP) and agent-to-agent calls must \
+               carry it. The same on every member, at least 16 printable characters. From the configuration file or \
+               PGQUORUM_AUTH_TOKEN, never --set; prefer auth.token_file.",
         set: |c, _, v| {
             c.auth.token = (!v.trim().is_empty()).then(|| v.trim().to_string());
             Ok(())
@@ -28,7 +29,8 @@ pub const SECURITY_KEYS: &[KeyDef] = &[
     KeyDef {
         key: "auth.token_file",
         default: "",
-        help: "File holding the token (first line; further lines are also accepted, for rotation). Use this or \
+        help: "File holding the token, mode 600 (or 640): other users must not read it. The first line is the \
+               token this agent sends; every line is accepted, for rotation (docs/security.md). Use this or \
                auth.token.",
         set: |c, _, v| {
             c.auth.token_file = path(v);
@@ -62,7 +64,7 @@ pub const SECURITY_KEYS: &[KeyDef] = &[
     KeyDef {
         key: "tls.key_file",
         default: "",
-        help: "The private key of tls.cert_file (PEM).",
+        help: "The private key of tls.cert_file (PEM), mode 600 (or 640).",
         set: |c, _, v| {
             c.tls.key_file = path(v);
             Ok(())
@@ -71,7 +73,8 @@ pub const SECURITY_KEYS: &[KeyDef] = &[
     KeyDef {
         key: "tls.ca_file",
         default: "",
-        help: "The cluster's CA certificate (PEM). Peers and pgquorumctl must present a certificate it signed.",
+        help: "The cluster's CA certificate (PEM; several for a CA rotation). Members must present a certificate \
+               it signed; pgquorumctl needs one, or the token, to change anything.",
         set: |c, _, v| {
             c.tls.ca_file = path(v);
             Ok(())

@@ -104,8 +104,18 @@ fn flatten(prefix: &str, v: &Value, origin: &Origin, out: &mut Vec<Setting>) -> 
 /// Environment variables naming configuration keys. Variables with the `PGQUORUM_` prefix that
 /// match no key are returned in the second list so the caller can warn about typos.
 pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> (Vec<Setting>, Vec<String>) {
-    /// Variables read by other parts of pgquorum, not configuration keys.
-    const OTHER: &[&str] = &["PGQUORUM_CONFIG", "PGQUORUM_ENDPOINT", "PGQUORUM_TOKEN", "PGQUORUM_OUTPUT"];
+    /// Variables read by other parts of pgquorum (pgquorumctl's), not configuration keys.
+    const OTHER: &[&str] = &[
+        "PGQUORUM_CONFIG",
+        "PGQUORUM_ENDPOINT",
+        "PGQUORUM_OUTPUT",
+        "PGQUORUM_TOKEN",
+        "PGQUORUM_TOKEN_FILE",
+        "PGQUORUM_CA_FILE",
+        "PGQUORUM_CERT_FILE",
+        "PGQUORUM_KEY_FILE",
+        "PGQUORUM_SERVER_NAME",
+    ];
     let mut settings = Vec::new();
     let mut unknown = Vec::new();
     for (name, value) in vars {
@@ -124,8 +134,6 @@ pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> (Vec<Settin
         });
         match found {
             Some(key) => settings.push(Setting { key, value, origin: Origin::Env(name) }),
-            // `*_FILE` variables of other tools (pgquorumctl's PGQUORUM_TOKEN_FILE) are not ours.
-            None if name.ends_with("_FILE") => {}
             None => unknown.push(name),
         }
     }
