@@ -59,6 +59,19 @@ impl ManagementApi {
     }
 }
 
+/// A refusal of a call this agent forwarded: the caller was let in here, so a refusal of this
+/// agent's own credentials means the members' configurations disagree, not the caller's fault.
+fn forwarded(s: Status) -> Status {
+    match s.code() {
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => Status::internal(format!(
+            "the member this call was forwarded to refused this agent's credentials ({}); every member needs the \
+             same auth.token_file (or certificates from the same CA)",
+            s.message()
+        )),
+        _ => s,
+    }
+}
+
 fn propose_status(e: ProposeError) -> Status {
     match e {
         ProposeError::NoLeader(_) | ProposeError::Forward(_) => Status::unavailable(e.to_string()),
@@ -202,7 +215,7 @@ impl Management for ManagementApi {
     ) -> Result<Response<RemoveMemberReply>, Status> {
         let req = req.into_inner();
         match self.leader_client()? {
-            Some(mut leader) => leader.remove_member(req).await,
+            Some(mut leader) => leader.remove_member(req).await.map_err(forwarded),
             None => {
                 let voters = self.cluster.remove(&req.name).await.map_err(|e| {
                     let msg = e.trim_start_matches("refused: ").to_string();
@@ -219,7 +232,7 @@ impl Management for ManagementApi {
 
     async fn switchover(&self, req: Request<SwitchoverRequest>) -> Result<Response<SwitchoverReply>, Status> {
         match self.leader_client()? {
-            Some(mut leader) => leader.switchover(req.into_inner()).await,
+            Some(mut leader) => leader.switchover(req.into_inner()).await.map_err(forwarded),
             None => super::ops::switchover(self, req.into_inner()).await.map(Response::new),
         }
     }
@@ -229,14 +242,14 @@ impl Management for ManagementApi {
         req: Request<CancelSwitchoverRequest>,
     ) -> Result<Response<CancelSwitchoverReply>, Status> {
         match self.leader_client()? {
-            Some(mut leader) => leader.cancel_switchover(req.into_inner()).await,
+            Some(mut leader) => leader.cancel_switchover(req.into_inner()).await.map_err(forwarded),
             None => super::ops::cancel_switchover(self).await.map(Response::new),
         }
     }
 
     async fn failover(&self, req: Request<FailoverRequest>) -> Result<Response<FailoverReply>, Status> {
         match self.leader_client()? {
-            Some(mut leader) => leader.failover(req.into_inner()).await,
+            Some(mut leader) => leader.failover(req.into_inner()).await.map_err(forwarded),
             None => super::ops::failover(self, req.into_inner()).await.map(Response::new),
         }
     }
@@ -265,7 +278,7 @@ impl Management for ManagementApi {
             return Ok(Response::new(RestartReply {}));
         }
         let mut client = self.member_client(&req.member)?;
-        client.restart(req).await
+        client.restart(req).await.map_err(forwarded)
     }
 
     async fn reload(&self, req: Request<ReloadRequest>) -> Result<Response<ReloadReply>, Status> {
@@ -275,7 +288,7 @@ impl Management for ManagementApi {
             return Ok(Response::new(ReloadReply {}));
         }
         let mut client = self.member_client(&req.member)?;
-        client.reload(req).await
+        client.reload(req).await.map_err(forwarded)
     }
 
     async fn history(&self, _req: Request<HistoryRequest>) -> Result<Response<HistoryReply>, Status> {
@@ -284,7 +297,7 @@ impl Management for ManagementApi {
 
     async fn add_member(&self, req: Request<AddMemberRequest>) -> Result<Response<AddMemberReply>, Status> {
         match self.leader_client()? {
-            Some(mut leader) => leader.add_member(req.into_inner()).await,
+            Some(mut leader) => leader.add_member(req.into_inner()).await.map_err(forwarded),
             None => super::ops::add_member(self, req.into_inner()).await.map(Response::new),
         }
     }

@@ -6,24 +6,33 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use pgquorum_proto::auth::{HEADER, bearer, needs_credentials};
+use tokio::time::Instant;
 use tonic::body::Body;
 use tonic::codegen::http::{Request, Response};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use super::{Denied, Guard};
 
+/// How often a refused member-to-member call is logged at WARN; a misconfigured peer retries
+/// many times a second, the rest go to DEBUG.
+const PEER_WARN_EVERY: Duration = Duration::from_secs(30);
+
 /// Puts `Guard` in front of the services it wraps.
 #[derive(Clone)]
-pub struct AuthLayer(Arc<Guard>);
+pub struct AuthLayer {
+    guard: Arc<Guard>,
+    last_peer_warning: Arc<Mutex<Option<Instant>>>,
+}
 
 impl AuthLayer {
     /// A layer enforcing `guard`.
     pub fn new(guard: Guard) -> AuthLayer {
-        AuthLayer(Arc::new(guard))
+        AuthLayer { guard: Arc::new(guard), last_peer_warning: Default::default() }
     }
 }
 
@@ -31,7 +40,7 @@ impl<S> tower::Layer<S> for AuthLayer {
     type Service = AuthService<S>;
 
     fn layer(&self, inner: S) -> AuthService<S> {
-        AuthService { inner, guard: self.0.clone() }
+        AuthService { inner, guard: self.guard.clone(), last_peer_warning: self.last_peer_warning.clone() }
     }
 }
 
@@ -40,6 +49,19 @@ impl<S> tower::Layer<S> for AuthLayer {
 pub struct AuthService<S> {
     inner: S,
     guard: Arc<Guard>,
+    last_peer_warning: Arc<Mutex<Option<Instant>>>,
+}
+
+impl<S> AuthService<S> {
+    /// Whether a refused member-to-member call should be logged at WARN now.
+    fn peer_warning_due(&self) -> bool {
+        let mut last = self.last_peer_warning.lock().expect("warning clock lock is never poisoned");
+        let due = last.is_none_or(|t| t.elapsed() >= PEER_WARN_EVERY);
+        if due {
+            *last = Some(Instant::now());
+        }
+        due
+    }
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
@@ -50,6 +72,15 @@ fn verified_cert<B>(req: &Request<B>) -> bool {
         .get::<TlsConnectInfo<TcpConnectInfo>>()
         .and_then(|i| i.peer_certs())
         .is_some_and(|c| !c.is_empty())
+}
+
+/// The caller's address, for logs.
+fn remote<B>(req: &Request<B>) -> String {
+    let tcp = req
+        .extensions()
+        .get::<TcpConnectInfo>()
+        .or_else(|| req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>().map(|i| i.get_ref()));
+    tcp.and_then(|i| i.remote_addr()).map_or_else(|| "?".to_string(), |a| a.to_string())
 }
 
 impl<S, B> tower::Service<Request<B>> for AuthService<S>
@@ -71,12 +102,15 @@ where
         if needs_credentials(&path) {
             let token = req.headers().get(HEADER).and_then(|v| v.to_str().ok()).and_then(bearer);
             if let Err(denied) = self.guard.check_call(&path, token, verified_cert(&req)) {
-                let msg = self.guard.message(denied);
-                if path.starts_with("/pgquorum.management.") {
-                    tracing::warn!(method = %path, "refused a call: {denied:?}");
+                let operator = path.starts_with("/pgquorum.management.");
+                let msg = self.guard.message(denied, operator);
+                let from = remote(&req);
+                if operator {
+                    tracing::warn!(method = %path, %from, "refused a call: {denied:?}");
+                } else if self.peer_warning_due() {
+                    tracing::warn!(method = %path, %from, "refused a member-to-member call: {msg}");
                 } else {
-                    // A misconfigured peer retries many times a second: keep its refusals quiet.
-                    tracing::debug!(method = %path, "refused a call: {denied:?}");
+                    tracing::debug!(method = %path, %from, "refused a member-to-member call: {denied:?}");
                 }
                 let status = match denied {
                     Denied::Disabled => tonic::Status::permission_denied(msg),

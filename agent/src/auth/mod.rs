@@ -140,12 +140,31 @@ impl Guard {
         }
     }
 
-    /// What to tell the caller: what was wrong and how to fix it.
-    pub fn message(&self, d: Denied) -> String {
+    /// What to tell the caller: what was wrong and how to fix it. `operator` is false for
+    /// member-to-member calls (Raft, peer service), whose fix is in the agents' configuration.
+    pub fn message(&self, d: Denied, operator: bool) -> String {
+        let member = &self.member;
+        if !operator {
+            let certs = if self.client_certs { " or a certificate signed by tls.ca_file" } else { "" };
+            return match d {
+                Denied::Missing => format!(
+                    "{member} refuses member-to-member calls without the cluster's token{certs}: give every member \
+                     the same auth.token_file (or PGQUORUM_AUTH_TOKEN)"
+                ),
+                Denied::Wrong => format!(
+                    "{member} refused the token of a member-to-member call: every member needs the same token in \
+                     auth.token_file (to rotate, add the new token as a second line everywhere first; \
+                     docs/security.md)"
+                ),
+                Denied::Disabled => {
+                    format!("{member} refuses member-to-member calls: no credentials configured")
+                }
+            };
+        }
         let how = match self.surface {
             Surface::Grpc => {
                 let certs = if self.client_certs {
-                    " or a client certificate signed by the cluster's CA (--cert-file and --key-file)"
+                    " or a client certificate signed by the cluster's CA (--ca-file, --cert-file, --key-file)"
                 } else {
                     ""
                 };
@@ -161,19 +180,17 @@ impl Guard {
         };
         match d {
             Denied::Missing => format!(
-                "this call changes the cluster and needs the cluster's token: {how} (the agents read theirs from \
+                "this call changes the cluster and requires the cluster's token: {how} (the agents read theirs from \
                  auth.token_file or PGQUORUM_AUTH_TOKEN)"
             ),
             Denied::Wrong => format!(
-                "the token was refused: it is not one of {}'s tokens (auth.token_file or PGQUORUM_AUTH_TOKEN); {how}, \
-                 with the token the agents are configured with",
-                self.member
+                "the token was refused: it is not one of {member}'s tokens (auth.token_file or \
+                 PGQUORUM_AUTH_TOKEN); {how}, with the token the agents are configured with"
             ),
             Denied::Disabled => format!(
-                "changes are refused: {} has no token configured and listens on {}, beyond loopback. Set \
+                "changes are refused: {member} has no token configured and listens on {}, beyond loopback. Set \
                  auth.token_file (or PGQUORUM_AUTH_TOKEN) on every agent{}; or set auth.allow_unauthenticated=true \
                  to let anyone who reaches this address change the cluster",
-                self.member,
                 self.listen,
                 if self.surface == Surface::Grpc {
                     ", or mutual TLS (tls.cert_file, tls.key_file, tls.ca_file)"
@@ -225,7 +242,7 @@ mod tests {
         assert_eq!(guard(&[], false, "localhost:7000", false).check(None, false), Ok(()));
         let closed = guard(&[], false, "0.0.0.0:7000", false);
         assert_eq!(closed.check(Some("anything-at-all-here"), false), Err(Denied::Disabled));
-        let msg = closed.message(Denied::Disabled);
+        let msg = closed.message(Denied::Disabled, true);
         assert!(msg.contains("listens on 0.0.0.0:7000") && msg.contains("auth.token_file"), "{msg}");
         assert!(msg.contains("auth.allow_unauthenticated=true"), "{msg}");
         assert_eq!(guard(&[], false, "10.0.0.5:7000", true).check(None, false), Ok(()));
@@ -254,16 +271,19 @@ mod tests {
     #[test]
     fn refusals_say_how_to_send_credentials() {
         let g = guard(&[TOKEN], false, "127.0.0.1:7000", false);
-        let m = g.message(Denied::Missing);
+        let m = g.message(Denied::Missing, true);
         assert!(
             m.contains("--token-file") && m.contains("PGQUORUM_TOKEN") && m.contains("PGQUORUM_AUTH_TOKEN"),
             "{m}"
         );
-        let h = Guard { surface: Surface::Http, ..g };
+        let peer = g.message(Denied::Wrong, false);
         assert!(
-            h.message(Denied::Wrong).contains("Authorization: Bearer <token>"),
-            "{}",
-            h.message(Denied::Wrong)
+            peer.contains("member-to-member") && peer.contains("same token in auth.token_file"),
+            "{peer}"
         );
+        assert!(!peer.contains("pgquorumctl"), "a peer's refusal is about agent configuration: {peer}");
+        let h = Guard { surface: Surface::Http, ..g };
+        let m = h.message(Denied::Wrong, true);
+        assert!(m.contains("Authorization: Bearer <token>"), "{m}");
     }
 }

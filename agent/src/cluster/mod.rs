@@ -201,7 +201,7 @@ impl Cluster {
             node_id,
             node: serde_json::to_vec(node).map_err(|e| e.to_string())?,
         };
-        client.join(body).await.map(|_| ()).map_err(|s| s.message().to_string())
+        client.join(body).await.map(|_| ()).map_err(|s| crate::raft::status_text(&s))
     }
 
     /// Removes the member called `name` (leader only; others forward through the API layer).

@@ -144,12 +144,28 @@ impl PeerRaft {
     }
 }
 
+/// A failed call's message with its causes. tonic says only "transport error" when, say, a peer
+/// refused this agent's certificate; the reason is in the source chain.
+pub fn status_text(status: &tonic::Status) -> String {
+    let mut out = status.message().to_string();
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = e.source();
+    }
+    out
+}
+
 fn io_err(msg: String) -> std::io::Error {
     std::io::Error::other(msg)
 }
 
 fn map_status(status: tonic::Status) -> RPCError<TypeConfig> {
-    let err = io_err(format!("{}: {}", status.code(), status.message()));
+    let err = io_err(format!("{}: {}", status.code(), status_text(&status)));
     match status.code() {
         tonic::Code::Unavailable | tonic::Code::FailedPrecondition => {
             RPCError::Unreachable(Unreachable::new(&err))

@@ -65,7 +65,7 @@ pub async fn handle(app: &App, method: &Method, path: &str, headers: &HeaderMap,
         );
     }
     if let Err(denied) = app.guard.check(presented(headers).as_deref(), false) {
-        let msg = app.guard.message(denied);
+        let msg = app.guard.message(denied, true);
         tracing::warn!("refused HTTP {method} {path}: {denied:?}");
         if denied == Denied::Disabled {
             return text(StatusCode::FORBIDDEN, msg);
@@ -109,8 +109,6 @@ fn status(s: tonic::Status) -> (StatusCode, String) {
         Code::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
         Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
         Code::NotFound => StatusCode::NOT_FOUND,
-        // The leader refused this agent's forwarded call: the members' credentials disagree.
-        Code::Unauthenticated | Code::PermissionDenied => StatusCode::BAD_GATEWAY,
         Code::Unavailable | Code::DeadlineExceeded => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
