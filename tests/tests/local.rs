@@ -18,10 +18,23 @@ fn ctl_path() -> PathBuf {
     p
 }
 
-/// Runs `cmd`, killing it after `limit`.
+/// Reads `pipe` to its end on a thread of its own.
+fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut buf);
+        }
+        buf
+    })
+}
+
+/// Runs `cmd`, killing it after `limit`. Its output is read while it runs: a child writing more
+/// than a pipe holds (a completion script) would otherwise block until killed.
 fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn");
+    let (out, err) = (drain(child.stdout.take()), drain(child.stderr.take()));
     let start = Instant::now();
     while child.try_wait().expect("try_wait").is_none() {
         if start.elapsed() > limit {
@@ -30,7 +43,8 @@ fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    child.wait_with_output().expect("output")
+    let status = child.wait().expect("wait");
+    Output { status, stdout: out.join().expect("stdout reader"), stderr: err.join().expect("stderr reader") }
 }
 
 fn text(o: &Output) -> String {
