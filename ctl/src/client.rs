@@ -30,14 +30,32 @@ fn credentials() -> &'static Credentials {
 
 /// `e` with its causes: tonic's own `Display` says only "transport error".
 fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
+    with_causes(e.to_string(), e.source())
+}
+
+/// `text`, then each cause not already in it.
+fn with_causes(text: String, mut src: Option<&dyn std::error::Error>) -> String {
+    let mut out = text;
     while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
         src = s.source();
     }
     out
+}
+
+/// What to check when the connection fails, depending on whether TLS was asked for.
+fn tls_hint() -> &'static str {
+    if credentials().tls.is_some() {
+        " If the agents do not run TLS, drop --ca-file/--cert-file/--key-file (and PGQUORUM_CA_FILE, ...); if they \
+         do, check that --ca-file is the agents' tls.ca_file and that --cert-file was signed by it"
+    } else {
+        " If the agents run mutual TLS (tls.* in their configuration), pass --ca-file (and --cert-file, --key-file \
+         to change anything), or set PGQUORUM_CA_FILE"
+    }
 }
 
 /// Connects to the management API at `endpoint` (host:port).
@@ -58,21 +76,14 @@ pub async fn connect(endpoint: &str) -> Result<Client, Failure> {
         ep =
             ep.tls_config(tls.clone()).map_err(|e| Failure::usage(format!("TLS settings: {}", chain(&e))))?;
     }
-    let channel = ep.connect().await.map_err(|e| {
-        let hint = if creds.tls.is_some() {
-            " If the agents do not run TLS, drop --ca-file/--cert-file/--key-file (and PGQUORUM_TLS_*); if they do, \
-             check that --ca-file is the agents' tls.ca_file and that --cert-file was signed by it"
-        } else {
-            " If the agents run mutual TLS (tls.* in their configuration), pass --ca-file, --cert-file and --key-file"
-        };
-        Failure {
-            code: 3,
-            message: format!(
-                "cannot reach an agent at {endpoint}: {}. Is the agent running, and is this its grpc.listen address? \
-                 Set --endpoint or PGQUORUM_ENDPOINT.{hint}",
-                chain(&e)
-            ),
-        }
+    let channel = ep.connect().await.map_err(|e| Failure {
+        code: 3,
+        message: format!(
+            "cannot reach an agent at {endpoint}: {}. Is the agent running, and is this its grpc.listen address? \
+             Set --endpoint or PGQUORUM_ENDPOINT.{}",
+            chain(&e),
+            tls_hint()
+        ),
     })?;
     let token =
         AttachToken::new(creds.token.as_deref()).map_err(|e| Failure::usage(format!("the token: {e}")))?;
@@ -82,20 +93,35 @@ pub async fn connect(endpoint: &str) -> Result<Client, Failure> {
 /// An operator message for a failed call.
 pub fn failure(status: tonic::Status) -> Failure {
     match status.code() {
-        tonic::Code::Unavailable if status.message().contains("transport") => {
-            Failure { code: 3, message: format!("the agent stopped answering: {}", status.message()) }
-        }
+        // The connection failed under the call (for TLS, only once the first call is made).
+        _ if status.message().contains("transport error") => Failure {
+            code: 3,
+            message: format!(
+                "the agent stopped answering: {}.{}",
+                with_causes(status.message().to_string(), std::error::Error::source(&status)),
+                tls_hint()
+            ),
+        },
+        // The cluster refused: exit 1, like any refusal (docs/ctl.md), with what to set.
         tonic::Code::Unauthenticated => {
-            let fix = match &credentials().token_source {
-                None => "this command needs the cluster's token: pass --token-file PATH, or set PGQUORUM_TOKEN_FILE or \
-                         PGQUORUM_TOKEN, to the token the agents have in auth.token_file or PGQUORUM_AUTH_TOKEN"
-                    .to_string(),
-                Some(src) => format!(
+            let creds = credentials();
+            match &creds.token_source {
+                None => Failure::failed(format!(
+                    "this command changes the cluster and requires a token: set PGQUORUM_TOKEN_FILE or \
+                     --token-file to a file holding the token the agents have in auth.token_file (or set \
+                     PGQUORUM_TOKEN){}",
+                    if creds.tls.is_some() {
+                        "; or pass --cert-file and --key-file, a certificate signed by the agents' CA"
+                    } else {
+                        ""
+                    }
+                )),
+                Some(src) => Failure::failed(format!(
                     "the agents refused the token from {src}: it must be the token they have in auth.token_file or \
-                     PGQUORUM_AUTH_TOKEN"
-                ),
-            };
-            Failure::failed(format!("{fix} (the agent said: {})", status.message()))
+                     PGQUORUM_AUTH_TOKEN (the agent said: {})",
+                    status.message()
+                )),
+            }
         }
         tonic::Code::InvalidArgument => Failure::usage(status.message()),
         _ => Failure::failed(status.message()),

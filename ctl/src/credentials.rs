@@ -2,7 +2,9 @@
 //! `PGQUORUM_TOKEN`; never a command line value, which would show in `ps` and shell history) and,
 //! for agents running mutual TLS, a CA and a client certificate and key.
 //!
-//! Owns reading and checking them; bad input is a usage error naming the flag and the fix.
+//! Owns reading and checking them; bad input is a usage error naming the flag and the fix. The
+//! variables differ from the agent's `PGQUORUM_TLS_*` keys on purpose: an operator's shell on an
+//! agent's machine must not pick up the agent's own certificate by accident.
 
 use std::path::{Path, PathBuf};
 
@@ -13,21 +15,21 @@ use crate::Failure;
 /// The global flags that carry credentials.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct Args {
-    /// File holding the cluster's token (first line): the agents' auth.token. Or set PGQUORUM_TOKEN.
+    /// File holding the cluster's token (first line; mode 600): the agents' auth.token_file. Or set PGQUORUM_TOKEN.
     #[arg(long, env = "PGQUORUM_TOKEN_FILE", value_name = "PATH", global = true)]
     pub token_file: Option<PathBuf>,
     /// The agents' CA certificate (PEM), when they run mutual TLS; connects with https.
-    #[arg(long, env = "PGQUORUM_TLS_CA_FILE", value_name = "PATH", global = true)]
+    #[arg(long, env = "PGQUORUM_CA_FILE", value_name = "PATH", global = true)]
     pub ca_file: Option<PathBuf>,
     /// Client certificate (PEM) signed by the agents' CA.
-    #[arg(long, env = "PGQUORUM_TLS_CERT_FILE", value_name = "PATH", global = true)]
+    #[arg(long, env = "PGQUORUM_CERT_FILE", value_name = "PATH", global = true)]
     pub cert_file: Option<PathBuf>,
-    /// The client certificate's private key (PEM).
-    #[arg(long, env = "PGQUORUM_TLS_KEY_FILE", value_name = "PATH", global = true)]
+    /// The client certificate's private key (PEM; mode 600).
+    #[arg(long, env = "PGQUORUM_KEY_FILE", value_name = "PATH", global = true)]
     pub key_file: Option<PathBuf>,
     /// Name to check the agent's certificate against (the agents' tls.server_name); default: the endpoint's host.
-    #[arg(long, env = "PGQUORUM_TLS_SERVER_NAME", value_name = "NAME", global = true)]
-    pub tls_server_name: Option<String>,
+    #[arg(long, env = "PGQUORUM_SERVER_NAME", value_name = "NAME", global = true)]
+    pub server_name: Option<String>,
 }
 
 /// Resolved credentials.
@@ -50,7 +52,9 @@ impl Args {
     pub fn resolve(&self, token_env: Option<String>) -> Result<Credentials, Failure> {
         let mut c = Credentials::default();
         if let Some(path) = &self.token_file {
-            let text = String::from_utf8(read("--token-file", path)?)
+            let bytes = pgquorum_proto::auth::read_secret(path)
+                .map_err(|e| Failure::usage(format!("--token-file: {e}")))?;
+            let text = String::from_utf8(bytes)
                 .map_err(|_| Failure::usage(format!("--token-file {}: not text", path.display())))?;
             let token = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#'));
             let token = token.ok_or_else(|| {
@@ -76,13 +80,20 @@ impl Args {
             }
             _ => {}
         }
+        if self.server_name.is_some() && self.ca_file.is_none() {
+            return Err(Failure::usage(
+                "--server-name needs --ca-file: it names the agents' certificates, which only TLS checks",
+            ));
+        }
         if let Some(ca) = &self.ca_file {
             let mut tls =
                 ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("--ca-file", ca)?));
             if let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) {
-                tls = tls.identity(Identity::from_pem(read("--cert-file", cert)?, read("--key-file", key)?));
+                let key = pgquorum_proto::auth::read_secret(key)
+                    .map_err(|e| Failure::usage(format!("--key-file: {e}")))?;
+                tls = tls.identity(Identity::from_pem(read("--cert-file", cert)?, key));
             }
-            if let Some(name) = &self.tls_server_name {
+            if let Some(name) = &self.server_name {
                 tls = tls.domain_name(name.clone());
             }
             c.tls = Some(tls);
@@ -100,6 +111,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("token");
         std::fs::write(&f, "# ops token\nfile-token-0123456789\n").expect("write");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         let args = Args { token_file: Some(f.clone()), ..Default::default() };
         let c = args.resolve(Some("env-token".into())).expect("valid");
         assert_eq!(c.token.as_deref(), Some("file-token-0123456789"));
@@ -113,6 +126,17 @@ mod tests {
         std::fs::write(&f, "\n").expect("write");
         let err = args.resolve(None).expect_err("empty file");
         assert!(err.message.contains("holds no token") && err.code == 2, "{}", err.message);
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let err = args.resolve(None).expect_err("world-readable");
+        assert!(
+            err.message.contains("--token-file: ") && err.message.contains("chmod 600"),
+            "{}",
+            err.message
+        );
+        assert_eq!(err.code, 2);
+        let missing = Args { token_file: Some(dir.path().join("nope")), ..Default::default() };
+        let err = missing.resolve(None).expect_err("missing");
+        assert!(err.message.starts_with("--token-file: cannot read "), "{}", err.message);
     }
 
     #[test]
@@ -124,6 +148,9 @@ mod tests {
             .resolve(None)
             .expect_err("no ca");
         assert!(err.message.contains("needs --ca-file"), "{}", err.message);
+        let err =
+            Args { server_name: Some("pg".into()), ..Default::default() }.resolve(None).expect_err("no ca");
+        assert!(err.message.contains("--server-name needs --ca-file"), "{}", err.message);
         let err = Args { ca_file: p("/nonexistent/ca.pem"), ..Default::default() }
             .resolve(None)
             .expect_err("missing");
