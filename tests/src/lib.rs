@@ -15,6 +15,7 @@ pub mod lab;
 pub mod pg;
 pub mod procs;
 pub mod prom;
+pub mod secrets;
 pub mod wait;
 
 pub use agent::Agent;
