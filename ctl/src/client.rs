@@ -93,15 +93,20 @@ pub async fn connect(endpoint: &str) -> Result<Client, Failure> {
 /// An operator message for a failed call.
 pub fn failure(status: tonic::Status) -> Failure {
     match status.code() {
-        // The connection failed under the call (for TLS, only once the first call is made).
-        _ if status.message().contains("transport error") => Failure {
-            code: 3,
-            message: format!(
-                "the agent stopped answering: {}.{}",
-                with_causes(status.message().to_string(), std::error::Error::source(&status)),
-                tls_hint()
-            ),
-        },
+        // The connection failed under the call (for TLS, only once the first call is made; a
+        // plain connection to a TLS agent ends in a transport or an HTTP/2 protocol error).
+        _ if status.message().contains("transport error")
+            || status.message().starts_with("h2 protocol error") =>
+        {
+            Failure {
+                code: 3,
+                message: format!(
+                    "the agent stopped answering: {}.{}",
+                    with_causes(status.message().to_string(), std::error::Error::source(&status)),
+                    tls_hint()
+                ),
+            }
+        }
         // The cluster refused: exit 1, like any refusal (docs/ctl.md), with what to set.
         tonic::Code::Unauthenticated => {
             let creds = credentials();
