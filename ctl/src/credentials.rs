@@ -140,6 +140,25 @@ mod tests {
     }
 
     #[test]
+    fn every_credential_variable_is_one_the_agent_ignores() {
+        use clap::Args as _;
+        let cmd = Args::augment_args(clap::Command::new("t"));
+        let mut vars: Vec<String> = cmd
+            .get_arguments()
+            .filter_map(|a| a.get_env())
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect();
+        vars.push("PGQUORUM_TOKEN".into()); // read by main, no flag
+        for v in &vars {
+            assert!(
+                pgquorum_proto::auth::CTL_CREDENTIAL_VARIABLES.contains(&v.as_str()),
+                "{v} is not listed"
+            );
+        }
+        assert_eq!(vars.len(), pgquorum_proto::auth::CTL_CREDENTIAL_VARIABLES.len(), "{vars:?}");
+    }
+
+    #[test]
     fn tls_flags_must_come_together_and_files_must_exist() {
         let p = |s: &str| Some(PathBuf::from(s));
         let err = Args { cert_file: p("/c"), ..Default::default() }.resolve(None).expect_err("no key");

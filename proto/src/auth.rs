@@ -16,6 +16,17 @@ use tonic::{Request, Status};
 /// The metadata key (and HTTP header) carrying the credentials.
 pub const HEADER: &str = "authorization";
 
+/// The environment variables pgquorumctl reads its credentials from. They are not agent
+/// configuration keys: the agent ignores them, the test harness clears them.
+pub const CTL_CREDENTIAL_VARIABLES: &[&str] = &[
+    "PGQUORUM_TOKEN",
+    "PGQUORUM_TOKEN_FILE",
+    "PGQUORUM_CA_FILE",
+    "PGQUORUM_CERT_FILE",
+    "PGQUORUM_KEY_FILE",
+    "PGQUORUM_SERVER_NAME",
+];
+
 /// The management calls anyone may make without credentials: they only read.
 pub const OPEN_METHODS: &[&str] = &[
     "/pgquorum.management.v1.Management/Status",

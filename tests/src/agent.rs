@@ -35,16 +35,6 @@ pub struct Agent {
     child: Option<Child>,
 }
 
-/// pgquorumctl's credential variables: `ctl_as` clears those the test process may have.
-const CTL_CREDENTIALS: &[&str] = &[
-    "PGQUORUM_TOKEN",
-    "PGQUORUM_TOKEN_FILE",
-    "PGQUORUM_CA_FILE",
-    "PGQUORUM_CERT_FILE",
-    "PGQUORUM_KEY_FILE",
-    "PGQUORUM_SERVER_NAME",
-];
-
 /// Superuser password the harness gives every agent (by environment, never a flag).
 pub const SUPERUSER_PASSWORD: &str = "e2e-superuser-secret";
 /// Replication password.
@@ -222,7 +212,8 @@ impl Agent {
     pub fn ctl_as(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
         let mut cmd = command_in(&self.netns, bin("pgquorumctl"), false);
         cmd.arg("--endpoint").arg(&self.grpc).args(args).env_remove("PGQUORUM_OUTPUT");
-        for v in CTL_CREDENTIALS {
+        // Only the credentials in `env`, none the test process happens to have.
+        for v in pgquorum_proto::auth::CTL_CREDENTIAL_VARIABLES {
             cmd.env_remove(v);
         }
         cmd.envs(env.iter().copied());

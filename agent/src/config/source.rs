@@ -104,22 +104,15 @@ fn flatten(prefix: &str, v: &Value, origin: &Origin, out: &mut Vec<Setting>) -> 
 /// Environment variables naming configuration keys. Variables with the `PGQUORUM_` prefix that
 /// match no key are returned in the second list so the caller can warn about typos.
 pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> (Vec<Setting>, Vec<String>) {
-    /// Variables read by other parts of pgquorum (pgquorumctl's), not configuration keys.
-    const OTHER: &[&str] = &[
-        "PGQUORUM_CONFIG",
-        "PGQUORUM_ENDPOINT",
-        "PGQUORUM_OUTPUT",
-        "PGQUORUM_TOKEN",
-        "PGQUORUM_TOKEN_FILE",
-        "PGQUORUM_CA_FILE",
-        "PGQUORUM_CERT_FILE",
-        "PGQUORUM_KEY_FILE",
-        "PGQUORUM_SERVER_NAME",
-    ];
+    /// Variables read by other parts of pgquorum, not configuration keys.
+    const OTHER: &[&str] = &["PGQUORUM_CONFIG", "PGQUORUM_ENDPOINT", "PGQUORUM_OUTPUT"];
     let mut settings = Vec::new();
     let mut unknown = Vec::new();
     for (name, value) in vars {
-        if !name.starts_with("PGQUORUM_") || OTHER.contains(&name.as_str()) {
+        if !name.starts_with("PGQUORUM_")
+            || OTHER.contains(&name.as_str())
+            || pgquorum_proto::auth::CTL_CREDENTIAL_VARIABLES.contains(&name.as_str())
+        {
             continue;
         }
         let found = keys::all().find_map(|d| {
