@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::{Guard, Surface};
 use crate::cluster::{self, Cluster};
 use crate::config::AgentConfig;
 use crate::ha::{Ha, PgCtx, Shared, peers};
@@ -48,7 +49,9 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         "" => None,
         addr => Some(TcpListener::bind(addr).await.with_context(|| format!("binding http.listen {addr}"))?),
     };
-    let channels = Channels::default();
+    let channels =
+        Channels::new(cfg.auth.tokens.own(), cfg.tls.material.clone()).map_err(StartError::Settings)?;
+    let (grpc_guard, http_guard) = guards(&cfg);
     let node = RaftNode::open(&cfg.data_dir, &cfg.name, &cfg.cluster, &cfg.raft, channels).await?;
     tracing::info!(
         member = %cfg.name, node_id = %format!("{:016x}", node.ident.node_id), grpc = %cfg.grpc_advertise,
@@ -88,13 +91,26 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     spawn(
         "grpc",
         true,
-        Box::pin(crate::api::serve_grpc(listener, cluster.clone(), shared.clone(), cancel.clone())),
+        Box::pin(crate::api::serve_grpc(
+            listener,
+            cluster.clone(),
+            shared.clone(),
+            grpc_guard,
+            cfg.tls.material.clone(),
+            cancel.clone(),
+        )),
     );
     if let Some(listener) = http_listener {
         spawn(
             "http",
             true,
-            Box::pin(crate::api::serve_http(listener, cluster.clone(), shared.clone(), cancel.clone())),
+            Box::pin(crate::api::serve_http(
+                listener,
+                cluster.clone(),
+                shared.clone(),
+                http_guard,
+                cancel.clone(),
+            )),
         );
     }
     let clock = shared.clone();
@@ -150,6 +166,42 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         Ok(f) => RunError::Start(StartError::Data(f.0)),
         Err(e) => RunError::Other(e),
     })
+}
+
+/// The guards of the gRPC and HTTP endpoints; says loudly at start-up what is unprotected.
+fn guards(cfg: &AgentConfig) -> (Guard, Guard) {
+    let tls = cfg.tls.material.is_some();
+    let grpc = Guard::new(Surface::Grpc, &cfg.auth, tls, &cfg.grpc_listen, cfg.name.as_str());
+    let http = Guard::new(Surface::Http, &cfg.auth, false, &cfg.http_listen, cfg.name.as_str());
+    let no_token = cfg.auth.tokens.is_empty();
+    if no_token && !tls {
+        if grpc.open && !crate::auth::is_loopback(cfg.grpc_listen.rsplit_once(':').map_or("", |(h, _)| h)) {
+            tracing::warn!(
+                "auth.allow_unauthenticated is on and no token or TLS is configured: anyone who reaches {} can \
+                 change the cluster",
+                cfg.grpc_listen
+            );
+        } else if !grpc.open {
+            tracing::warn!(
+                "no auth.token and no tls.* configured: changes through {} are refused (it listens beyond \
+                 loopback) and agent-to-agent traffic is not authenticated; set auth.token_file on every member \
+                 (docs/security.md)",
+                cfg.grpc_listen
+            );
+        }
+    } else if !no_token && !tls && !grpc.open {
+        tracing::info!(
+            "the token travels unencrypted on {}; configure tls.* on untrusted networks (docs/security.md)",
+            cfg.grpc_listen
+        );
+    }
+    if no_token && !cfg.http_listen.is_empty() && !http.open {
+        tracing::info!(
+            "HTTP changes (POST /switchover, ...) are refused on {}: no auth.token is configured",
+            cfg.http_listen
+        );
+    }
+    (grpc, http)
 }
 
 /// Ends with an error when Raft stops on its own (a storage failure is fatal by design).

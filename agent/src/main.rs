@@ -111,6 +111,8 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     init_logging(&cfg);
+    // TLS uses ring, explicitly, whatever other crates enable in rustls.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
         Err(e) => {

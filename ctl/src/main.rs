@@ -3,11 +3,13 @@
 //! Exit codes scripts can rely on (docs/ctl.md): 0 success; 1 the cluster refused or the
 //! operation failed (including a missing prerequisite of `local`, a busy port, a cluster that did
 //! not become healthy in time); 2 bad usage (unknown flag, bad value, unknown member); 3 no agent
-//! could be reached at the endpoint.
+//! could be reached at the endpoint. A refusal for missing or wrong credentials is 1 too (the
+//! cluster refused), with a message saying which flag or variable to set.
 #![forbid(unsafe_code)]
 
 mod client;
 mod cmd;
+mod credentials;
 mod progress;
 mod table;
 mod time;
@@ -40,6 +42,8 @@ pub struct Cli {
     /// Output format.
     #[arg(short, long, value_enum, env = "PGQUORUM_OUTPUT", default_value = "table", global = true)]
     output: Output,
+    #[command(flatten)]
+    credentials: credentials::Args,
     #[command(subcommand)]
     command: Command,
 }
@@ -101,6 +105,13 @@ fn main() -> ExitCode {
     if let Command::Completions(a) = cli.command {
         cmd::completions::run(a);
         return ExitCode::SUCCESS;
+    }
+    match cli.credentials.resolve(std::env::var("PGQUORUM_TOKEN").ok()) {
+        Ok(c) => client::set_credentials(c),
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            return ExitCode::from(f.code);
+        }
     }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,

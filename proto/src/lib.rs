@@ -16,3 +16,5 @@ pub mod peer {
 pub mod management {
     tonic::include_proto!("pgquorum.management.v1");
 }
+
+pub mod auth;

@@ -30,6 +30,8 @@ pub struct Agent {
     pub http: Option<String>,
     /// Run as the `postgres` user (the harness runs as root).
     pub as_user: bool,
+    /// Environment of every pgquorumctl `ctl` runs (the cluster's token, TLS files).
+    pub ctl_env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -83,6 +85,7 @@ impl Agent {
             postgres: None,
             http: None,
             as_user,
+            ctl_env: Vec::new(),
             child: None,
         }
     }
@@ -198,10 +201,22 @@ impl Agent {
         }
     }
 
-    /// Runs pgquorumctl against this agent (from its network namespace, if any).
+    /// Runs pgquorumctl against this agent (from its network namespace, if any), with the
+    /// cluster's credentials (`ctl_env`).
     pub fn ctl(&self, args: &[&str]) -> Output {
+        let env: Vec<(&str, &str)> = self.ctl_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.ctl_as(&env, args)
+    }
+
+    /// Runs pgquorumctl with exactly the credentials in `env` (none when empty).
+    pub fn ctl_as(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
         let mut cmd = command_in(&self.netns, bin("pgquorumctl"), false);
         cmd.arg("--endpoint").arg(&self.grpc).args(args).env_remove("PGQUORUM_OUTPUT");
+        // Only the credentials in `env`, none the test process happens to have.
+        for v in pgquorum_proto::auth::CTL_CREDENTIAL_VARIABLES {
+            cmd.env_remove(v);
+        }
+        cmd.envs(env.iter().copied());
         cmd.output().expect("run pgquorumctl")
     }
 
@@ -229,6 +244,18 @@ impl Agent {
     pub fn http(&self, method: &str, path: &str) -> Result<crate::http::Answer, String> {
         let addr = self.http.as_deref().ok_or_else(|| format!("{} has no HTTP endpoint", self.name))?;
         crate::http::request(addr, method, path)
+    }
+
+    /// `method path` with header lines and a body on this agent's HTTP endpoint.
+    pub fn http_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Result<crate::http::Answer, String> {
+        let addr = self.http.as_deref().ok_or_else(|| format!("{} has no HTTP endpoint", self.name))?;
+        crate::http::request_with(addr, method, path, headers, body)
     }
 
     /// The agent's log so far.

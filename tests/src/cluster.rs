@@ -24,7 +24,17 @@ pub struct ClusterOptions {
     pub postgres: bool,
     /// Extra `--set KEY=VALUE` for one agent: (member name, setting).
     pub member_settings: Vec<(String, String)>,
+    /// The cluster's token: written to `<dir>/token` (0600) and given to every agent as
+    /// `auth.token_file`; `Agent::ctl` sends it (`PGQUORUM_TOKEN_FILE`). Clusters in network
+    /// namespaces listen beyond loopback and get `NETNS_TOKEN` when this is `None`.
+    pub token: Option<String>,
+    /// Environment for every pgquorumctl run through `Agent::ctl` (TLS files, for example).
+    pub ctl_env: Vec<(String, String)>,
 }
+
+/// The token of clusters in network namespaces (agents there listen beyond loopback, where a
+/// change needs credentials).
+pub const NETNS_TOKEN: &str = "e2e-netns-cluster-token-0123456789";
 
 impl Default for ClusterOptions {
     fn default() -> Self {
@@ -35,6 +45,8 @@ impl Default for ClusterOptions {
             settings: Vec::new(),
             postgres: true,
             member_settings: Vec::new(),
+            token: None,
+            ctl_env: Vec::new(),
         }
     }
 }
@@ -77,11 +89,16 @@ impl Cluster {
     /// Starts `opts.members` agents and returns without waiting for a leader.
     pub fn start(opts: ClusterOptions) -> Cluster {
         let dir = tempfile::Builder::new().prefix("pgq-e2e-").tempdir().expect("tempdir");
-        if crate::bins::is_root() {
-            let (uid, gid) = crate::procs::user_ids(crate::agent::RUN_AS).unwrap_or_else(|| {
-                panic!("user {} not found: install postgresql (Debian creates it)", crate::agent::RUN_AS)
-            });
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown test directory");
+        crate::secrets::give_to_agents(dir.path());
+        let mut opts = opts;
+        if opts.netns && opts.token.is_none() {
+            opts.token = Some(NETNS_TOKEN.to_string());
+        }
+        if let Some(token) = &opts.token {
+            let path = dir.path().join("token");
+            crate::secrets::write_private(&path, &format!("{token}\n"));
+            opts.settings.push(format!("auth.token_file={}", path.display()));
+            opts.ctl_env.push(("PGQUORUM_TOKEN_FILE".into(), path.display().to_string()));
         }
         let lab = opts.netns.then(|| Lab::new(opts.members + 2));
         let mut c = Cluster { agents: Vec::new(), lab, opts: opts.clone(), dir, initial_peers: Vec::new() };
@@ -140,6 +157,7 @@ impl Cluster {
         settings.extend(self.opts.member_settings.iter().filter(|(m, _)| *m == name).map(|(_, s)| s.clone()));
         let netns = self.lab.as_ref().map(|l| l.ns(i));
         let mut agent = Agent::new(&name, self.dir.path().join(&name), grpc, netns, settings);
+        agent.ctl_env = self.opts.ctl_env.clone();
         agent.postgres = pg;
         agent.http = Some(http);
         agent

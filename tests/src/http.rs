@@ -28,9 +28,22 @@ impl Answer {
     }
 }
 
-/// Sends `method path` to `addr` (host:port) and reads the whole answer, within 5 s.
+/// Sends `method path` to `addr` (host:port) and reads the whole answer, within 5 s (40 s for
+/// methods that change something).
 pub fn request(addr: &str, method: &str, path: &str) -> Result<Answer, String> {
-    let timeout = Duration::from_secs(5);
+    request_with(addr, method, path, &[], "")
+}
+
+/// `request` with extra header lines (name, value) and a body (sent with its length).
+pub fn request_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<Answer, String> {
+    // Calls that change something answer when the change is done (a switchover: up to 30 s).
+    let timeout = Duration::from_secs(if matches!(method, "GET" | "HEAD" | "OPTIONS") { 5 } else { 40 });
     let sock = addr
         .to_socket_addrs()
         .map_err(|e| format!("{addr}: {e}"))?
@@ -40,9 +53,17 @@ pub fn request(addr: &str, method: &str, path: &str) -> Result<Answer, String> {
     s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     let _ = s.set_nodelay(true);
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: pgquorum-tests\r\nConnection: close\r\n\r\n"
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: pgquorum-tests\r\nConnection: close\r\n"
     );
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() {
+        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
     s.write_all(req.as_bytes()).map_err(|e| format!("send to {addr}: {e}"))?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).map_err(|e| format!("read from {addr}: {e}"))?;

@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod bins;
+pub mod certs;
 pub mod cluster;
 pub mod haproxy;
 pub mod http;
@@ -14,6 +15,7 @@ pub mod lab;
 pub mod pg;
 pub mod procs;
 pub mod prom;
+pub mod secrets;
 pub mod wait;
 
 pub use agent::Agent;

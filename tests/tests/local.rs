@@ -18,10 +18,23 @@ fn ctl_path() -> PathBuf {
     p
 }
 
-/// Runs `cmd`, killing it after `limit`.
+/// Reads `pipe` to its end on a thread of its own.
+fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut buf);
+        }
+        buf
+    })
+}
+
+/// Runs `cmd`, killing it after `limit`. Its output is read while it runs: a child writing more
+/// than a pipe holds (a completion script) would otherwise block until killed.
 fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn");
+    let (out, err) = (drain(child.stdout.take()), drain(child.stderr.take()));
     let start = Instant::now();
     while child.try_wait().expect("try_wait").is_none() {
         if start.elapsed() > limit {
@@ -30,7 +43,8 @@ fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    child.wait_with_output().expect("output")
+    let status = child.wait().expect("wait");
+    Output { status, stdout: out.join().expect("stdout reader"), stderr: err.join().expect("stderr reader") }
 }
 
 fn text(o: &Output) -> String {
@@ -199,6 +213,29 @@ fn psql(up_output: &str, extra: &str) -> Result<String, String> {
     if o.status.success() { Ok(String::from_utf8_lossy(&o.stdout).trim().to_string()) } else { Err(text(&o)) }
 }
 
+/// The value of `export NAME=VALUE` in what `local up` printed.
+fn exported(up_output: &str, name: &str) -> String {
+    let prefix = format!("export {name}=");
+    let line = up_output.lines().map(str::trim).find(|l| l.starts_with(&prefix));
+    let value = line.unwrap_or_else(|| panic!("local up prints `export {name}=...`:\n{up_output}"));
+    value[prefix.len()..].trim_matches('\'').to_string()
+}
+
+/// pgquorumctl with the environment `local up` told the user to export (`with_token`: all of
+/// it; otherwise only the endpoint).
+fn ctl_as_told(up_output: &str, with_token: bool, args: &[&str]) -> Output {
+    let mut cmd = Command::new(ctl_path());
+    cmd.args(args)
+        .env_remove("PGQUORUM_OUTPUT")
+        .env_remove("PGQUORUM_TOKEN")
+        .env_remove("PGQUORUM_TOKEN_FILE");
+    cmd.env("PGQUORUM_ENDPOINT", exported(up_output, "PGQUORUM_ENDPOINT"));
+    if with_token {
+        cmd.env("PGQUORUM_TOKEN_FILE", exported(up_output, "PGQUORUM_TOKEN_FILE"));
+    }
+    run_bounded(cmd, Duration::from_secs(60))
+}
+
 fn primary(st: &Value) -> Option<String> {
     let p = st["primary"].as_str()?;
     let m = st["members"].as_array()?.iter().find(|m| m["name"] == p)?;
@@ -244,6 +281,25 @@ fn local_up_prints_a_psql_command_that_reaches_a_writable_primary_and_down_stops
     }
     let roles: Vec<&str> = members.iter().filter_map(|m| m["role"].as_str()).collect();
     assert_eq!(roles.iter().filter(|r| **r == "primary").count(), 1, "{st}");
+
+    // The README's flow: export what `local up` printed, then change the cluster. The token
+    // file is private, and a change without it is refused with what to set.
+    use std::os::unix::fs::PermissionsExt;
+    let token = PathBuf::from(exported(&out, "PGQUORUM_TOKEN_FILE"));
+    assert!(token.starts_with(&l.dir), "the token lives in the cluster's directory: {}", token.display());
+    let mode = std::fs::metadata(&token).expect("token file").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "token file mode {mode:o}");
+    let o = ctl_as_told(&out, false, &["switchover"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("requires a token: set PGQUORUM_TOKEN_FILE"),
+        "{}",
+        text(&o)
+    );
+    let old = primary(&st).expect("a primary");
+    let o = ctl_as_told(&out, true, &["switchover"]);
+    assert!(o.status.success(), "switchover with the printed exports: {}", text(&o));
+    wait_for("the switchover's new primary", T, || Ok(primary(&l.status()).filter(|p| *p != old)));
 
     let again = l.up();
     assert!(again.contains("already running"), "{again}");

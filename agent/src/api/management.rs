@@ -10,16 +10,17 @@ use pgquorum_core::state::{Command, CommandError, DynamicConfig};
 use pgquorum_proto::management::management_client::ManagementClient;
 use pgquorum_proto::management::management_server::Management;
 use pgquorum_proto::management::{
-    AddMemberReply, AddMemberRequest, FailoverReply, FailoverRequest, GetConfigReply, GetConfigRequest,
-    HistoryReply, HistoryRequest, PauseReply, PauseRequest, ReloadReply, ReloadRequest, RemoveMemberReply,
-    RemoveMemberRequest, RestartReply, RestartRequest, SetConfigReply, SetConfigRequest, StatusReply,
-    StatusRequest, SwitchoverReply, SwitchoverRequest,
+    AddMemberReply, AddMemberRequest, CancelSwitchoverReply, CancelSwitchoverRequest, FailoverReply,
+    FailoverRequest, GetConfigReply, GetConfigRequest, HistoryReply, HistoryRequest, PauseReply,
+    PauseRequest, ReloadReply, ReloadRequest, RemoveMemberReply, RemoveMemberRequest, RestartReply,
+    RestartRequest, SetConfigReply, SetConfigRequest, StatusReply, StatusRequest, SwitchoverReply,
+    SwitchoverRequest,
 };
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::status::local_status;
 use crate::cluster::{Cluster, ProposeError};
+use crate::raft::PeerChannel;
 
 /// Serves the management API.
 pub struct ManagementApi {
@@ -34,7 +35,7 @@ impl ManagementApi {
     }
 
     /// A client for member `name`'s management API.
-    fn member_client(&self, name: &str) -> Result<ManagementClient<Channel>, Status> {
+    fn member_client(&self, name: &str) -> Result<ManagementClient<PeerChannel>, Status> {
         let node =
             self.cluster.membership().nodes.into_values().find(|n| n.name.as_str() == name).ok_or_else(
                 || Status::invalid_argument(format!("no member named {name}; see pgquorumctl member list")),
@@ -44,7 +45,7 @@ impl ManagementApi {
     }
 
     /// A client for the leader's management API, unless this agent is the leader.
-    fn leader_client(&self) -> Result<Option<ManagementClient<Channel>>, Status> {
+    fn leader_client(&self) -> Result<Option<ManagementClient<PeerChannel>>, Status> {
         match self.cluster.leader() {
             Some((id, _)) if id == self.cluster.node.ident.node_id => Ok(None),
             Some((_, node)) => {
@@ -55,6 +56,19 @@ impl ManagementApi {
                 "no Raft leader is known: is a majority of members up and connected? (pgquorumctl status shows who answers)",
             )),
         }
+    }
+}
+
+/// A refusal of a call this agent forwarded: the caller was let in here, so a refusal of this
+/// agent's own credentials means the members' configurations disagree, not the caller's fault.
+fn forwarded(s: Status) -> Status {
+    match s.code() {
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => Status::internal(format!(
+            "the member this call was forwarded to refused this agent's credentials ({}); every member needs the \
+             same auth.token_file (or certificates from the same CA)",
+            s.message()
+        )),
+        _ => s,
     }
 }
 
@@ -201,7 +215,7 @@ impl Management for ManagementApi {
     ) -> Result<Response<RemoveMemberReply>, Status> {
         let req = req.into_inner();
         match self.leader_client()? {
-            Some(mut leader) => leader.remove_member(req).await,
+            Some(mut leader) => leader.remove_member(req).await.map_err(forwarded),
             None => {
                 let voters = self.cluster.remove(&req.name).await.map_err(|e| {
                     let msg = e.trim_start_matches("refused: ").to_string();
@@ -218,14 +232,24 @@ impl Management for ManagementApi {
 
     async fn switchover(&self, req: Request<SwitchoverRequest>) -> Result<Response<SwitchoverReply>, Status> {
         match self.leader_client()? {
-            Some(mut leader) => leader.switchover(req.into_inner()).await,
+            Some(mut leader) => leader.switchover(req.into_inner()).await.map_err(forwarded),
             None => super::ops::switchover(self, req.into_inner()).await.map(Response::new),
+        }
+    }
+
+    async fn cancel_switchover(
+        &self,
+        req: Request<CancelSwitchoverRequest>,
+    ) -> Result<Response<CancelSwitchoverReply>, Status> {
+        match self.leader_client()? {
+            Some(mut leader) => leader.cancel_switchover(req.into_inner()).await.map_err(forwarded),
+            None => super::ops::cancel_switchover(self).await.map(Response::new),
         }
     }
 
     async fn failover(&self, req: Request<FailoverRequest>) -> Result<Response<FailoverReply>, Status> {
         match self.leader_client()? {
-            Some(mut leader) => leader.failover(req.into_inner()).await,
+            Some(mut leader) => leader.failover(req.into_inner()).await.map_err(forwarded),
             None => super::ops::failover(self, req.into_inner()).await.map(Response::new),
         }
     }
@@ -254,7 +278,7 @@ impl Management for ManagementApi {
             return Ok(Response::new(RestartReply {}));
         }
         let mut client = self.member_client(&req.member)?;
-        client.restart(req).await
+        client.restart(req).await.map_err(forwarded)
     }
 
     async fn reload(&self, req: Request<ReloadRequest>) -> Result<Response<ReloadReply>, Status> {
@@ -264,7 +288,7 @@ impl Management for ManagementApi {
             return Ok(Response::new(ReloadReply {}));
         }
         let mut client = self.member_client(&req.member)?;
-        client.reload(req).await
+        client.reload(req).await.map_err(forwarded)
     }
 
     async fn history(&self, _req: Request<HistoryRequest>) -> Result<Response<HistoryReply>, Status> {
@@ -273,7 +297,7 @@ impl Management for ManagementApi {
 
     async fn add_member(&self, req: Request<AddMemberRequest>) -> Result<Response<AddMemberReply>, Status> {
         match self.leader_client()? {
-            Some(mut leader) => leader.add_member(req.into_inner()).await,
+            Some(mut leader) => leader.add_member(req.into_inner()).await.map_err(forwarded),
             None => super::ops::add_member(self, req.into_inner()).await.map(Response::new),
         }
     }

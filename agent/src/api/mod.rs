@@ -25,15 +25,21 @@ pub use http::serve_http;
 pub use management::ManagementApi;
 pub use peer::PeerApi;
 
+use crate::auth::Guard;
+use crate::auth::grpc::AuthLayer;
+use crate::auth::tls::TlsMaterial;
 use crate::cluster::Cluster;
 use crate::ha::Shared;
 use crate::raft::RaftGrpc;
 
-/// Serves all gRPC services on `listener` until `cancel`.
+/// Serves all gRPC services on `listener` until `cancel`, behind `guard` (authentication) and,
+/// when `tls` is given, over mutual TLS.
 pub async fn serve_grpc(
     listener: TcpListener,
     cluster: Cluster,
     shared: Arc<Shared>,
+    guard: Guard,
+    tls: Option<TlsMaterial>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let raft = RaftGrpc::new(cluster.node.raft.clone(), cluster.node.ident.clone());
@@ -44,7 +50,12 @@ pub async fn serve_grpc(
             let _ = s.set_nodelay(true);
         })
     });
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        server = server.tls_config(tls.server())?;
+    }
+    server
+        .layer(AuthLayer::new(guard))
         .add_service(RaftServiceServer::new(raft).max_decoding_message_size(64 << 20))
         .add_service(PeerServiceServer::new(PeerApi::new(cluster.clone(), shared.clone())))
         .add_service(ManagementServer::new(ManagementApi::new(cluster, shared)))

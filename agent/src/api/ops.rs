@@ -113,6 +113,25 @@ pub async fn switchover(
     })
 }
 
+/// `CancelSwitchover`: drops a switchover scheduled for later, before it starts.
+pub async fn cancel_switchover(api: &ManagementApi) -> Result<pb::CancelSwitchoverReply, Status> {
+    let state = api.cluster.applied().state.clone();
+    let Some(r) = state.switchover else {
+        return Err(Status::not_found("no switchover is scheduled"));
+    };
+    if r.not_before.is_none_or(|t| t.0 <= wall().0) {
+        return Err(precondition(format!(
+            "the switchover from {} has started; it completes, or is cancelled by the coordinator if it cannot",
+            r.from
+        )));
+    }
+    propose(api, Command::ClearSwitchover).await?;
+    Ok(pb::CancelSwitchoverReply {
+        from: r.from.to_string(),
+        to: r.to.map(|t| t.to_string()).unwrap_or_default(),
+    })
+}
+
 /// `Failover`: only when there is no healthy primary.
 pub async fn failover(api: &ManagementApi, req: pb::FailoverRequest) -> Result<pb::FailoverReply, Status> {
     if req.to.is_empty() {

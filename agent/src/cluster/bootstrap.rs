@@ -107,15 +107,18 @@ pub async fn form_or_join(
                 continue;
             } else if last_report.elapsed() >= Duration::from_secs(10) {
                 tracing::info!(
-                    "waiting for {} to answer before initialising the cluster (every initial member must be up)",
-                    missing.join(", ")
+                    "waiting for {} to answer before initialising the cluster (every initial member must be up): {}",
+                    missing.join(", "),
+                    unanswered(&hellos)
                 );
                 last_report = Instant::now();
             }
         } else if last_report.elapsed() >= Duration::from_secs(10) {
+            let why = unanswered(&hellos);
             tracing::info!(
-                "waiting for {} to initialise the cluster",
-                bootstrapper.as_ref().map_or("-".into(), |b| b.to_string())
+                "waiting for {} to initialise the cluster{}",
+                bootstrapper.as_ref().map_or("-".into(), |b| b.to_string()),
+                if why.is_empty() { String::new() } else { format!("; no answer from {why}") }
             );
             last_report = Instant::now();
         }
@@ -123,6 +126,25 @@ pub async fn form_or_join(
             return Ok(());
         }
     }
+}
+
+/// TLS failures as rustls words them: the other side refused our certificate (an alert), or we
+/// refused theirs.
+const TLS_REFUSALS: &[&str] =
+    &["UnknownCA", "BadCertificate", "CertificateRequired", "invalid peer certificate"];
+
+/// The members that did not answer, each with why, and what to check when it was TLS.
+fn unanswered(hellos: &[(MemberName, Result<HelloReply, String>)]) -> String {
+    let errors: Vec<(&MemberName, &String)> =
+        hellos.iter().filter_map(|(n, r)| r.as_ref().err().map(|e| (n, e))).collect();
+    let mut text = errors.iter().map(|(n, e)| format!("{n} ({e})")).collect::<Vec<_>>().join(", ");
+    if errors.iter().any(|(_, e)| TLS_REFUSALS.iter().any(|t| e.contains(t))) {
+        text.push_str(
+            ". The TLS handshake failed over a certificate: every member's tls.cert_file must be signed by the \
+             CA in every member's tls.ca_file",
+        );
+    }
+    text
 }
 
 async fn wait_or_cancelled(cancel: &CancellationToken, d: Duration) -> bool {
@@ -146,7 +168,7 @@ async fn hello_all(
                 from_member: me.to_string(),
             });
             req.set_timeout(Duration::from_secs(1));
-            let reply = client.hello(req).await.map_err(|s| s.message().to_string())?.into_inner();
+            let reply = client.hello(req).await.map_err(|s| crate::raft::status_text(&s))?.into_inner();
             if reply.member != name.as_str() {
                 return Err(format!("{addr} answered as member {:?}, not {name}: check peers", reply.member));
             }

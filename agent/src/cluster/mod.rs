@@ -113,7 +113,7 @@ impl Cluster {
     }
 
     /// A peer client for `addr`.
-    pub fn peer_client(&self, addr: &str) -> Result<PeerServiceClient<tonic::transport::Channel>, String> {
+    pub fn peer_client(&self, addr: &str) -> Result<PeerServiceClient<crate::raft::PeerChannel>, String> {
         Ok(PeerServiceClient::new(self.node.channels.get(addr)?))
     }
 
@@ -201,7 +201,7 @@ impl Cluster {
             node_id,
             node: serde_json::to_vec(node).map_err(|e| e.to_string())?,
         };
-        client.join(body).await.map(|_| ()).map_err(|s| s.message().to_string())
+        client.join(body).await.map(|_| ()).map_err(|s| crate::raft::status_text(&s))
     }
 
     /// Removes the member called `name` (leader only; others forward through the API layer).

@@ -7,6 +7,7 @@
 mod keys;
 mod keys_http;
 mod keys_postgres;
+mod keys_security;
 mod pg;
 mod source;
 mod validate;
@@ -71,6 +72,10 @@ pub struct AgentConfig {
     pub tags: Tags,
     /// HA loop interval.
     pub loop_interval: Duration,
+    /// Who may change the cluster (`auth.*`).
+    pub auth: crate::auth::AuthSettings,
+    /// Mutual TLS on the gRPC endpoint (`tls.*`).
+    pub tls: crate::auth::tls::TlsSettings,
     /// Where each key's value came from, for `check-config`.
     pub origins: Vec<(String, Origin)>,
 }
@@ -133,6 +138,8 @@ impl AgentConfig {
             secrets: None,
             tags: Tags::default(),
             loop_interval: Duration::from_millis(100),
+            auth: Default::default(),
+            tls: Default::default(),
             origins: Vec::new(),
         }
     }
@@ -183,11 +190,12 @@ impl AgentConfig {
             if s.origin == Origin::Default && def.default.is_empty() {
                 continue;
             }
-            if s.origin == Origin::Flag && s.key.ends_with(".password") {
+            if s.origin == Origin::Flag && (s.key.ends_with(".password") || s.key == "auth.token") {
                 errs.push(format!(
-                    "{}: never pass a password on the command line (it shows in ps and shell history); use the \
+                    "{}: never pass a {} on the command line (it shows in ps and shell history); use the \
                      environment variable {} or {}_file",
                     s.key,
+                    if s.key == "auth.token" { "token" } else { "password" },
                     def.env(),
                     s.key
                 ));

@@ -105,11 +105,14 @@ fn flatten(prefix: &str, v: &Value, origin: &Origin, out: &mut Vec<Setting>) -> 
 /// match no key are returned in the second list so the caller can warn about typos.
 pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> (Vec<Setting>, Vec<String>) {
     /// Variables read by other parts of pgquorum, not configuration keys.
-    const OTHER: &[&str] = &["PGQUORUM_CONFIG", "PGQUORUM_ENDPOINT", "PGQUORUM_TOKEN", "PGQUORUM_OUTPUT"];
+    const OTHER: &[&str] = &["PGQUORUM_CONFIG", "PGQUORUM_ENDPOINT", "PGQUORUM_OUTPUT"];
     let mut settings = Vec::new();
     let mut unknown = Vec::new();
     for (name, value) in vars {
-        if !name.starts_with("PGQUORUM_") || OTHER.contains(&name.as_str()) || name.ends_with("_FILE") {
+        if !name.starts_with("PGQUORUM_")
+            || OTHER.contains(&name.as_str())
+            || pgquorum_proto::auth::CTL_CREDENTIAL_VARIABLES.contains(&name.as_str())
+        {
             continue;
         }
         let found = keys::all().find_map(|d| {

@@ -154,7 +154,12 @@ fn statefulset_ordinals_expand_to_peers() {
 fn unknown_environment_variables_are_warned_about() {
     let (_, warnings) = AgentConfig::load(
         None,
-        env(&[("PGQUORUM_NAEM", "x"), ("PGQUORUM_ENDPOINT", "h:1")]),
+        env(&[
+            ("PGQUORUM_NAEM", "x"),
+            ("PGQUORUM_ENDPOINT", "h:1"),
+            ("PGQUORUM_TOKEN_FILE", "/ops/token"),
+            ("PGQUORUM_CA_FILE", "/ops/ca.pem"),
+        ]),
         &[
             "postgres.enabled=false".into(),
             "name=a".into(),
@@ -194,6 +199,66 @@ fn passwords_come_from_env_or_file_never_from_flags() {
     assert_eq!((s.superuser.as_str(), s.replication.as_str()), ("root-pw", "s3cret"));
     assert_eq!(c.pg.advertise, "127.0.0.1:5432");
     assert!(!format!("{:?}", c.pg).contains("root-pw"), "passwords never appear in debug output");
+}
+
+#[test]
+fn the_token_comes_from_env_or_a_private_file_never_from_flags() {
+    use std::os::unix::fs::PermissionsExt;
+    let base = [
+        "postgres.enabled=false".to_string(),
+        "name=a".into(),
+        "data_dir=/x".into(),
+        "grpc.listen=127.0.0.1:1".into(),
+    ];
+    let with = |extra: &[String], vars: &[(&str, &str)]| {
+        let mut flags = base.to_vec();
+        flags.extend_from_slice(extra);
+        AgentConfig::load(None, env(vars), &flags)
+    };
+    let err = with(&["auth.token=flag-token-0123456789".into()], &[]).expect_err("flag").to_string();
+    assert!(err.contains("auth.token: never pass a token on the command line"), "{err}");
+    assert!(err.contains("PGQUORUM_AUTH_TOKEN or auth.token_file"), "{err}");
+
+    let (c, _) = with(&[], &[("PGQUORUM_AUTH_TOKEN", "env-token-0123456789")]).expect("from env");
+    assert!(c.auth.tokens.accepts("env-token-0123456789") && c.auth.token.is_none());
+    assert!(!format!("{c:?}").contains("env-token"), "the token never shows in debug output");
+
+    let f = file("", "file-token-0123456789\n");
+    std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let flag = format!("auth.token_file={}", f.path().display());
+    let err = with(std::slice::from_ref(&flag), &[]).expect_err("world-readable").to_string();
+    assert!(err.contains("config: auth.token_file: ") && err.contains("readable by every user"), "{err}");
+    assert!(err.contains(&format!("chmod 600 {}", f.path().display())), "{err}");
+    std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let (c, _) = with(&[], &[("PGQUORUM_AUTH_TOKEN_FILE", &f.path().display().to_string())]).expect("file");
+    assert_eq!(c.auth.tokens.own(), Some("file-token-0123456789"));
+    let err =
+        with(&[flag], &[("PGQUORUM_AUTH_TOKEN", "env-token-0123456789")]).expect_err("both").to_string();
+    assert!(err.contains("auth.token and auth.token_file are both set; keep one of them"), "{err}");
+    let err = with(&["auth.token_file=/nonexistent/token".into()], &[]).expect_err("missing").to_string();
+    assert!(err.contains("auth.token_file: cannot read /nonexistent/token"), "{err}");
+}
+
+#[test]
+fn tls_files_go_together() {
+    let err = AgentConfig::load(
+        None,
+        env(&[]),
+        &[
+            "postgres.enabled=false".into(),
+            "name=a".into(),
+            "data_dir=/x".into(),
+            "tls.cert_file=/c.pem".into(),
+        ],
+    )
+    .expect_err("partial")
+    .to_string();
+    assert!(
+        err.contains(
+            "tls.cert_file, tls.key_file and tls.ca_file go together: set tls.key_file and tls.ca_file too"
+        ),
+        "{err}"
+    );
 }
 
 /// docs/configuration.md documents every agent key (with its environment variable and default)

@@ -56,6 +56,7 @@ pub(super) fn validate(c: &mut AgentConfig) -> Vec<String> {
     expand_statefulset(c, &mut errs);
     check_peers(c, &mut errs);
     super::keys_http::resolve(c, &mut errs);
+    super::keys_security::resolve(c, &mut errs);
     check_postgres(c, &mut errs);
     errs
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 pub use identity::{Identity, NodeFile};
 pub use log_store::{LogStore, OpenError};
-pub use network::{Channels, NetworkFactory};
+pub use network::{Channels, NetworkFactory, PeerChannel, status_text};
 pub use service::RaftGrpc;
 pub use state_machine::{Applied, StateMachine};
 pub use types::{LogId, Raft, StoredMembership, TypeConfig};

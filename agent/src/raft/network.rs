@@ -17,36 +17,56 @@ use openraft::raft::{
 };
 use openraft::{OptionalSend, RPCTypes};
 use pgquorum_core::state::MemberNode;
+use pgquorum_proto::auth::AttachToken;
 use pgquorum_proto::raft::RaftRequest;
 use pgquorum_proto::raft::raft_service_client::RaftServiceClient;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+
+use crate::auth::tls::TlsMaterial;
 
 use super::identity::Identity;
 use super::types::{Snapshot, TypeConfig, Vote};
+
+/// A channel to another agent: it carries this agent's token on every call (and, with mutual
+/// TLS, presents this agent's certificate), so peers and forwarded operator calls authenticate.
+pub type PeerChannel = InterceptedService<Channel, AttachToken>;
 
 /// Cached gRPC channels, one per peer address. Channels connect lazily and reconnect by
 /// themselves; a call on a dead peer fails fast with `Unavailable`.
 #[derive(Clone, Default)]
 pub struct Channels {
-    inner: Arc<Mutex<HashMap<String, Channel>>>,
+    inner: Arc<Mutex<HashMap<String, PeerChannel>>>,
+    token: AttachToken,
+    tls: Option<TlsMaterial>,
 }
 
 impl Channels {
+    /// Channels that send `token` and, when given, speak TLS with `tls`.
+    pub fn new(token: Option<&str>, tls: Option<TlsMaterial>) -> Result<Channels, String> {
+        Ok(Channels { inner: Default::default(), token: AttachToken::new(token)?, tls })
+    }
+
     /// The channel for `addr` (host:port), created on first use.
-    pub fn get(&self, addr: &str) -> Result<Channel, String> {
+    pub fn get(&self, addr: &str) -> Result<PeerChannel, String> {
         let mut map = self.inner.lock().expect("channel cache lock is never poisoned");
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| format!("invalid peer address {addr:?}: {e}"))?
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5));
-        let ch = endpoint.connect_lazy();
+        if let Some(tls) = &self.tls {
+            endpoint =
+                endpoint.tls_config(tls.client()).map_err(|e| format!("TLS settings for {addr}: {e}"))?;
+        }
+        let ch = InterceptedService::new(endpoint.connect_lazy(), self.token.clone());
         map.insert(addr.to_string(), ch.clone());
         Ok(ch)
     }
@@ -69,7 +89,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
 /// Raft RPCs to one peer.
 pub struct PeerRaft {
-    channel: Result<Channel, String>,
+    channel: Result<PeerChannel, String>,
     target: u64,
     ident: Identity,
 }
@@ -91,7 +111,7 @@ impl PeerRaft {
         action: RPCTypes,
         req: &Req,
         ttl: Duration,
-        send: impl FnOnce(RaftServiceClient<Channel>, tonic::Request<RaftRequest>) -> CallFuture,
+        send: impl FnOnce(RaftServiceClient<PeerChannel>, tonic::Request<RaftRequest>) -> CallFuture,
     ) -> Result<Resp, RPCError<TypeConfig>>
     where
         Req: Serialize,
@@ -124,12 +144,28 @@ impl PeerRaft {
     }
 }
 
+/// A failed call's message with its causes. tonic says only "transport error" when, say, a peer
+/// refused this agent's certificate; the reason is in the source chain.
+pub fn status_text(status: &tonic::Status) -> String {
+    let mut out = status.message().to_string();
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = e.source();
+    }
+    out
+}
+
 fn io_err(msg: String) -> std::io::Error {
     std::io::Error::other(msg)
 }
 
 fn map_status(status: tonic::Status) -> RPCError<TypeConfig> {
-    let err = io_err(format!("{}: {}", status.code(), status.message()));
+    let err = io_err(format!("{}: {}", status.code(), status_text(&status)));
     match status.code() {
         tonic::Code::Unavailable | tonic::Code::FailedPrecondition => {
             RPCError::Unreachable(Unreachable::new(&err))

@@ -57,10 +57,7 @@ fn diff(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-async fn edit(
-    c: &mut pgquorum_proto::management::management_client::ManagementClient<tonic::transport::Channel>,
-    yes: bool,
-) -> Result<(), Failure> {
+async fn edit(c: &mut client::Client, yes: bool) -> Result<(), Failure> {
     let r = c.get_config(GetConfigRequest {}).await.map_err(client::failure)?.into_inner();
     let old: serde_json::Value =
         serde_json::from_str(&r.config_json).map_err(|e| Failure::failed(e.to_string()))?;

@@ -46,9 +46,7 @@ fn targets(d: &StatusDoc, asked: &[String]) -> Result<Vec<String>, Failure> {
     Ok(out)
 }
 
-async fn status(
-    c: &mut pgquorum_proto::management::management_client::ManagementClient<tonic::transport::Channel>,
-) -> Result<StatusDoc, Failure> {
+async fn status(c: &mut client::Client) -> Result<StatusDoc, Failure> {
     let r = c
         .status(pgquorum_proto::management::StatusRequest { local_only: false })
         .await

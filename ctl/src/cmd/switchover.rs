@@ -1,8 +1,9 @@
-//! `pgquorumctl switchover [--to MEMBER] [--at TIME]`: a planned hand-over of the primary role.
+//! `pgquorumctl switchover [--to MEMBER] [--at TIME]`: a planned hand-over of the primary role;
+//! `switchover --cancel` drops one scheduled for later.
 
 use std::time::{Duration, Instant};
 
-use pgquorum_proto::management::SwitchoverRequest;
+use pgquorum_proto::management::{CancelSwitchoverRequest, SwitchoverRequest};
 
 use super::wait;
 use crate::{Failure, Output, client, time};
@@ -16,6 +17,9 @@ pub struct Args {
     /// When: an RFC 3339 time (2026-11-21T15:00:00Z) or from now (+10m, +30s).
     #[arg(long)]
     pub at: Option<String>,
+    /// Cancel a switchover scheduled with --at that has not started.
+    #[arg(long, conflicts_with_all = ["to", "at", "no_wait"])]
+    pub cancel: bool,
     /// Return once the switchover is requested instead of waiting for it.
     #[arg(long)]
     pub no_wait: bool,
@@ -48,6 +52,18 @@ pub(crate) fn parse_at(s: &str, now_ms: u64) -> Result<u64, String> {
 /// Runs `switchover`.
 pub async fn run(endpoint: &str, output: Output, args: Args) -> Result<(), Failure> {
     let mut c = client::connect(endpoint).await?;
+    if args.cancel {
+        let r = c.cancel_switchover(CancelSwitchoverRequest {}).await.map_err(client::failure)?.into_inner();
+        let to = if r.to.is_empty() { "the best replica".to_string() } else { r.to.clone() };
+        print(
+            output,
+            &format!("scheduled switchover from {} to {to} cancelled", r.from),
+            &r.from,
+            None,
+            None,
+        );
+        return Ok(());
+    }
     let now = time::now_ms();
     let at_ms = match &args.at {
         Some(a) => parse_at(a, now).map_err(Failure::usage)?,

@@ -3,8 +3,6 @@
 use std::time::{Duration, Instant};
 
 use pgquorum_proto::management::StatusRequest;
-use pgquorum_proto::management::management_client::ManagementClient;
-use tonic::transport::Channel;
 
 use super::status::{StatusDoc, doc};
 use crate::progress::Progress;
@@ -12,7 +10,7 @@ use crate::{Failure, client};
 
 /// Polls status until `done` returns `Some`, `Err` stops early; fails after `timeout`.
 pub async fn until<T>(
-    c: &mut ManagementClient<Channel>,
+    c: &mut client::Client,
     timeout: Duration,
     what: &str,
     mut done: impl FnMut(&StatusDoc) -> Result<Option<T>, String>,

@@ -2,20 +2,26 @@
 //! `/read-only`, `/sync`, `/health`, `/liveness`, `/readiness`, ...), the JSON documents
 //! `/patroni`, `/cluster`, `/history`, `/config`, and Prometheus `/metrics`, on one listener.
 //!
+//! The Patroni-compatible calls that change something (`POST /switchover`, ...) are in `mutate`,
+//! behind credentials; everything else here is open and read-only.
+//!
 //! Owns routing and response shapes. Every answer is built from memory (`View`: the applied
 //! cluster state and the last reports), never with SQL; the 200/503 rule of each health check is
-//! the pure `health::check`. Must not change anything.
+//! the pure `health::check`. Must not change anything outside `mutate`.
 
 mod documents;
 pub mod health;
 mod metrics;
+mod mutate;
+mod schedule;
 mod view;
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt;
 use serde_json::{Value, json};
@@ -24,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use view::{View, api_url};
 
+use crate::auth::Guard;
 use crate::cluster::Cluster;
 use crate::ha::Shared;
 
@@ -31,16 +38,19 @@ use crate::ha::Shared;
 struct App {
     cluster: Cluster,
     shared: Arc<Shared>,
+    guard: Arc<Guard>,
 }
 
-/// Serves the HTTP endpoint on `listener` until `cancel`.
+/// Serves the HTTP endpoint on `listener` until `cancel`; calls that change something need
+/// what `guard` accepts.
 pub async fn serve_http(
     listener: TcpListener,
     cluster: Cluster,
     shared: Arc<Shared>,
+    guard: Guard,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let app = Router::new().fallback(handle).with_state(App { cluster, shared });
+    let app = Router::new().fallback(handle).with_state(App { cluster, shared, guard: Arc::new(guard) });
     // Health checks are one small request and answer per connection: without TCP_NODELAY an
     // answer may wait for the client's delayed ACK.
     let listener = listener.tap_io(|s| {
@@ -56,12 +66,27 @@ enum Body {
     Text(&'static str, String),
 }
 
-async fn handle(State(app): State<App>, method: Method, uri: Uri) -> Response {
+async fn handle(
+    State(app): State<App>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let status_only = match method {
         Method::GET => false,
         Method::HEAD | Method::OPTIONS => true,
         _ => {
-            let body = json!({ "error": format!("{method} is not supported: use GET, HEAD or OPTIONS") });
+            let path = match uri.path() {
+                "/" => "/",
+                p => p.trim_end_matches('/'),
+            };
+            if mutate::PATHS.contains(&path) {
+                return mutate::handle(&app, &method, path, &headers, &body).await;
+            }
+            let body = json!({
+                "error": format!("{method} {path} is not supported: use GET, HEAD or OPTIONS (see docs/http.md)")
+            });
             return respond(StatusCode::NOT_IMPLEMENTED, Body::Json(body), false);
         }
     };

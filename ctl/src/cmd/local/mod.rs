@@ -1,6 +1,7 @@
 //! `pgquorumctl local up | status | down | kill | start`: a whole cluster on this machine, for
 //! trying pgquorum out and for drills. Everything lives under one directory (default
-//! ./pgquorum-local): configurations, data, logs, passwords and the record `local.json`.
+//! ./pgquorum-local): configurations, data, logs, passwords, the cluster's token and the record
+//! `local.json`.
 //! No S3, no Kubernetes; loopback addresses only.
 //!
 //! One file per subcommand; the helpers are `state` (the record and port layout), `prereq`
@@ -123,9 +124,14 @@ fn launcher_for(st: &LocalState, agent: &Path) -> Result<spawn::Launcher, Failur
 /// How to connect, printed after `up`.
 fn connect_text(st: &LocalState) -> String {
     let dir = shell_quote(&st.dir.display().to_string());
+    let token = match &st.token_file {
+        // Changes (switchover, pause, config set) need the token; reading does not.
+        Some(t) => format!("  export PGQUORUM_TOKEN_FILE={}\n", shell_quote(&t.display().to_string())),
+        None => String::new(),
+    };
     format!(
         "Connect with psql (libpq tries every member and keeps the primary):\n  {}\n\n\
-         Manage the cluster:\n  export PGQUORUM_ENDPOINT={}\n  pgquorumctl status\n  \
+         Manage the cluster:\n  export PGQUORUM_ENDPOINT={}\n{token}  pgquorumctl status\n  \
          pgquorumctl local status --dir {dir}\n  pgquorumctl local down --dir {dir}\n",
         st.psql_command(),
         st.endpoint()
@@ -149,6 +155,7 @@ fn connect_json(
         "psql": st.psql_command(),
         "endpoint": st.endpoint(),
         "pgpass": st.pgpass,
+        "token_file": st.token_file,
     })
 }
 

@@ -1,5 +1,5 @@
-//! Creating a local cluster's files under DIR: random passwords (0600, read by the agents),
-//! one TOML configuration per member, the invoking user's libpq password file, and, when the
+//! Creating a local cluster's files under DIR: random passwords and the cluster's token (0600,
+//! read by the agents), one TOML configuration per member, the invoking user's libpq password file, and, when the
 //! agents run as another user, a link to the agent binary they can reach.
 //!
 //! Owns file contents and modes; must not start processes. Nothing is written outside DIR.
@@ -100,6 +100,9 @@ pub fn config_text(st: &LocalState, m: &MemberState, layout: &Layout) -> String 
         ),
         format!("bootstrap.durability = {}", toml_str(&st.durability)),
     ];
+    if let Some(token) = &st.token_file {
+        lines.push(format!("auth.token_file = {}", toml_str(&token.display().to_string())));
+    }
     if let Some(http) = m.ports.http {
         lines.push(format!("http.listen = {}", toml_str(&format!("127.0.0.1:{http}"))));
     }
@@ -113,6 +116,10 @@ pub fn create(st: &LocalState, layout: &Layout, owner: Option<&RunAs>) -> Result
     let replication = random_password()?;
     write_file(&layout.secrets().join("superuser.password"), &format!("{superuser}\n"), 0o600, owner)?;
     write_file(&layout.secrets().join("replication.password"), &format!("{replication}\n"), 0o600, owner)?;
+    if let Some(token) = &st.token_file {
+        // Changes through pgquorumctl and HTTP need it, even on loopback (docs/security.md).
+        write_file(token, &format!("{}\n", random_password()?), 0o600, owner)?;
+    }
     // The invoking user's password file: it runs psql, so it keeps ownership.
     write_file(&st.pgpass, &format!("127.0.0.1:*:*:postgres:{superuser}\n"), 0o600, None)?;
     for m in &st.members {
@@ -177,6 +184,7 @@ mod tests {
             durability: "protection".into(),
             run_as: None,
             pgpass: layout.pgpass(),
+            token_file: None,
             members: (0..3)
                 .map(|i| layout.member(&format!("m{}", i + 1), Ports::for_member(15432, i, false)))
                 .collect(),
@@ -191,10 +199,12 @@ mod tests {
         assert!(text.contains(r#"data_dir = "/tmp/x/m2""#), "{text}");
         assert!(text.contains(r#"postgres.superuser.password_file = "/tmp/x/secrets/superuser.password""#));
         assert!(text.contains(r#"bootstrap.durability = "protection""#), "{text}");
-        assert!(!text.contains("http.listen"), "{text}");
+        assert!(!text.contains("http.listen") && !text.contains("auth."), "{text}");
         st.members[1].ports = Ports::for_member(15432, 1, true);
+        st.token_file = Some(layout.token());
         let text = config_text(&st, &st.members[1], &layout);
         assert!(text.contains(r#"http.listen = "127.0.0.1:15633""#), "{text}");
+        assert!(text.contains(r#"auth.token_file = "/tmp/x/secrets/token""#), "{text}");
     }
 
     #[test]

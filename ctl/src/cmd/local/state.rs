@@ -38,6 +38,10 @@ pub struct LocalState {
     pub run_as: Option<String>,
     /// libpq password file for the invoking user.
     pub pgpass: PathBuf,
+    /// The cluster's token (0600): the agents' `auth.token_file`, and what pgquorumctl sends
+    /// through `PGQUORUM_TOKEN_FILE`. `None` for a cluster made before tokens existed.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
     /// Members in order.
     pub members: Vec<MemberState>,
 }
@@ -120,9 +124,13 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// `DIR/secrets`: password files the agents read (0700).
+    /// `DIR/secrets`: password and token files the agents read (0700).
     pub fn secrets(&self) -> PathBuf {
         self.dir.join("secrets")
+    }
+    /// `DIR/secrets/token`: the cluster's token.
+    pub fn token(&self) -> PathBuf {
+        self.secrets().join("token")
     }
     /// `DIR/bin`: where the agent binary is linked when the agents run as another user.
     pub fn bin(&self) -> PathBuf {

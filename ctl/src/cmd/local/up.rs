@@ -68,7 +68,10 @@ pub async fn run(output: Output, args: Args) -> Result<(), Failure> {
     }
     let (st, fresh) = match LocalState::load(&dir)? {
         Some(st) => (existing(st, &args)?, false),
-        None => (create(&dir, &args, keys.iter().any(|k| k == "http.listen"), run_as.as_ref())?, true),
+        None => {
+            let has = |key: &str| keys.iter().any(|k| k == key);
+            (create(&dir, &args, has("http.listen"), has("auth.token_file"), run_as.as_ref())?, true)
+        }
     };
     let progress = Progress::start("local up");
     let mut st = st;
@@ -156,11 +159,13 @@ fn existing(st: LocalState, args: &Args) -> Result<LocalState, Failure> {
     Ok(st)
 }
 
-/// Lays out and writes a new cluster under `dir`.
+/// Lays out and writes a new cluster under `dir`; `http` and `token` say whether the agent
+/// binary has the `http.listen` and `auth.token_file` keys.
 fn create(
     dir: &std::path::Path,
     args: &Args,
     http: bool,
+    token: bool,
     run_as: Option<&RunAs>,
 ) -> Result<LocalState, Failure> {
     let members = args.members.unwrap_or(3);
@@ -182,6 +187,7 @@ fn create(
         durability: args.durability.unwrap_or(Durability::Availability).name(),
         run_as: run_as.map(|u| u.name.clone()),
         pgpass: layout.pgpass(),
+        token_file: token.then(|| layout.token()),
         members: (0..members)
             .map(|i| layout.member(&format!("m{}", i + 1), Ports::for_member(base, i, http)))
             .collect(),
