@@ -84,34 +84,8 @@ fn config_json(c: &DynamicConfig) -> String {
 }
 
 fn diff(old: &DynamicConfig, new: &DynamicConfig) -> Vec<String> {
-    let flat = |c: &DynamicConfig| -> Vec<(String, String)> {
-        let v = serde_json::to_value(c).expect("configuration always serialises");
-        let mut out = Vec::new();
-        if let serde_json::Value::Object(map) = v {
-            for (k, v) in map {
-                match v {
-                    serde_json::Value::Object(inner) => {
-                        out.extend(inner.into_iter().map(|(ik, iv)| (format!("{k}.{ik}"), iv.to_string())))
-                    }
-                    other => out.push((k, other.to_string())),
-                }
-            }
-        }
-        out
-    };
-    let (a, b) = (flat(old), flat(new));
-    let mut keys: Vec<&String> = a.iter().chain(b.iter()).map(|(k, _)| k).collect();
-    keys.sort();
-    keys.dedup();
-    let get = |l: &[(String, String)], k: &str| l.iter().find(|(x, _)| x == k).map(|(_, v)| v.clone());
-    keys.into_iter()
-        .filter_map(|k| {
-            let (o, n) = (get(&a, k), get(&b, k));
-            (o != n).then(|| {
-                format!("{k}: {} -> {}", o.unwrap_or("(unset)".into()), n.unwrap_or("(unset)".into()))
-            })
-        })
-        .collect()
+    let json = |c| serde_json::to_value(c).expect("configuration always serialises");
+    pgquorum_core::state::json_diff(&json(old), &json(new))
 }
 
 #[tonic::async_trait]

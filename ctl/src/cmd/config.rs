@@ -27,36 +27,6 @@ pub enum Args {
     },
 }
 
-fn flatten(v: &serde_json::Value, prefix: &str, out: &mut Vec<(String, String)>) {
-    match v {
-        serde_json::Value::Object(m) => {
-            for (k, v) in m {
-                flatten(v, &if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, out);
-            }
-        }
-        other => out.push((prefix.to_string(), other.to_string())),
-    }
-}
-
-/// Lines `key: old -> new` for every key that differs.
-fn diff(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    flatten(old, "", &mut a);
-    flatten(new, "", &mut b);
-    let mut keys: Vec<&String> = a.iter().chain(b.iter()).map(|(k, _)| k).collect();
-    keys.sort();
-    keys.dedup();
-    let get = |l: &[(String, String)], k: &str| l.iter().find(|(x, _)| x == k).map(|(_, v)| v.clone());
-    keys.into_iter()
-        .filter_map(|k| {
-            let (o, n) = (get(&a, k), get(&b, k));
-            (o != n).then(|| {
-                format!("{k}: {} -> {}", o.unwrap_or("(unset)".into()), n.unwrap_or("(unset)".into()))
-            })
-        })
-        .collect()
-}
-
 async fn edit(c: &mut client::Client, yes: bool) -> Result<(), Failure> {
     let r = c.get_config(GetConfigRequest {}).await.map_err(client::failure)?.into_inner();
     let old: serde_json::Value =
@@ -81,7 +51,7 @@ async fn edit(c: &mut client::Client, yes: bool) -> Result<(), Failure> {
     let new: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
         Failure::usage(format!("the edited configuration is not valid JSON ({e}); nothing changed; {kept}"))
     })?;
-    let changes = diff(&old, &new);
+    let changes = pgquorum_core::state::json_diff(&old, &new);
     if changes.is_empty() {
         let _ = std::fs::remove_file(&path);
         println!("no change");

@@ -8,6 +8,7 @@
 mod apply;
 mod command;
 mod config;
+mod config_diff;
 mod sync;
 
 use std::fmt;
@@ -18,6 +19,7 @@ pub use command::{
     Command, CommandError, CommandOk, CommandResult, FailoverRequest, GrantReason, SwitchoverRequest,
 };
 pub use config::{DurabilityMode, DynamicConfig, parse_bytes};
+pub use config_diff::json_diff;
 pub use sync::SyncSet;
 
 use crate::{Epoch, Lsn, MemberName, SystemId, Timeline, UnixMillis};
