@@ -218,20 +218,11 @@ impl Ha {
                     Ok(None)
                 });
             }
-            Action::RestartPostgres => {
-                self.shared.restart_requested.store(false, std::sync::atomic::Ordering::SeqCst);
-                tracing::info!("restarting Postgres as asked");
-                let pm = self.local.postmaster.take().ok_or("Postgres is not running")?;
-                let data = self.pg().data.clone();
-                self.local.data_stale = true;
-                self.local.status = None;
-                self.sql().reset();
-                self.spawn_task(Task::Restart, async move {
-                    pm.stop(&data, Duration::from_secs(30)).await;
-                    Ok(None)
-                });
-            }
-            Action::Stop => {
+            Action::RestartPostgres | Action::Stop => {
+                if matches!(action, Action::RestartPostgres) {
+                    self.shared.restart_requested.store(false, std::sync::atomic::Ordering::SeqCst);
+                    tracing::info!("restarting Postgres as asked");
+                }
                 let pm = self.local.postmaster.take().ok_or("Postgres is not running")?;
                 let data = self.pg().data.clone();
                 self.local.data_stale = true;
