@@ -34,10 +34,14 @@ fn granted(obs: &Observation) -> Option<Epoch> {
     obs.cluster.primary.as_ref().filter(|p| p.member == obs.me).map(|p| p.epoch)
 }
 
+/// The fence lead of a lease: a tenth of the ttl it was confirmed with (its own, not today's).
+fn lead_of(l: &pgquorum_core::ha::observation::Lease) -> std::time::Duration {
+    fence_lead(l.deadline.saturating_sub(l.renewed_at))
+}
+
 /// The lease for the current grant, with more than the fence lead left.
 fn holds(obs: &Observation) -> bool {
-    let lead = fence_lead(obs.cluster.config.ttl);
-    matches!((obs.local.lease, granted(obs)), (Some(l), Some(e)) if l.epoch == e && obs.now + lead < l.deadline)
+    matches!((obs.local.lease, granted(obs)), (Some(l), Some(e)) if l.epoch == e && obs.now + lead_of(&l) < l.deadline)
 }
 
 fn all_actions(p: &Plan) -> impl Iterator<Item = &Action> {
@@ -122,9 +126,8 @@ proptest! {
     #[test]
     fn lease_inside_the_fence_lead_is_fenced_and_dropped_and_nothing_else((obs, cfg) in prop_gen::observation()) {
         let plan = decide(&obs, &cfg);
-        let lead = fence_lead(obs.cluster.config.ttl);
         let expiring = obs.local.postgres != Postgres::Disabled
-            && matches!((obs.local.lease, granted(&obs)), (Some(l), Some(e)) if l.epoch == e && obs.now + lead >= l.deadline);
+            && matches!((obs.local.lease, granted(&obs)), (Some(l), Some(e)) if l.epoch == e && obs.now + lead_of(&l) >= l.deadline);
         if expiring {
             prop_assert_eq!(&plan.member.actions, &vec![Action::Fence, Action::DropLease]);
         }

@@ -44,6 +44,14 @@ impl ManagementApi {
         Ok(ManagementClient::new(ch))
     }
 
+    /// Each member's `raft.election_timeout_max`, from its last report (this agent's own
+    /// included; `None` for a member never heard from).
+    fn member_timing(&self) -> Vec<(pgquorum_core::MemberName, Option<Duration>)> {
+        let members = self.cluster.membership().nodes.into_values().map(|n| n.name);
+        let reports = self.shared.reports.for_members(members);
+        reports.into_iter().map(|(m, seen)| (m, seen.and_then(|s| s.report.election_timeout_max))).collect()
+    }
+
     /// A client for the leader's management API, unless this agent is the leader.
     fn leader_client(&self) -> Result<Option<ManagementClient<PeerChannel>>, Status> {
         match self.cluster.leader() {
@@ -161,6 +169,7 @@ impl Management for ManagementApi {
                 new.set(k.trim(), v.trim()).map_err(Status::invalid_argument)?;
             }
             new.validate().map_err(|e| Status::invalid_argument(e.join("; ")))?;
+            new.validate_timing(old.ttl, &self.member_timing()).map_err(Status::invalid_argument)?;
             let changes = diff(&old, &new);
             let cmd = Command::SetConfig { expected_version: Some(version), config: new.clone() };
             let (result, _) = self.cluster.propose(cmd).await.map_err(propose_status)?;

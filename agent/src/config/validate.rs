@@ -35,7 +35,7 @@ pub(super) fn validate(c: &mut AgentConfig) -> Vec<String> {
     if r.snapshot_every < 10 {
         errs.push(format!("raft.snapshot_every ({}) must be at least 10", r.snapshot_every));
     }
-    let min_ttl = r.election_timeout_max * 3;
+    let min_ttl = pgquorum_core::state::min_ttl_for(r.election_timeout_max);
     if c.bootstrap.ttl < min_ttl {
         errs.push(format!(
             "bootstrap.ttl ({}) must be at least 3 × raft.election_timeout_max ({}), so a Raft election \

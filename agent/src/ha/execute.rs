@@ -8,7 +8,6 @@ use pgquorum_core::MemberName;
 use pgquorum_core::ha::config::fence_lead;
 use pgquorum_core::ha::observation::{Observation, Task};
 use pgquorum_core::ha::plan::Action;
-use pgquorum_proto::peer::RenewLeaseRequest;
 
 use super::Ha;
 use super::pg::split_addr;
@@ -26,9 +25,7 @@ impl Ha {
     fn lease_ok(&self, obs: &Observation) -> bool {
         let now = self.shared.now();
         let granted = obs.cluster.primary.as_ref().filter(|p| p.member == obs.me).map(|p| p.epoch);
-        self.local.lease.is_some_and(|l| {
-            Some(l.epoch) == granted && now + fence_lead(obs.cluster.config.ttl) < l.deadline
-        })
+        self.local.lease.is_some_and(|l| Some(l.epoch) == granted && now < l.fence_at())
     }
 
     /// Writes the configuration for the current role; reloads a running server if it changed.
@@ -266,7 +263,15 @@ impl Ha {
             self.local.fenced_epoch = Some(p.epoch);
         }
         if let Some(pm) = self.local.postmaster.take() {
-            tracing::warn!(epoch = %obs.cluster.epoch, "fencing: killing Postgres (no valid lease)");
+            // How far before the deadline: the agent's fence must come before the guard's.
+            let left = self.local.lease.map(|l| l.deadline.saturating_sub(self.shared.now()));
+            tracing::warn!(epoch = %obs.cluster.epoch, lease_left = ?left, "fencing: the agent kills Postgres (no valid lease)");
+            // Kill first, then disarm the guard (it has nothing left to do), then reap: the
+            // guard must not fire at the dying instance while the postmaster is reaped.
+            crate::fence::kill::kill_instance(&self.pg().data, Some(pm.pid));
+            if let Some(g) = self.guard.as_mut() {
+                let _ = g.disarm().await;
+            }
             pm.kill(&self.pg().data).await;
         } else {
             crate::fence::kill::kill_instance(&self.pg().data, None);
@@ -283,31 +288,11 @@ impl Ha {
         let sent = self.shared.now();
         self.local.last_renewal_sent = Some(sent);
         let (cluster, shared, me) = (self.cluster.clone(), self.shared.clone(), obs.me.clone());
-        let timeout = (obs.cluster.config.ttl / 3).max(Duration::from_millis(100));
+        let ttl = obs.cluster.config.ttl;
+        let budget = (ttl / 3).max(Duration::from_millis(100));
         let handle = tokio::spawn(async move {
-            let call = async {
-                match cluster.leader() {
-                    Some((id, _)) if id == cluster.node.ident.node_id => {
-                        shared.coord.confirm(&cluster, &me, epoch, || shared.now()).await
-                    }
-                    Some((_, node)) => {
-                        let mut client = cluster.peer_client(&node.grpc)?;
-                        let req = RenewLeaseRequest {
-                            cluster_name: cluster.node.ident.cluster_name.to_string(),
-                            member: me.to_string(),
-                            epoch: epoch.0,
-                        };
-                        let reply = client.renew_lease(req).await.map_err(|s| s.message().to_string())?;
-                        Ok(Duration::from_millis(reply.get_ref().ttl_ms))
-                    }
-                    None => Err("no Raft leader known".to_string()),
-                }
-            };
-            let res = match tokio::time::timeout(timeout, call).await {
-                Ok(Ok(ttl)) => Ok((epoch, ttl)),
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err(format!("no answer within {timeout:?}")),
-            };
+            let every = super::renew::attempt_every(ttl);
+            let res = super::renew::renew(cluster, shared.clone(), me, epoch, every, budget).await;
             shared.wake.notify_one();
             res
         });
@@ -316,9 +301,12 @@ impl Ha {
 
     /// Keeps the guard armed while this member holds a lease and runs Postgres.
     pub(super) async fn arm_guard(&mut self, obs: &Observation) {
-        let lead = fence_lead(obs.cluster.config.ttl);
+        // Half the lease's own fence lead before its deadline: after the agent's fence point.
         let fire = match (&self.local.lease, &self.local.postmaster) {
-            (Some(l), Some(pm)) => Some((pm.pid, self.shared.start + l.deadline.saturating_sub(lead / 2))),
+            (Some(l), Some(pm)) => {
+                let lead = fence_lead(l.ttl());
+                Some((pm.pid, self.shared.start + l.deadline.saturating_sub(lead / 2)))
+            }
             _ => None,
         };
         let Some(guard) = self.guard.as_mut() else { return };

@@ -2,6 +2,7 @@
 
 use pgquorum_core::ha::observation::{Observation, Report};
 use pgquorum_core::ha::plan::Action;
+use pgquorum_core::ha::rules::lease::coordinator_ttl;
 use pgquorum_proto::peer::StopStreamingRequest;
 
 use super::Ha;
@@ -12,8 +13,8 @@ impl Ha {
         let now = self.shared.now();
         match action {
             Action::Expire { epoch } => {
-                let cfg = &obs.cluster.config;
-                if !self.shared.coord.try_expire(*epoch, cfg.ttl, cfg.lease_margin, now) {
+                let (ttl, margin) = (coordinator_ttl(&obs.cluster), obs.cluster.config.lease_margin);
+                if !self.shared.coord.try_expire(*epoch, ttl, margin, now) {
                     return Err(format!("epoch {epoch} was renewed meanwhile"));
                 }
                 let who = obs.cluster.primary.as_ref().map_or("-".to_string(), |p| p.member.to_string());

@@ -14,8 +14,8 @@ use crate::postgres::sql::Status;
 /// What a finished long task hands back.
 pub type TaskResult = Result<Option<Postmaster>, String>;
 
-/// A renewal in flight: it answers the epoch and the ttl confirmed.
-pub type Renewal = JoinHandle<Result<(Epoch, Duration), String>>;
+/// A renewal in flight: it answers the epoch, the ttl confirmed and the send time it counts from.
+pub type Renewal = JoinHandle<Result<super::renew::Confirmed, String>>;
 
 /// Mutable state of the local member.
 pub struct LocalState {

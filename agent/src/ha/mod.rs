@@ -12,6 +12,7 @@ mod local;
 pub(crate) mod observe;
 pub mod peers;
 mod pg;
+mod renew;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -121,6 +122,14 @@ impl Shared {
     }
 }
 
+/// Sleeps until `at`, or forever when `None`.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The data directory holds another cluster's Postgres: an operator must act.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -189,9 +198,12 @@ impl Ha {
             self.tick().await?;
             // Tick at least every loop interval, and at once when the replicated state changes
             // or a renewal, task or peer request finished.
+            // And at the fence point of the lease held, so fencing never waits for a tick.
+            let fence_at = self.fence_point().filter(|at| *at > Instant::now());
             tokio::select! {
                 _ = cancel.cancelled() => {}
                 _ = tokio::time::sleep(every) => {}
+                _ = sleep_until_some(fence_at) => {}
                 _ = self.shared.wake.notified() => {}
                 _ = applied.changed() => {}
             }
@@ -201,12 +213,20 @@ impl Ha {
     }
 
     async fn tick(&mut self) -> anyhow::Result<()> {
-        let now = self.shared.now();
-        self.reap(now).await;
-        self.refresh_postgres().await;
+        self.reap(self.shared.now()).await;
+        // The status query may be slow (up to its timeout): give up on it at the fence point.
+        let fence_at = self.fence_point();
+        tokio::select! {
+            _ = self.refresh_postgres() => {}
+            _ = sleep_until_some(fence_at) => {
+                tracing::debug!("status query abandoned at the fence point");
+            }
+        }
         if let Some(msg) = self.foreign_data() {
             return Err(ForeignData(msg).into());
         }
+        // The clock is read at decision time, after the status query.
+        let now = self.shared.now();
         let obs = self.observe(now);
         let plan = decide(&obs, &self.hacfg);
         self.log_plan(&plan);
@@ -290,6 +310,11 @@ impl Ha {
                 }
             }
         }));
+    }
+
+    /// When this member must fence itself if no renewal lands first (`None`: no lease held).
+    fn fence_point(&self) -> Option<Instant> {
+        self.local.lease.map(|l| self.shared.start + l.fence_at())
     }
 
     fn pg(&self) -> &Arc<PgCtx> {

@@ -34,8 +34,10 @@ impl Ha {
                 .filter(|p| p.member == self.cfg.name)
                 .map(|p| p.epoch);
             match handle.await {
-                Ok(Ok((epoch, ttl))) if Some(epoch) == granted && self.local.fenced_epoch != Some(epoch) => {
-                    self.local.lease = Some(Lease { epoch, renewed_at: sent, deadline: sent + ttl });
+                Ok(Ok(c)) if Some(c.epoch) == granted && self.local.fenced_epoch != Some(c.epoch) => {
+                    // Counted from the confirmed attempt's send time (never before the first).
+                    let at = c.sent.max(sent);
+                    self.local.lease = Some(Lease { epoch: c.epoch, renewed_at: at, deadline: at + c.ttl });
                 }
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
@@ -218,6 +220,7 @@ impl Ha {
             timeline_history: history,
             sync_applied_at: self.local.sync_applied_at.clone(),
             at: wall(),
+            election_timeout_max: Some(self.cfg.raft.election_timeout_max),
         };
         self.shared.reports.put(report.clone(), now);
         *self.shared.report.lock().expect("report lock is never poisoned") = Some(report.clone());

@@ -55,6 +55,22 @@ impl Channels {
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
         }
+        let ch = self.connect(addr)?;
+        map.insert(addr.to_string(), ch.clone());
+        Ok(ch)
+    }
+
+    /// A new channel for `addr` (a new connection), which also replaces the cached one: a call
+    /// retried after a network cut must not queue behind a request stuck in TCP retransmission
+    /// on the old connection.
+    pub fn reconnect(&self, addr: &str) -> Result<PeerChannel, String> {
+        let ch = self.connect(addr)?;
+        let mut map = self.inner.lock().expect("channel cache lock is never poisoned");
+        map.insert(addr.to_string(), ch.clone());
+        Ok(ch)
+    }
+
+    fn connect(&self, addr: &str) -> Result<PeerChannel, String> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| format!("invalid peer address {addr:?}: {e}"))?
@@ -66,9 +82,7 @@ impl Channels {
             endpoint =
                 endpoint.tls_config(tls.client()).map_err(|e| format!("TLS settings for {addr}: {e}"))?;
         }
-        let ch = InterceptedService::new(endpoint.connect_lazy(), self.token.clone());
-        map.insert(addr.to_string(), ch.clone());
-        Ok(ch)
+        Ok(InterceptedService::new(endpoint.connect_lazy(), self.token.clone()))
     }
 }
 

@@ -244,6 +244,10 @@ pub struct Report {
     pub sync_applied_at: Option<(SyncSet, Lsn)>,
     /// Wall clock of the reporter (display only).
     pub at: UnixMillis,
+    /// The reporter's `raft.election_timeout_max`: a dynamic ttl must outlast a Raft election
+    /// on every member (`None`: an agent that does not say).
+    #[serde(default)]
+    pub election_timeout_max: Option<Duration>,
 }
 
 /// A member's last report as the coordinator holds it.

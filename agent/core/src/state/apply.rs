@@ -43,8 +43,14 @@ pub(super) fn apply(s: &mut ClusterState, cmd: Command) -> CommandResult {
             let previous =
                 s.primary.take().map(|p| p.member).or_else(|| s.history.last().map(|h| h.member.clone()));
             s.epoch = epoch;
-            s.primary =
-                Some(PrimaryGrant { member: member.clone(), epoch, since: at, expired: false, floor });
+            s.primary = Some(PrimaryGrant {
+                member: member.clone(),
+                epoch,
+                since: at,
+                expired: false,
+                floor,
+                longest_ttl_ms: None,
+            });
             s.sync = SyncState { recorded: sync.clone(), target: sync };
             s.switchover = None;
             s.failover = None;
@@ -97,6 +103,14 @@ pub(super) fn apply(s: &mut ClusterState, cmd: Command) -> CommandResult {
                 return Err(CommandError::ConfigVersionMismatch { expected, actual: s.config_version });
             }
             config.validate().map_err(|e| CommandError::Invalid(e.join("; ")))?;
+            // A lowered ttl: leases already confirmed under the old one may still run.
+            let old_ttl = s.config.ttl;
+            if let Some(p) = s.primary.as_mut()
+                && old_ttl > config.ttl
+            {
+                let old_ms = u64::try_from(old_ttl.as_millis()).unwrap_or(u64::MAX);
+                p.longest_ttl_ms = Some(p.longest_ttl_ms.unwrap_or(0).max(old_ms));
+            }
             s.config = config;
             s.config_version += 1;
             Ok(CommandOk::ConfigVersion { version: s.config_version })

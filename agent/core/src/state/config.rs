@@ -114,7 +114,52 @@ pub const RESERVED_POSTGRES_PARAMETERS: &[&str] = &[
     "cluster_name",
 ];
 
+/// The shortest ttl a member with this `raft.election_timeout_max` allows: three of them, so a
+/// Raft election never outlasts the primary's lease (the primary renews with the new leader).
+pub fn min_ttl_for(election_timeout_max: Duration) -> Duration {
+    election_timeout_max * 3
+}
+
 impl DynamicConfig {
+    /// Checks the ttl against each member's `raft.election_timeout_max` (`None`: that member
+    /// has not said, e.g. it was never reachable since this agent started). Lowering the ttl
+    /// needs every member's timing; raising it never shortens what an election may take. The
+    /// message names the member that needs the longest ttl and what would do.
+    pub fn validate_timing(
+        &self,
+        old_ttl: Duration,
+        members: &[(crate::MemberName, Option<Duration>)],
+    ) -> Result<(), String> {
+        let unknown: Vec<&str> =
+            members.iter().filter(|(_, t)| t.is_none()).map(|(m, _)| m.as_str()).collect();
+        if self.ttl < old_ttl && !unknown.is_empty() {
+            return Err(format!(
+                "cannot lower ttl to {}: member {} has not reported its raft.election_timeout_max \
+                 (unreachable?), and the ttl must be at least 3 × it on every member; lower it when \
+                 every member is up (pgquorumctl status), or remove the member",
+                crate::duration::format(self.ttl),
+                unknown.join(", ")
+            ));
+        }
+        let known = members.iter().filter_map(|(m, t)| Some((m, (*t)?)));
+        let Some((who, longest)) = known.max_by_key(|(m, d)| (*d, std::cmp::Reverse((*m).clone()))) else {
+            return Ok(());
+        };
+        let min = min_ttl_for(longest);
+        if self.ttl >= min {
+            return Ok(());
+        }
+        Err(format!(
+            "ttl ({}) must be at least 3 × raft.election_timeout_max of member {who} ({}) = {}, so a Raft \
+             election never outlasts the primary's lease; set ttl={} or more, or first lower \
+             raft.election_timeout_max on that member",
+            crate::duration::format(self.ttl),
+            crate::duration::format(longest),
+            crate::duration::format(min),
+            crate::duration::format(min),
+        ))
+    }
+
     /// Checks every key; returns one message per problem.
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut errs = Vec::new();
@@ -241,6 +286,38 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn member(name: &str, max_ms: Option<u64>) -> (crate::MemberName, Option<Duration>) {
+        (crate::MemberName::new(name).expect("valid name"), max_ms.map(Duration::from_millis))
+    }
+
+    #[test]
+    fn ttl_below_three_election_timeouts_of_any_member_is_refused_naming_it() {
+        let mut c = DynamicConfig::default();
+        c.set("ttl", "800ms").expect("parses");
+        let members = [member("m1", Some(300)), member("m2", Some(200)), member("m3", Some(500))];
+        let err = c.validate_timing(Duration::from_millis(1500), &members).expect_err("refused");
+        assert!(
+            err.starts_with(
+                "ttl (800ms) must be at least 3 × raft.election_timeout_max of member m3 (500ms) = 1500ms"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("set ttl=1500ms or more"), "{err}");
+        c.set("ttl", "1500ms").expect("parses");
+        c.validate_timing(Duration::from_secs(5), &members)
+            .expect("exactly three election timeouts is enough");
+    }
+
+    #[test]
+    fn lowering_ttl_needs_every_members_timing_raising_does_not() {
+        let mut c = DynamicConfig::default();
+        let members = [member("m1", Some(300)), member("m2", None)];
+        c.set("ttl", "1s").expect("parses");
+        let err = c.validate_timing(Duration::from_millis(1500), &members).expect_err("refused");
+        assert!(err.contains("member m2 has not reported"), "{err}");
+        c.validate_timing(Duration::from_millis(900), &members).expect("raising is fine");
+    }
 
     #[test]
     fn defaults_are_valid() {

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 pub use command::{
     Command, CommandError, CommandOk, CommandResult, FailoverRequest, GrantReason, SwitchoverRequest,
 };
-pub use config::{DurabilityMode, DynamicConfig, parse_bytes};
+pub use config::{DurabilityMode, DynamicConfig, min_ttl_for, parse_bytes};
 pub use config_diff::json_diff;
 pub use sync::SyncSet;
 
@@ -66,6 +66,11 @@ pub struct PrimaryGrant {
     /// must have reached it. `None` when nothing was proven (asynchronous history).
     #[serde(default)]
     pub floor: Option<Lsn>,
+    /// The longest ttl (milliseconds) configured at any time since this grant, when it was
+    /// longer than today's: a lease confirmed under it may still run, so a coordinator (even
+    /// one elected later) waits for it before granting the next epoch. `None`: the current ttl.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longest_ttl_ms: Option<u64>,
 }
 
 /// The recorded synchronous replication state for the current epoch.

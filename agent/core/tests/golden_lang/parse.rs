@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use pgquorum_core::ha::HaConfig;
 use pgquorum_core::ha::observation::{Coordinator, Lease, Observation, Report, Seen};
-use pgquorum_core::state::{
-    ClusterState, FailoverRequest, GrantReason, HistoryEntry, PrimaryGrant, SwitchoverRequest,
-};
+use pgquorum_core::state::{ClusterState, FailoverRequest, GrantReason, HistoryEntry, SwitchoverRequest};
 use pgquorum_core::{Epoch, MemberName, SystemId, UnixMillis};
 
 use super::values::{R, applied, data, default_data, epoch, lsn, names, postgres, tag, task, toks};
@@ -114,8 +112,7 @@ fn cluster(rest: &str, cs: &mut ClusterState) -> R<()> {
     } else if floor.is_some() {
         return Err("`floor` needs a granted epoch (epoch=E with E > 0)".into());
     }
-    cs.primary =
-        primary.map(|member| PrimaryGrant { member, epoch: cs.epoch, since: UnixMillis(0), expired, floor });
+    cs.primary = primary.map(|member| crate::support::grant(member, cs.epoch, expired, floor));
     Ok(())
 }
 

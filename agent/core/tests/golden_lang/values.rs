@@ -107,21 +107,7 @@ pub(super) fn postgres(rest: &str) -> R<(Postgres, Vec<(Timeline, Lsn)>)> {
     let ts = toks(rest);
     let kind = ts.first().map(|t| t.key).ok_or("pg needs a state")?;
     let mut hist = Vec::new();
-    let mut r = Running {
-        in_recovery: kind == "replica",
-        timeline: Some(Timeline(1)),
-        lsn: None,
-        receive_lsn: None,
-        replay_lsn: None,
-        streaming: false,
-        min_recovery: None,
-        upstream: None,
-        synchronous_standby_names: String::new(),
-        replicas: Vec::new(),
-        slots: Vec::new(),
-        pending_restart: Vec::new(),
-        archiver: None,
-    };
+    let mut r = Running { timeline: Some(Timeline(1)), ..crate::support::running(kind == "replica") };
     let mut at = Duration::ZERO;
     let mut minrec = None;
     for t in &ts[1..] {

@@ -20,9 +20,7 @@ use pgquorum_core::ha::observation::{
     Coordinator, Data, DataDir, Lease, Local, Observation, Postgres, ReplicaConnection, Report, Running,
     Seen, Tags, Task,
 };
-use pgquorum_core::state::{
-    ClusterState, DurabilityMode, GrantReason, HistoryEntry, PrimaryGrant, SyncSet, SyncState,
-};
+use pgquorum_core::state::{ClusterState, DurabilityMode, GrantReason, HistoryEntry, SyncSet, SyncState};
 use pgquorum_core::{Epoch, Lsn, MemberName, SystemId, Timeline, UnixMillis};
 
 use crate::support::{empty_local, empty_report, m};
@@ -200,13 +198,10 @@ fn cluster(d: &mut Draw) -> ClusterState {
     cs.epoch = if d.chance(5) { Epoch(0) } else { EPOCH };
     let primary = d.opt(80, |d| d.name());
     let (expired, floor) = (d.chance(30), d.opt(40, |d| d.lsn()));
-    cs.primary = primary.clone().filter(|_| cs.epoch > Epoch(0)).map(|member| PrimaryGrant {
-        member,
-        epoch: cs.epoch,
-        since: UnixMillis(0),
-        expired,
-        floor,
-    });
+    cs.primary = primary
+        .clone()
+        .filter(|_| cs.epoch > Epoch(0))
+        .map(|member| crate::support::grant(member, cs.epoch, expired, floor));
     // The current epoch's history entry carries the same floor (a released grant keeps it).
     if cs.epoch > Epoch(0) {
         let member = primary.unwrap_or_else(|| d.name());

@@ -179,6 +179,7 @@ pub fn report(w: &World, i: Id) -> Report {
         timeline_history: pg.timeline_history(),
         sync_applied_at: pg.sync_applied_at.clone(),
         at: UnixMillis(now.as_millis() as u64),
+        election_timeout_max: None,
     }
 }
 

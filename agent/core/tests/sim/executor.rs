@@ -142,7 +142,7 @@ fn plan_reason(obs: &Observation) -> String {
             l.epoch,
             l.deadline,
             obs.now,
-            fence_lead(obs.cluster.config.ttl)
+            fence_lead(l.ttl())
         ),
         None => "no lease".into(),
     }

@@ -122,8 +122,8 @@ pub fn guard(w: &mut World) {
     for i in 0..w.agents.len() {
         let a = &w.agents[i];
         let Some(l) = a.lease.filter(|_| a.up && a.guard_armed) else { continue };
-        let ttl = w.raft.states[i].config.ttl;
-        if now + fence_lead(ttl) / 2 >= l.deadline {
+        // Armed from the lease's own ttl, as the agent arms it.
+        if now + fence_lead(l.ttl()) / 2 >= l.deadline {
             w.agents[i].guard_armed = false;
             if matches!(w.pgs[i].proc, Proc::Running { .. } | Proc::Starting { .. }) {
                 w.pgs[i].kill(now);

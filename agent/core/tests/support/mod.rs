@@ -165,6 +165,7 @@ pub fn empty_report(
         timeline_history: Vec::new(),
         sync_applied_at: None,
         at: pgquorum_core::UnixMillis(0),
+        election_timeout_max: None,
     }
 }
 
@@ -185,5 +186,42 @@ pub fn empty_local() -> pgquorum_core::ha::observation::Local {
         tags: Tags::default(),
         sync_applied_at: None,
         restart_requested: false,
+    }
+}
+
+/// A running Postgres with nothing known yet (no position, no standbys): tests fill in what
+/// they look at.
+pub fn running(in_recovery: bool) -> pgquorum_core::ha::observation::Running {
+    pgquorum_core::ha::observation::Running {
+        in_recovery,
+        timeline: None,
+        lsn: None,
+        receive_lsn: None,
+        replay_lsn: None,
+        streaming: false,
+        min_recovery: None,
+        upstream: None,
+        synchronous_standby_names: String::new(),
+        replicas: Vec::new(),
+        slots: Vec::new(),
+        pending_restart: Vec::new(),
+        archiver: None,
+    }
+}
+
+/// The grant of `epoch` to `member`, decided at wall clock 0.
+pub fn grant(
+    member: MemberName,
+    epoch: pgquorum_core::Epoch,
+    expired: bool,
+    floor: Option<pgquorum_core::Lsn>,
+) -> pgquorum_core::state::PrimaryGrant {
+    pgquorum_core::state::PrimaryGrant {
+        member,
+        epoch,
+        since: pgquorum_core::UnixMillis(0),
+        expired,
+        floor,
+        longest_ttl_ms: None,
     }
 }

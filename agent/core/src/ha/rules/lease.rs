@@ -5,13 +5,39 @@
 //! time + ttl; the coordinator grants a new epoch only after ttl + margin since it last confirmed
 //! (and since its own election). A confirmation happens after the request was sent, so the old
 //! deadline always precedes the new grant. The member fences `fence_lead` before its deadline.
+//!
+//! A ttl change at run time (docs/decisions.md, "A ttl change never costs the lease"): the
+//! member times everything about a lease (renewal, fence point, guard) from the ttl that lease
+//! was confirmed with, never from the configuration of the moment, so a raised ttl cannot make a
+//! renewal due after its own fence point; the coordinator waits for the longest ttl any
+//! confirmation of the grant may have used (`coordinator_ttl`), so a lowered ttl cannot free the
+//! role before an older, longer lease ends.
 
 use std::time::Duration;
 
 use crate::Epoch;
 use crate::ha::config::{fence_lead, renew_every};
-use crate::ha::observation::{Coordinator, Observation};
+use crate::ha::observation::{Coordinator, Lease, Observation};
 use crate::ha::plan::{Action, Reason};
+use crate::state::ClusterState;
+
+impl Lease {
+    /// The ttl this lease was confirmed with.
+    pub fn ttl(&self) -> Duration {
+        self.deadline.saturating_sub(self.renewed_at)
+    }
+
+    /// When the member fences itself: `fence_lead` of this lease's own ttl before its deadline.
+    pub fn fence_at(&self) -> Duration {
+        self.deadline.saturating_sub(fence_lead(self.ttl()))
+    }
+
+    /// When the next renewal is due after a confirmed one: a third of the shorter of this
+    /// lease's ttl and the configured one (always before `fence_at`).
+    pub fn renew_at(&self, configured_ttl: Duration) -> Duration {
+        self.renewed_at + renew_every(self.ttl().min(configured_ttl))
+    }
+}
 
 /// The epoch this member is granted, if the applied state says it is primary.
 pub fn granted_epoch(obs: &Observation) -> Option<Epoch> {
@@ -20,9 +46,8 @@ pub fn granted_epoch(obs: &Observation) -> Option<Epoch> {
 
 /// Whether the local lease is valid for the current grant and has time left past the fence lead.
 pub fn holds_lease(obs: &Observation) -> bool {
-    let ttl = obs.cluster.config.ttl;
     match (obs.local.lease, granted_epoch(obs)) {
-        (Some(l), Some(e)) => l.epoch == e && obs.now + fence_lead(ttl) < l.deadline,
+        (Some(l), Some(e)) => l.epoch == e && obs.now < l.fence_at(),
         _ => false,
     }
 }
@@ -34,8 +59,7 @@ pub fn upkeep(obs: &Observation) -> (Vec<Action>, Option<Reason>) {
     let ttl = obs.cluster.config.ttl;
     let granted = granted_epoch(obs);
     let stale_lease = obs.local.lease.is_some_and(|l| Some(l.epoch) != granted);
-    let expiring =
-        obs.local.lease.is_some_and(|l| Some(l.epoch) == granted && obs.now + fence_lead(ttl) >= l.deadline);
+    let expiring = obs.local.lease.is_some_and(|l| Some(l.epoch) == granted && obs.now >= l.fence_at());
     if expiring {
         return (vec![Action::Fence, Action::DropLease], Some(Reason::LeaseExpiring));
     }
@@ -58,8 +82,8 @@ pub fn upkeep(obs: &Observation) -> (Vec<Action>, Option<Reason>) {
         let due = match (obs.local.lease.filter(|l| l.epoch == epoch), obs.local.last_renewal_sent) {
             (_, None) => true,
             // Held: renew every ttl/3; after a failed attempt, retry quickly.
-            (Some(l), Some(sent)) if sent <= l.renewed_at => obs.now >= l.renewed_at + renew_every(ttl),
-            (Some(l), Some(sent)) => obs.now >= (l.renewed_at + renew_every(ttl)).max(sent + retry),
+            (Some(l), Some(sent)) if sent <= l.renewed_at => obs.now >= l.renew_at(ttl),
+            (Some(l), Some(sent)) => obs.now >= l.renew_at(ttl).max(sent + retry),
             // Acquiring: retry quickly.
             (None, Some(sent)) => obs.now >= sent + retry,
         };
@@ -104,8 +128,16 @@ pub fn may_confirm(
 /// of the last confirmation and this leader's election, plus ttl and margin.
 pub fn expired_for(obs: &Observation, c: &Coordinator) -> Option<Duration> {
     let cfg = &obs.cluster.config;
-    let ttl = c.granted_ttl.unwrap_or(cfg.ttl).max(cfg.ttl);
+    let ttl = c.granted_ttl.unwrap_or_default().max(coordinator_ttl(&obs.cluster));
     let since = c.last_confirmed.map_or(c.leader_since, |t| t.max(c.leader_since));
     let free_at = since + ttl + cfg.lease_margin;
     obs.now.checked_sub(free_at)
+}
+
+/// The ttl a coordinator must wait for the current grant (beyond what it confirmed itself): the
+/// configured one, or longer when the ttl was lowered during the grant (a confirmation by an
+/// earlier leader may have used the old, longer value).
+pub fn coordinator_ttl(state: &ClusterState) -> Duration {
+    let bound = state.primary.as_ref().and_then(|p| p.longest_ttl_ms).map(Duration::from_millis);
+    bound.unwrap_or_default().max(state.config.ttl)
 }

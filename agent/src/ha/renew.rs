@@ -1,0 +1,110 @@
+//! One lease renewal on the member's side, as a series of attempts: the first on the cached
+//! channel to the Raft leader, then, every `attempt_every` while none has answered, another on a
+//! new connection (the earlier ones keep running). The first confirmation wins and counts from
+//! its own send time. A request sent into a network cut sits in TCP retransmission (its next try
+//! can be seconds after the network is back); the attempt started after the cut heals lands at
+//! once, so a blip shorter than the lease does not cost it (DESIGN invariant 7).
+//!
+//! Owns only the transport of a renewal: whether and when to renew is the core's
+//! (`rules::lease::upkeep`), confirming it is the coordinator's (`Coord::confirm`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use pgquorum_core::{Epoch, MemberName};
+use pgquorum_proto::peer::RenewLeaseRequest;
+
+use super::Shared;
+use crate::cluster::Cluster;
+
+/// A confirmed renewal: the epoch, the ttl the coordinator confirmed, and when the attempt
+/// that got the confirmation was sent (the lease counts from there).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Confirmed {
+    /// The epoch renewed.
+    pub epoch: Epoch,
+    /// The ttl confirmed.
+    pub ttl: Duration,
+    /// Send time of the attempt that was confirmed (the loop's monotonic clock).
+    pub sent: Duration,
+}
+
+/// How often a renewal starts another attempt while none has answered: a fifteenth of the ttl,
+/// between 50 and 200 ms (ttl 1.5 s: every 100 ms, so about 13 attempts fit before the fence
+/// point even if every earlier one is lost).
+pub fn attempt_every(ttl: Duration) -> Duration {
+    (ttl / 15).clamp(Duration::from_millis(50), Duration::from_millis(200))
+}
+
+/// Renews `epoch` for `me`, trying until `budget` has passed.
+pub async fn renew(
+    cluster: Cluster,
+    shared: Arc<Shared>,
+    me: MemberName,
+    epoch: Epoch,
+    every: Duration,
+    budget: Duration,
+) -> Result<Confirmed, String> {
+    let give_up = tokio::time::Instant::now() + budget;
+    let mut attempts = FuturesUnordered::new();
+    let mut last_err = String::from("no attempt answered");
+    let mut n = 0u32;
+    let mut next = tokio::time::Instant::now();
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= next {
+            let sent = shared.now();
+            let (cluster, shared, me) = (cluster.clone(), shared.clone(), me.clone());
+            let fresh = n > 0;
+            attempts.push(async move {
+                let res = attempt(&cluster, &shared, &me, epoch, fresh).await;
+                res.map(|ttl| Confirmed { epoch, ttl, sent })
+            });
+            n += 1;
+            next = now + every;
+        }
+        tokio::select! {
+            Some(res) = attempts.next() => match res {
+                Ok(c) => return Ok(c),
+                Err(e) => last_err = e,
+            },
+            _ = tokio::time::sleep_until(next) => {}
+            _ = tokio::time::sleep_until(give_up) => {
+                return Err(format!("no confirmation within {budget:?} ({n} attempts; last error: {last_err})"));
+            }
+        }
+    }
+}
+
+/// One request to the leader (or the local coordinator when this agent leads).
+async fn attempt(
+    cluster: &Cluster,
+    shared: &Shared,
+    me: &MemberName,
+    epoch: Epoch,
+    fresh: bool,
+) -> Result<Duration, String> {
+    match cluster.leader() {
+        Some((id, _)) if id == cluster.node.ident.node_id => {
+            shared.coord.confirm(cluster, me, epoch, || shared.now()).await
+        }
+        Some((_, node)) => {
+            let channel = if fresh {
+                cluster.node.channels.reconnect(&node.grpc)?
+            } else {
+                cluster.node.channels.get(&node.grpc)?
+            };
+            let mut client = pgquorum_proto::peer::peer_service_client::PeerServiceClient::new(channel);
+            let req = RenewLeaseRequest {
+                cluster_name: cluster.node.ident.cluster_name.to_string(),
+                member: me.to_string(),
+                epoch: epoch.0,
+            };
+            let reply = client.renew_lease(req).await.map_err(|s| s.message().to_string())?;
+            Ok(Duration::from_millis(reply.get_ref().ttl_ms))
+        }
+        None => Err("no Raft leader known".to_string()),
+    }
+}
