@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod haproxy;
 pub mod http;
 pub mod lab;
+pub mod lease;
 pub mod pg;
 pub mod procs;
 pub mod prom;

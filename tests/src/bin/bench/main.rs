@@ -5,13 +5,14 @@
 //! measurements live in the modules: `raft` (leader failover, commit latency) and `idle` talk to
 //! the agents' management gRPC API directly, so polling is cheap enough to time in milliseconds;
 //! `pg_failover` kills the Postgres primary, or switches it over, under a steady writer; `health`
-//! times the HTTP health checks. Each starts real agents through the harness (`Cluster`, which
+//! times the HTTP health checks; `lease` changes ttl under a writer and cuts the primary's network. Each starts real agents through the harness (`Cluster`, which
 //! stops everything it started by PID when dropped), and every loop is bounded by a count and a
 //! deadline. Before measuring it waits (at most 20 minutes) for the 1-minute load average to drop
 //! to `--max-load`, and prints the load it ran under.
 
 mod health;
 mod idle;
+mod lease;
 mod pg_failover;
 mod raft;
 mod timeline;
@@ -71,6 +72,25 @@ enum Cmd {
         #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
         requests: u64,
     },
+    /// 3 agents with Postgres and a writer: N random `config set ttl=… lease_margin=…` within the
+    /// allowed range; failovers, fencing events and lost writes (issue 11).
+    LeaseTtlChanges {
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=500))]
+        changes: u64,
+        /// Seed of the random changes (printed changes can be replayed with it).
+        #[arg(long, default_value_t = 11)]
+        seed: u64,
+    },
+    /// 3 agents with Postgres in network namespaces (root): cut the primary off for each length
+    /// (seconds), N trials each; failovers per length (issue 11).
+    LeaseCuts {
+        #[arg(long, value_delimiter = ',', default_value = "0.25,0.5,0.75,1.0,1.25")]
+        lengths: Vec<f64>,
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100))]
+        trials: u64,
+        #[arg(long, default_value_t = 11)]
+        seed: u64,
+    },
     Switchover {
         /// Durability mode set at bootstrap.
         #[arg(long, value_enum, default_value = "availability")]
@@ -109,6 +129,16 @@ fn main() -> Result<()> {
             pg_failover::run(mode.as_str(), pg_failover::Action::Kill, trials as usize, logs)
         }
         Cmd::Health { requests } => health::run(requests as usize),
+        Cmd::LeaseTtlChanges { changes, seed } => lease::ttl_changes(changes as usize, seed),
+        Cmd::LeaseCuts { lengths, trials, seed } => {
+            if lengths.iter().any(|l| !(0.01..=30.0).contains(l)) {
+                anyhow::bail!(
+                    "--lengths: each cut length is in seconds, between 0.01 and 30 (got {lengths:?})"
+                );
+            }
+            let lengths: Vec<Duration> = lengths.iter().map(|s| Duration::from_secs_f64(*s)).collect();
+            lease::cuts(&lengths, trials as usize, seed)
+        }
         Cmd::Switchover { mode, trials, logs } => {
             pg_failover::run(mode.as_str(), pg_failover::Action::Switchover, trials as usize, logs)
         }
@@ -129,7 +159,11 @@ fn on_raft_group(cmd: Cmd) -> Result<()> {
             Cmd::RaftFailover { trials } => b.failover(&mut c, trials as usize).await,
             Cmd::RaftCommit { count } => b.commit(count as usize).await,
             Cmd::Idle { seconds } => b.idle(&c, seconds).await,
-            Cmd::Failover { .. } | Cmd::Switchover { .. } | Cmd::Health { .. } => {
+            Cmd::Failover { .. }
+            | Cmd::Switchover { .. }
+            | Cmd::Health { .. }
+            | Cmd::LeaseTtlChanges { .. }
+            | Cmd::LeaseCuts { .. } => {
                 unreachable!("not a Raft-only subcommand")
             }
         }
