@@ -314,13 +314,49 @@ pub fn find(key: &str) -> Option<&'static KeyDef> {
     all().find(|d| !d.key.ends_with('*') && d.key == key).or_else(|| all().find(|d| d.matches(key)))
 }
 
-/// Up to three known keys that look like `key`, for "did you mean" hints.
+/// Up to three known keys that look like `key`, for "did you mean" hints: the closest by edit
+/// distance (a typo like `grpc.lisen`), then keys whose last part starts with what was typed
+/// (`heartbeat` for `raft.heartbeat_interval`).
 pub fn similar(key: &str) -> Vec<&'static str> {
-    let last = key.rsplit('.').next().unwrap_or(key);
-    let mut out: Vec<&'static str> = all()
-        .map(|d| d.key)
-        .filter(|k| k.contains(last) || last.contains(k.rsplit('.').next().unwrap_or(k)))
+    let last = |k: &str| k.rsplit('.').next().unwrap_or(k).to_string();
+    let typed = last(key);
+    let mut scored: Vec<(usize, usize, &'static str)> = all()
+        .filter_map(|d| {
+            let known = d.key.trim_end_matches('*').trim_end_matches('.');
+            // A whole-key typo, or a typo in the last part only (`lisen` for `grpc.listen`).
+            let whole = edit_distance(key, known);
+            let part = edit_distance(&typed, &last(known));
+            let allowed = |len: usize| (len / 4).max(1);
+            let typo = [(whole, known.len()), (part, last(known).len())]
+                .into_iter()
+                .filter(|(dist, len)| *dist <= allowed(*len))
+                .map(|(dist, _)| dist)
+                .min();
+            let prefix = typed.len() >= 4 && last(known).starts_with(&typed);
+            match (typo, prefix) {
+                (Some(dist), _) => Some((dist, whole, d.key)),
+                (None, true) => Some((usize::MAX, whole, d.key)),
+                (None, false) => None,
+            }
+        })
         .collect();
-    out.truncate(3);
-    out
+    scored.sort();
+    // Closest first; between equal typos, the key closest as a whole (`grpc.listen` before
+    // `http.listen` for `grpc.lisen`).
+    scored.into_iter().map(|(_, _, k)| k).take(3).collect()
+}
+
+/// Levenshtein distance between `a` and `b` (insertions, deletions, substitutions), in chars.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = prev[j] + usize::from(ca != *cb);
+            cur[j + 1] = substitute.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }

@@ -289,3 +289,48 @@ fn configuration_doc_lists_every_key() {
     }
     assert!(missing.is_empty(), "docs/configuration.md lacks: {}", missing.join("; "));
 }
+
+/// The hint for an unknown key comes from an edit distance, so a typo anywhere in the key finds
+/// the key meant (substrings alone found nothing for these).
+#[test]
+fn a_misspelt_key_gets_a_did_you_mean_hint() {
+    for (typo, meant) in [
+        ("bootstrap.durabilty", "bootstrap.durability"),
+        ("grpc.lisen", "grpc.listen"),
+        ("raft.heartbeat_intreval", "raft.heartbeat_interval"),
+    ] {
+        let err = AgentConfig::load(
+            None,
+            env(&[]),
+            &["name=a".into(), "data_dir=/x".into(), "postgres.enabled=false".into(), format!("{typo}=1")],
+        )
+        .expect_err("unknown key")
+        .to_string();
+        assert!(err.contains(&format!("unknown key {typo:?}")), "{err}");
+        assert!(err.contains(&format!("(did you mean {meant}")), "{typo}: {err}");
+    }
+    assert_eq!(keys::similar("grpc.lisen").first(), Some(&"grpc.listen"));
+    assert!(keys::similar("zzzzzz").is_empty(), "{:?}", keys::similar("zzzzzz"));
+    assert_eq!(keys::edit_distance("durabilty", "durability"), 1);
+    assert_eq!(keys::edit_distance("", "abc"), 3);
+    assert_eq!(keys::edit_distance("kitten", "sitting"), 3);
+}
+
+/// Two members at one address would leave the agent waiting forever for a quorum it cannot
+/// form; check-config (which loads the same way) refuses it.
+#[test]
+fn two_peers_with_the_same_address_are_refused() {
+    let err = AgentConfig::load(
+        None,
+        env(&[]),
+        &[
+            "name=a".into(),
+            "data_dir=/x".into(),
+            "postgres.enabled=false".into(),
+            "peers=a=127.0.0.1:7000,b=127.0.0.1:7001,c=127.0.0.1:7001".into(),
+        ],
+    )
+    .expect_err("duplicate address")
+    .to_string();
+    assert!(err.contains("peers: b and c have the same address 127.0.0.1:7001"), "{err}");
+}

@@ -148,9 +148,16 @@ fn expand_statefulset(c: &mut AgentConfig, errs: &mut Vec<String>) {
 
 fn check_peers(c: &mut AgentConfig, errs: &mut Vec<String>) {
     let mut seen = std::collections::BTreeSet::new();
-    for (name, _) in &c.peers {
+    let mut addresses: std::collections::BTreeMap<&str, &pgquorum_core::MemberName> =
+        std::collections::BTreeMap::new();
+    for (name, address) in &c.peers {
         if !seen.insert(name.clone()) {
             errs.push(format!("peers: {name} is listed twice"));
+        } else if let Some(first) = addresses.insert(address.as_str(), name) {
+            errs.push(format!(
+                "peers: {first} and {name} have the same address {address}; every member needs its own \
+                 host:port (one agent cannot answer for two members)"
+            ));
         }
     }
     let own = c.peers.iter().find(|(n, _)| *n == c.name).map(|(_, a)| a.clone());
