@@ -132,3 +132,79 @@ pub fn failure(status: tonic::Status) -> Failure {
         _ => Failure::failed(status.message()),
     }
 }
+
+/// When `endpoint` turns out to be an agent's HTTP port (health checks, metrics) rather than its
+/// gRPC port, the failure says so and names the gRPC port (exit 3: no agent reachable there);
+/// otherwise `f` unchanged. Asked only after a call failed, with short timeouts.
+pub async fn explain_http_port(endpoint: &str, f: Failure) -> Failure {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if f.code == 2 {
+        return f;
+    }
+    let host_port = endpoint.split_once("://").map_or(endpoint, |(_, rest)| rest).trim_end_matches('/');
+    let probe = async {
+        let mut s = tokio::net::TcpStream::connect(host_port).await.ok()?;
+        let req = format!("GET /liveness HTTP/1.1\r\nHost: {host_port}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut buf = vec![0u8; 4096];
+        let mut len = 0;
+        while len < buf.len() {
+            match s.read(&mut buf[len..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => len += n,
+            }
+            if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        Some(String::from_utf8_lossy(&buf[..len]).into_owned())
+    };
+    let Ok(Some(answer)) = tokio::time::timeout(Duration::from_secs(2), probe).await else { return f };
+    http_port_failure(endpoint, &answer).unwrap_or(f)
+}
+
+/// The failure for an `answer` to an HTTP/1.1 request, if it came from an HTTP server.
+fn http_port_failure(endpoint: &str, answer: &str) -> Option<Failure> {
+    if !answer.starts_with("HTTP/1.") {
+        return None;
+    }
+    let grpc = answer.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.trim().eq_ignore_ascii_case("x-pgquorum-grpc-address").then(|| value.trim().to_string())
+    });
+    let message = match grpc {
+        Some(g) => format!(
+            "{endpoint} is this agent's HTTP port (health checks, metrics); the gRPC port is {g}: use --endpoint {g} \
+             (or set PGQUORUM_ENDPOINT)"
+        ),
+        None => format!(
+            "{endpoint} answers HTTP/1.1, not gRPC: it is an HTTP port, not an agent's gRPC endpoint; use the address \
+             in the agent's grpc.listen (--endpoint or PGQUORUM_ENDPOINT)"
+        ),
+    };
+    Some(Failure { code: 3, message })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_http_answer_names_the_grpc_port() {
+        let agent = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nX-Pgquorum-Grpc-Address: 127.0.0.1:7001\r\n\r\n";
+        let f = http_port_failure("127.0.0.1:8001", agent).expect("an HTTP port");
+        assert_eq!(f.code, 3);
+        assert!(
+            f.message.contains("HTTP port") && f.message.contains("the gRPC port is 127.0.0.1:7001"),
+            "{}",
+            f.message
+        );
+        let other =
+            http_port_failure("127.0.0.1:80", "HTTP/1.0 404 Not Found\r\n\r\n").expect("an HTTP port");
+        assert!(other.message.contains("answers HTTP/1.1, not gRPC"), "{}", other.message);
+        assert!(
+            http_port_failure("127.0.0.1:7001", "\0\0\x12\x04").is_none(),
+            "an HTTP/2 server is not HTTP/1"
+        );
+    }
+}

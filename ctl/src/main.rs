@@ -101,15 +101,28 @@ impl Failure {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     if let Command::Completions(a) = cli.command {
         cmd::completions::run(a);
         return ExitCode::SUCCESS;
     }
     match cli.credentials.resolve(std::env::var("PGQUORUM_TOKEN").ok()) {
         Ok(c) => client::set_credentials(c),
+        // `local` manages its own clusters with their own tokens and never sends the operator's:
+        // a variable left over from a deleted local cluster must not stop it.
+        Err(f) if matches!(cli.command, Command::Local(_)) => {
+            eprintln!(
+                "note: ignoring {}. `pgquorumctl local` uses the token of the cluster it runs (printed by `local \
+                 up`); unset PGQUORUM_TOKEN_FILE if it belongs to a cluster that no longer exists",
+                token_file_named(&matches, &f.message)
+            );
+        }
         Err(f) => {
-            eprintln!("error: {}", f.message);
+            eprintln!("error: {}", token_file_named(&matches, &f.message));
             return ExitCode::from(f.code);
         }
     }
@@ -120,6 +133,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let is_local = matches!(cli.command, Command::Local(_));
     let res = runtime.block_on(async {
         match cli.command {
             Command::Status(a) => cmd::status::run(&cli.endpoint, cli.output, a).await,
@@ -136,12 +150,28 @@ fn main() -> ExitCode {
             Command::Completions(_) => unreachable!("handled before the runtime starts"),
         }
     });
+    // An endpoint that is an agent's HTTP port fails deep in gRPC; say which port to use.
+    let res = match res {
+        Err(f) if !is_local => Err(runtime.block_on(client::explain_http_port(&cli.endpoint, f))),
+        other => other,
+    };
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("error: {}", f.message);
             ExitCode::from(f.code)
         }
+    }
+}
+
+/// `message` naming the token file the way the user gave it: the variable, not the flag, when
+/// it came from `PGQUORUM_TOKEN_FILE`.
+fn token_file_named(matches: &clap::ArgMatches, message: &str) -> String {
+    match matches.value_source("token_file") {
+        Some(clap::parser::ValueSource::EnvVariable) if message.starts_with("--token-file") => {
+            message.replacen("--token-file", "PGQUORUM_TOKEN_FILE", 1)
+        }
+        _ => message.to_string(),
     }
 }
 

@@ -66,6 +66,10 @@ enum Body {
     Text(&'static str, String),
 }
 
+/// The response header naming this agent's gRPC address, so a tool pointed at this port by
+/// mistake (`pgquorumctl --endpoint`) can say which port to use instead.
+pub const GRPC_ADDRESS_HEADER: &str = "x-pgquorum-grpc-address";
+
 async fn handle(
     State(app): State<App>,
     method: Method,
@@ -73,6 +77,14 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let mut resp = answer_request(&app, method, uri, headers, body).await;
+    if let Ok(v) = HeaderValue::from_str(&app.cluster.me.grpc) {
+        resp.headers_mut().insert(GRPC_ADDRESS_HEADER, v);
+    }
+    resp
+}
+
+async fn answer_request(app: &App, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let status_only = match method {
         Method::GET => false,
         Method::HEAD | Method::OPTIONS => true,
@@ -82,7 +94,7 @@ async fn handle(
                 p => p.trim_end_matches('/'),
             };
             if mutate::PATHS.contains(&path) {
-                return mutate::handle(&app, &method, path, &headers, &body).await;
+                return mutate::handle(app, &method, path, &headers, &body).await;
             }
             let body = json!({
                 "error": format!("{method} {path} is not supported: use GET, HEAD or OPTIONS (see docs/http.md)")
@@ -90,7 +102,7 @@ async fn handle(
             return respond(StatusCode::NOT_IMPLEMENTED, Body::Json(body), false);
         }
     };
-    let (code, body) = answer(&app, uri.path(), uri.query().unwrap_or(""));
+    let (code, body) = answer(app, uri.path(), uri.query().unwrap_or(""));
     respond(code, body, status_only)
 }
 
