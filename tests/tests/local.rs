@@ -420,3 +420,85 @@ fn completions_are_printed_for_bash_zsh_and_fish() {
         assert!(s.contains("pgquorumctl") && s.contains("local"), "{shell}: {s}");
     }
 }
+
+/// `pgquorumctl status --output json` the way `local up` told the user, parsed.
+fn ctl_status(up_output: &str) -> Value {
+    let o = ctl_as_told(up_output, false, &["--output", "json", "status"]);
+    assert!(o.status.success(), "status: {}", text(&o));
+    serde_json::from_slice(&o.stdout).expect("status prints JSON")
+}
+
+fn member_of<'a>(st: &'a Value, name: &str) -> &'a Value {
+    st["members"].as_array().and_then(|ms| ms.iter().find(|m| m["name"] == name)).expect("member listed")
+}
+
+#[test]
+fn a_dead_member_shows_unreachable_and_local_start_fails_with_the_agents_own_error() {
+    let l = LocalDir::new();
+    // A token variable left from a deleted cluster does not stop `local up`; it is mentioned.
+    let base = l.base.to_string();
+    let mut cmd = Command::new(ctl_path());
+    cmd.args(["local", "up", "--base-port", &base, "--timeout", "120s", "--dir"]).arg(&l.dir);
+    cmd.env_remove("PGQUORUM_OUTPUT").env_remove("PGQUORUM_ENDPOINT");
+    cmd.env("PGQUORUM_TOKEN_FILE", "/nonexistent/pgq-deleted-cluster/token");
+    let o = run_bounded(cmd, T + Duration::from_secs(60));
+    assert!(o.status.success(), "local up with a stale PGQUORUM_TOKEN_FILE: {}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("ignoring PGQUORUM_TOKEN_FILE") && !err.contains("--token-file"), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+
+    let st = l.status();
+    let p = primary(&st).expect("a primary");
+    let victim = ["m1", "m2", "m3"].into_iter().find(|m| *m != p).expect("a replica").to_string();
+    let config = PathBuf::from(member_of(&st, &victim)["config"].as_str().expect("config path"));
+    l.ok(&["kill", &victim]);
+
+    // Status, /cluster and /metrics tell the truth within a few seconds.
+    let row = wait_for(&format!("{victim} shown unreachable"), Duration::from_secs(10), || {
+        let st = ctl_status(&out);
+        let m = member_of(&st, &victim).clone();
+        Ok((m["role"] == "unknown" && m["state"] == "unreachable").then_some(m))
+    });
+    assert!(row["report_age_ms"].as_u64().is_some_and(|a| a > 1000), "{row}");
+    let table = ctl_as_told(&out, false, &["status"]);
+    let line = String::from_utf8_lossy(&table.stdout)
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(victim.as_str()))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(line.contains("unreachable") && !line.contains("streaming"), "table row: {line:?}");
+    let http = member_of(&l.status(), &p)["ports"]["http"].as_u64().expect("an HTTP port");
+    let addr = format!("127.0.0.1:{http}");
+    let cluster: Value = serde_json::from_str(
+        &pgquorum_tests::http::request(&addr, "GET", "/cluster").expect("/cluster").body,
+    )
+    .expect("/cluster is JSON");
+    assert_eq!(member_of(&cluster, &victim)["state"], "unreachable", "{cluster}");
+    let metrics = pgquorum_tests::http::request(&addr, "GET", "/metrics").expect("/metrics").body;
+    let series = format!("pgquorum_peer_unreachable{{cluster=\"local\",member=\"{p}\",peer=\"{victim}\"}} 1");
+    assert!(metrics.lines().any(|l| l == series), "{series} in\n{metrics}");
+
+    // pgquorumctl pointed at the HTTP port says which port is the gRPC one (exit 3).
+    let mut cmd = Command::new(ctl_path());
+    cmd.args(["--endpoint", &addr, "status"]).env_remove("PGQUORUM_OUTPUT");
+    let o = run_bounded(cmd, Duration::from_secs(30));
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("HTTP port") && err.contains("the gRPC port is 127.0.0.1:"), "{}", text(&o));
+
+    // An agent that exits at once (a misspelt key: exit 64) is not reported started.
+    let good = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&config, format!("{good}bootstrap.durabilty = \"protection\"\n")).expect("write config");
+    let o = l.ctl(&["start", &victim], T);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("exit status: 64") && err.contains("bad configuration"), "{}", text(&o));
+    assert!(err.contains("did you mean bootstrap.durability"), "the agent's own words: {}", text(&o));
+
+    std::fs::write(&config, &good).expect("restore config");
+    l.ok(&["start", &victim]);
+    let m = member_of(&ctl_status(&out), &victim).clone();
+    assert!(m["role"] == "replica" && m["state"] == "streaming", "started and streaming: {m}");
+    l.ok(&["down"]);
+    assert!(l.processes().is_empty(), "{:?}", l.processes());
+}

@@ -11,6 +11,12 @@ use pgquorum_proto::management::{self as pb, HaStatus, MemberStatus, RaftStatus,
 use crate::cluster::Cluster;
 use crate::ha::Shared;
 
+/// Whether a report received at `seen.received` is too old to describe the member at `now`:
+/// the same limit after which the HA core counts the member as unreachable.
+pub fn is_stale(seen: &Seen, now: std::time::Duration) -> bool {
+    now.saturating_sub(seen.received) > pgquorum_core::ha::HaConfig::default().report_stale_after
+}
+
 /// (role, state) of a member from its report, Patroni-style.
 pub fn role_and_state(report: &Report, state: &ClusterState) -> (String, String) {
     let granted = state.primary.as_ref().is_some_and(|p| p.member == report.member);
@@ -46,6 +52,18 @@ fn member_row(
     let Some(seen) = seen else {
         return MemberStatus { role: "unknown".into(), state: "unreachable".into(), ..Default::default() };
     };
+    let age = now.saturating_sub(seen.received);
+    if is_stale(seen, now) {
+        // Its last report describes a past it may no longer be in (killed, exited, cut off):
+        // what the HA core treats as unreachable, status shows as unreachable.
+        return MemberStatus {
+            role: "unknown".into(),
+            state: "unreachable".into(),
+            postgres: seen.report.address.clone(),
+            report_age_ms: Some(age.as_millis() as u64),
+            ..Default::default()
+        };
+    }
     let rep = &seen.report;
     let (role, st) = role_and_state(rep, state);
     let running = rep.postgres.running();
@@ -81,7 +99,7 @@ fn member_row(
         sync_state,
         postgres: rep.address.clone(),
         tags: tags.into_iter().collect(),
-        report_age_ms: Some(now.saturating_sub(seen.received).as_millis() as u64),
+        report_age_ms: Some(age.as_millis() as u64),
         pending_restart: running.map(|r| r.pending_restart.clone()).unwrap_or_default(),
         ..Default::default()
     }

@@ -69,6 +69,8 @@ pub struct Sample {
     /// Postgres's archiver (`pg_stat_archiver`): WAL files archived and failed attempts; None
     /// when archiving is off.
     pub archiver: Option<(u64, u64)>,
+    /// Every other member and whether it is unreachable (its last report missing or stale).
+    pub peers_unreachable: Vec<(String, bool)>,
 }
 
 impl Sample {
@@ -118,6 +120,7 @@ impl Sample {
             paused: state.paused,
             pending_restart: running.is_some_and(|r| !r.pending_restart.is_empty()),
             archiver: running.and_then(|r| r.archiver.as_ref()).map(|a| (a.archived_count, a.failed_count)),
+            peers_unreachable: view.peers_unreachable.iter().map(|(n, u)| (n.to_string(), *u)).collect(),
         }
     }
 }
@@ -193,6 +196,17 @@ pub fn encode(s: &Sample) -> String {
             ConstCounter::new(failed),
         );
     }
+    if !s.peers_unreachable.is_empty() {
+        let peers: Family<Vec<(String, String)>, Gauge> = Family::default();
+        for (peer, unreachable) in &s.peers_unreachable {
+            peers.get_or_create(&vec![("peer".to_string(), peer.clone())]).set(i64::from(*unreachable));
+        }
+        r.register(
+            "peer_unreachable",
+            "1 if this agent holds no recent report from the peer (killed, exited, cut off); one series per member",
+            peers,
+        );
+    }
     let mut out = String::with_capacity(4096);
     encode_text(&mut out, &r).expect("writing to a String cannot fail");
     out
@@ -219,6 +233,7 @@ mod tests {
             raft_term: 7,
             raft_commit_index: 42,
             postgres_running: true,
+            peers_unreachable: vec![("m2".into(), false), ("m3".into(), true)],
             ..Default::default()
         };
         let text = encode(&s);
@@ -238,6 +253,8 @@ mod tests {
             format!("pgquorum_raft_leader{l} 0"),
             format!("pgquorum_raft_commit_index{l} 42"),
             format!("pgquorum_postgres_running{l} 1"),
+            "pgquorum_peer_unreachable{cluster=\"c\",member=\"m1\",peer=\"m2\"} 0".to_string(),
+            "pgquorum_peer_unreachable{cluster=\"c\",member=\"m1\",peer=\"m3\"} 1".to_string(),
         ] {
             assert!(text.lines().any(|x| x == line), "missing {line:?} in\n{text}");
         }

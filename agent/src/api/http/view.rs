@@ -33,6 +33,8 @@ pub struct View {
     pub now: Duration,
     /// Since the HA loop last finished a tick.
     pub since_tick: Option<Duration>,
+    /// Every other member, and whether its last report is missing or stale (unreachable).
+    pub peers_unreachable: Vec<(MemberName, bool)>,
 }
 
 impl View {
@@ -44,14 +46,26 @@ impl View {
         let mut seen = shared.reports.for_members(std::iter::once(me.clone()).chain(primary_name.clone()));
         let own = seen.get(&me).cloned().flatten();
         let primary = primary_name.and_then(|p| seen.remove(&p).flatten());
+        let now = shared.now();
+        let others = cluster.membership().nodes.into_values().map(|n| n.name).filter(|n| *n != me);
+        let peers_unreachable = shared
+            .reports
+            .for_members(others)
+            .into_iter()
+            .map(|(name, seen)| {
+                let unreachable = seen.as_ref().is_none_or(|s| crate::api::status::is_stale(s, now));
+                (name, unreachable)
+            })
+            .collect();
         View {
             me,
             scope: cluster.node.ident.cluster_name.to_string(),
             applied,
             own,
             primary,
-            now: shared.now(),
+            now,
             since_tick: shared.since_last_tick(),
+            peers_unreachable,
         }
     }
 

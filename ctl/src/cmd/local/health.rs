@@ -65,6 +65,23 @@ pub fn assess(r: &StatusReply, expected: &[String]) -> Health {
     }
 }
 
+/// Why a healthy-looking status is not yet about the agents this command `started`
+/// `since_start` ago: a member's report older than that came from before the start (the
+/// previous, dead agent), so it says nothing about the new one.
+pub fn predating(r: &StatusReply, started: &[&str], since_start: Duration) -> Option<String> {
+    let old: Vec<&str> = started
+        .iter()
+        .copied()
+        .filter(|name| {
+            r.members
+                .iter()
+                .find(|m| m.name == *name)
+                .is_none_or(|m| m.report_age_ms.is_none_or(|age| u128::from(age) >= since_start.as_millis()))
+        })
+        .collect();
+    (!old.is_empty()).then(|| format!("waiting for the first report of the new agent of {}", old.join(", ")))
+}
+
 /// Management clients for every member, connected lazily with short timeouts.
 pub struct Clients(Vec<(String, ManagementClient<Channel>)>);
 
@@ -135,7 +152,13 @@ pub async fn wait_healthy(
         }
         let last = match clients.status(expected).await {
             Ok(r) => match assess(&r, expected) {
-                Health::Healthy { primary } => return Ok(primary),
+                Health::Healthy { primary } => {
+                    let started: Vec<&str> = children.iter().map(|(n, _)| n.as_str()).collect();
+                    match predating(&r, &started, progress.elapsed()) {
+                        None => return Ok(primary),
+                        Some(why) => why,
+                    }
+                }
                 Health::Waiting(why) => why,
             },
             Err(e) => format!("waiting for the agents to answer ({e})"),
@@ -143,10 +166,16 @@ pub async fn wait_healthy(
         progress.phase(&last);
         if progress.elapsed() >= timeout {
             let logs: Vec<String> = st.members.iter().map(|m| m.log.display().to_string()).collect();
+            // The agents this command started say best why they are not healthy.
+            let tails: String = children
+                .iter()
+                .filter_map(|(name, _)| st.members.iter().find(|m| &m.name == name))
+                .map(|m| format!("\nLast lines of {}:\n{}", m.log.display(), log_tail(&m.log, 10)))
+                .collect();
             return Err(Failure::failed(format!(
                 "the cluster did not become healthy within {}s; last state: {last}. The agents keep running: \
                  see their logs ({}), `pgquorumctl local status --dir {}`, and stop them with \
-                 `pgquorumctl local down --dir {}`",
+                 `pgquorumctl local down --dir {}`{tails}",
                 timeout.as_secs(),
                 logs.join(", "),
                 st.dir.display(),
@@ -212,5 +241,20 @@ mod tests {
             ],
         );
         assert_eq!(assess(&m3_down, partial), Health::Healthy { primary: "m1".into() });
+    }
+
+    #[test]
+    fn a_report_older_than_the_start_is_not_the_new_agents() {
+        let aged = |age: Option<u64>| {
+            let mut m = member("m3", "replica", "streaming");
+            m.report_age_ms = age;
+            reply("m1", vec![member("m1", "primary", "running"), m])
+        };
+        let since = Duration::from_millis(800);
+        assert_eq!(predating(&aged(Some(300)), &["m3"], since), None);
+        let old = predating(&aged(Some(900)), &["m3"], since).expect("from before the start");
+        assert!(old.contains("new agent of m3"), "{old}");
+        assert!(predating(&aged(None), &["m3"], since).is_some(), "no report yet");
+        assert_eq!(predating(&aged(Some(900)), &[], since), None, "nothing started");
     }
 }
