@@ -269,3 +269,38 @@ fn agent_refuses_data_of_another_cluster_and_bad_configuration() {
     assert!(a.log_text().contains("config: raft.election_timeout_max: invalid duration \"forever\""));
     c.check_logs(&["belongs to cluster"]);
 }
+
+#[test]
+fn member_whose_log_tail_was_cut_is_caught_up_and_receives_new_settings() {
+    let mut c = Cluster::start(options(3));
+    let leader = c.wait_for_leader(T);
+    let victim = if leader == "m3" { "m2" } else { "m3" }.to_string();
+    for i in 0..8 {
+        set(&c, &leader, &format!("postgres_parameters.pgq.k{i}={i}")).expect("write");
+    }
+    wait_applied(&c, &victim, commit_index(&c, &leader));
+
+    // Cut the last third of the follower's log (entries and the committed marker with them):
+    // its log goes back, while the leader still believes it holds everything.
+    c.agent_mut(&victim).kill9();
+    let log = c.agent(&victim).dir.join("raft/log");
+    let len = std::fs::metadata(&log).expect("log").len();
+    let f = std::fs::OpenOptions::new().write(true).open(&log).expect("open log");
+    f.set_len(len * 2 / 3).expect("truncate log");
+    drop(f);
+    c.agent_mut(&victim).start();
+    wait_for(&format!("{victim} to start on its shorter log"), T, || {
+        Ok(c.agent(&victim).local_status().ok().filter(|st| st["raft"]["leader"].is_string()).map(|_| ()))
+    });
+
+    // A setting made now reaches it within seconds.
+    let leader = c.wait_for_leader(T);
+    set(&c, &leader, "postgres_parameters.pgq.after_cut=1").expect("write after the cut");
+    wait_for(&format!("the new setting to reach {victim}"), Duration::from_secs(15), || {
+        // `config show` answers from the asked agent's own applied state.
+        let cfg = c.agent(&victim).ctl_json(&["config", "show"])?;
+        Ok((cfg["config"]["postgres_parameters"]["pgq.after_cut"] == "1").then_some(()))
+    });
+    wait_applied(&c, &victim, commit_index(&c, &leader));
+    c.check_logs(&[]);
+}

@@ -67,6 +67,12 @@ impl RaftSettings {
             // The state machine lives in memory: a restarted leader must not resume leadership
             // before it has replayed the log (openraft FAQ, reference rust-stack §4.7).
             enable_leader_restore: Some(false),
+            // A member whose log tail was cut at start (a torn or truncated `raft/log`) answers
+            // with a conflict below what the leader believed it matched; the leader then starts
+            // replicating to it again from where they agree, instead of stalling (or, in debug
+            // builds, panicking). A wiped member is not such a case: it comes back under a new
+            // node id (docs/decisions.md).
+            allow_log_reversion: Some(true),
             // The defaults (65536 slots) are sized for high-throughput stores; ours carries a few
             // decisions a minute.
             api_channel_size: Some(256),
