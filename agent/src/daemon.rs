@@ -138,6 +138,16 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         )),
     );
     spawn(
+        "cluster-id",
+        false,
+        Box::pin(cluster::refuse_foreign_data(
+            cluster.clone(),
+            cfg.initial_members(),
+            cfg.data_dir.clone(),
+            cancel.clone(),
+        )),
+    );
+    spawn(
         "seed",
         false,
         Box::pin(cluster::seed_cluster_state(cluster.clone(), cfg.bootstrap.clone(), cancel.clone())),

@@ -270,6 +270,47 @@ fn agent_refuses_data_of_another_cluster_and_bad_configuration() {
     c.check_logs(&["belongs to cluster"]);
 }
 
+/// `cp -a` (ownership kept: the agents may run as another user than the test).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    let _ = std::fs::remove_dir_all(to);
+    let out = std::process::Command::new("cp").arg("-a").arg(from).arg(to).output().expect("run cp");
+    assert!(out.status.success(), "cp -a: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn another_clusters_data_with_the_same_names_is_refused_with_exit_65() {
+    // Two clusters with the same cluster and member names, as every `local up` cluster is.
+    let mut a = Cluster::start(options(3));
+    a.wait_for_leader(T);
+    set(&a, "m1", "postgres_parameters.pgq.cluster=a").expect("a write in cluster A");
+    let mut b = Cluster::start(options(3));
+    b.wait_for_leader(T);
+    set(&b, "m1", "postgres_parameters.pgq.cluster=b").expect("a write in cluster B");
+    let id = |c: &Cluster| c.agent("m1").ctl_json(&["status"]).expect("status")["cluster_id"].clone();
+    assert_ne!(id(&a), id(&b), "two initialisations, two cluster ids");
+
+    // B's m3 gets A's m3 data directory; A is gone, like a deleted local cluster.
+    a.agent_mut("m3").kill9();
+    b.agent_mut("m3").kill9();
+    copy_dir(&a.agent("m3").dir, &b.agent("m3").dir);
+    drop(a);
+    let m3 = b.agent_mut("m3");
+    m3.mark_log("restart on another cluster's data");
+    m3.start();
+    let status = m3.wait_exit(T).expect("m3 exits instead of running on another cluster's data");
+    assert_eq!(status.code(), Some(65), "{}", m3.log_text());
+    let text = m3.log_text();
+    assert!(
+        text.contains("belongs to another cluster")
+            && text.contains("aside")
+            && text.contains("empty data_dir"),
+        "the refusal says what is wrong and what to do:\n{text}"
+    );
+    // The others were never disturbed.
+    set(&b, "m1", "postgres_parameters.pgq.after=1").expect("cluster B keeps working");
+    b.check_logs(&["belongs to another cluster"]);
+}
+
 #[test]
 fn member_whose_log_tail_was_cut_is_caught_up_and_receives_new_settings() {
     let mut c = Cluster::start(options(3));

@@ -155,7 +155,7 @@ async fn wait_or_cancelled(cancel: &CancellationToken, d: Duration) -> bool {
 }
 
 /// Says hello to every other initial member, concurrently, with a short deadline each.
-async fn hello_all(
+pub(super) async fn hello_all(
     cluster: &Cluster,
     initial: &[(MemberName, String)],
 ) -> Vec<(MemberName, Result<HelloReply, String>)> {

@@ -5,6 +5,7 @@
 //! callers (bootstrap, the HA loop, the management API) do.
 
 mod bootstrap;
+mod foreign;
 mod members;
 mod watch;
 
@@ -20,6 +21,7 @@ use pgquorum_proto::peer::{JoinRequest, ProposeRequest};
 use tokio::time::Instant;
 
 pub use bootstrap::{form_or_join, seed_cluster_state};
+pub use foreign::refuse_foreign_data;
 pub use watch::log_transitions;
 
 use crate::raft::{Applied, RaftNode};
