@@ -497,8 +497,10 @@ fn a_dead_member_shows_unreachable_and_local_start_fails_with_the_agents_own_err
 
     std::fs::write(&config, &good).expect("restore config");
     l.ok(&["start", &victim]);
-    let m = member_of(&ctl_status(&out), &victim).clone();
-    assert!(m["role"] == "replica" && m["state"] == "streaming", "started and streaming: {m}");
+    wait_for(&format!("{victim} streaming again"), T, || {
+        let m = member_of(&ctl_status(&out), &victim).clone();
+        Ok((m["role"] == "replica" && m["state"] == "streaming").then_some(()))
+    });
     l.ok(&["down"]);
     assert!(l.processes().is_empty(), "{:?}", l.processes());
 }
