@@ -6,8 +6,10 @@
 //! decisions. Pure: no clocks, no I/O.
 
 pub mod config;
+pub mod handover;
 pub mod observation;
 pub mod plan;
+pub mod pod;
 pub mod rules;
 
 pub use config::HaConfig;

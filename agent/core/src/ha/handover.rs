@@ -1,0 +1,75 @@
+//! Graceful handover on termination: when the primary's agent is asked to stop (SIGTERM from a
+//! pod deletion, a drain, a rolling update, `systemctl stop`), whom it hands the primary to
+//! through the switchover path, or why it cannot.
+//!
+//! Pure: the agent gathers the reports and the pods' StatefulSet revisions, carries out the
+//! answer (a switchover request, then waiting within the grace period) and stops regardless.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::observation::Report;
+use crate::MemberName;
+use crate::state::ClusterState;
+
+/// What a stopping agent does first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Handover {
+    /// Not the primary: nothing to hand over.
+    NotPrimary,
+    /// Maintenance mode: nobody may be promoted; stop as is.
+    Paused,
+    /// Hand over to this replica (a switchover to it).
+    To(MemberName),
+    /// No replica can take over (none streaming, all tagged nofailover): stop as is; the
+    /// others fail over when the lease runs out.
+    NoCandidate,
+}
+
+/// Chooses the handover of `me`, given every member's last report and, where known, the
+/// StatefulSet revision each member's pod runs (`controller-revision-hash`).
+///
+/// Candidates are streaming replicas not tagged `nofailover`. During a rolling update the
+/// stopping pod runs the old revision and the pods already replaced run the new one: a
+/// replica whose revision differs from ours is preferred, so the update costs one switchover
+/// rather than one per pod. Then the most advanced WAL position, the failover priority tag,
+/// and the name break ties.
+pub fn handover(
+    me: &MemberName,
+    cluster: &ClusterState,
+    reports: &[Report],
+    revisions: &BTreeMap<MemberName, String>,
+) -> Handover {
+    if cluster.primary.as_ref().is_none_or(|p| p.member != *me || p.expired) {
+        return Handover::NotPrimary;
+    }
+    if cluster.paused {
+        return Handover::Paused;
+    }
+    let mine = revisions.get(me);
+    let best = reports
+        .iter()
+        .filter(|r| r.member != *me && !r.tags.nofailover)
+        .filter(|r| r.postgres.running().is_some_and(|p| p.in_recovery && p.streaming))
+        .max_by(|a, b| {
+            let updated = |r: &Report| match (mine, revisions.get(&r.member)) {
+                (Some(m), Some(theirs)) => theirs != m,
+                _ => false,
+            };
+            let lsn = |r: &Report| r.postgres.running().and_then(|p| p.lsn);
+            updated(a)
+                .cmp(&updated(b))
+                .then(lsn(a).cmp(&lsn(b)))
+                .then(a.tags.failover_priority.cmp(&b.tags.failover_priority))
+                .then(b.member.cmp(&a.member))
+        });
+    match best {
+        Some(r) => Handover::To(r.member.clone()),
+        None => Handover::NoCandidate,
+    }
+}
+
+#[cfg(test)]
+#[path = "handover_tests.rs"]
+mod tests;
