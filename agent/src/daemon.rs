@@ -127,6 +127,10 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     );
     let ha = Ha::new(cfg.clone(), cluster.clone(), shared.clone(), pg).await?;
     spawn("ha", true, Box::pin(ha.run(cancel.clone())));
+    if cfg.kube.active() {
+        let kube = crate::kube::run(cfg.kube.clone(), cluster.clone(), shared.clone(), cancel.clone());
+        spawn("kube", false, Box::pin(kube));
+    }
     spawn(
         "bootstrap",
         false,
@@ -159,6 +163,8 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     let outcome = tokio::select! {
         _ = shutdown => {
             tracing::info!("shutting down");
+            // The HA loop still runs: it carries out the handover's switchover.
+            crate::ha::handover::before_stop(&cluster, &shared, &cfg.name, &cfg.kube, cfg.handover_timeout).await;
             Ok(())
         }
         Some((name, err)) = fail_rx.recv() => Err(err.context(format!("task {name} failed"))),

@@ -11,5 +11,6 @@ pub mod config;
 pub mod daemon;
 pub mod fence;
 pub mod ha;
+pub mod kube;
 pub mod postgres;
 pub mod raft;

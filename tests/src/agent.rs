@@ -141,7 +141,8 @@ impl Agent {
         self.child.as_ref().map(|c| c.id())
     }
 
-    fn signal(&self, sig: Signal) {
+    /// Sends `sig` to the agent process.
+    pub fn signal(&self, sig: Signal) {
         if let Some(pid) = self.pid().and_then(|p| Pid::from_raw(p as i32)) {
             let _ = kill_process(pid, sig);
         }

@@ -10,8 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rustix::process::Signal;
-
 use crate::bins::free_port;
 use crate::cluster::Cluster;
 use crate::pg::{Pg, conninfo};
@@ -148,16 +146,7 @@ impl Haproxy {
     /// Stops HAProxy by its PID (SIGTERM, then SIGKILL after 2 s).
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else { return };
-        crate::procs::signal(child.id(), Signal::TERM);
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        crate::procs::signal(child.id(), Signal::KILL);
-        let _ = child.wait();
+        crate::procs::stop_child(&mut child, Duration::from_secs(2));
     }
 }
 

@@ -59,3 +59,17 @@ pub fn user_ids(name: &str) -> Option<(u32, u32)> {
         (f.first() == Some(&name)).then(|| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))?
     })
 }
+
+/// SIGTERM to a child this harness started, then SIGKILL after `grace`; reaps it.
+pub fn stop_child(child: &mut std::process::Child, grace: std::time::Duration) {
+    signal(child.id(), Signal::TERM);
+    let deadline = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    signal(child.id(), Signal::KILL);
+    let _ = child.wait();
+}

@@ -6,6 +6,7 @@
 
 mod keys;
 mod keys_http;
+mod keys_kube;
 mod keys_postgres;
 mod keys_security;
 mod pg;
@@ -76,6 +77,10 @@ pub struct AgentConfig {
     pub auth: crate::auth::AuthSettings,
     /// Mutual TLS on the gRPC endpoint (`tls.*`).
     pub tls: crate::auth::tls::TlsSettings,
+    /// On SIGTERM, the time allowed for handing over the primary and Raft leadership.
+    pub handover_timeout: Duration,
+    /// Pod labels and events (`kube.*`).
+    pub kube: crate::kube::KubeSettings,
     /// Where each key's value came from, for `check-config`.
     pub origins: Vec<(String, Origin)>,
 }
@@ -140,6 +145,8 @@ impl AgentConfig {
             loop_interval: Duration::from_millis(100),
             auth: Default::default(),
             tls: Default::default(),
+            kube: Default::default(),
+            handover_timeout: Duration::from_secs(30),
             origins: Vec::new(),
         }
     }

@@ -109,6 +109,16 @@ pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> (Vec<Settin
     let mut settings = Vec::new();
     let mut unknown = Vec::new();
     for (name, value) in vars {
+        // The downward API's usual names for the pod (deploy/kubernetes sets them).
+        let downward = match name.as_str() {
+            "POD_NAME" => Some("kube.pod"),
+            "POD_NAMESPACE" => Some("kube.namespace"),
+            _ => None,
+        };
+        if let Some(key) = downward {
+            settings.push(Setting { key: key.to_string(), value, origin: Origin::Env(name) });
+            continue;
+        }
         if !name.starts_with("PGQUORUM_")
             || OTHER.contains(&name.as_str())
             || pgquorum_proto::auth::CTL_CREDENTIAL_VARIABLES.contains(&name.as_str())
@@ -130,7 +140,9 @@ pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> (Vec<Settin
             None => unknown.push(name),
         }
     }
-    settings.sort_by(|a, b| a.key.cmp(&b.key));
+    // Same key from POD_* and PGQUORUM_*: the explicit PGQUORUM_* one is applied last and wins.
+    settings
+        .sort_by_key(|s| (s.key.clone(), matches!(&s.origin, Origin::Env(n) if n.starts_with("PGQUORUM_"))));
     (settings, unknown)
 }
 

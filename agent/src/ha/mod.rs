@@ -7,6 +7,7 @@
 
 mod coord;
 mod execute;
+pub mod handover;
 mod lead;
 mod local;
 pub(crate) mod observe;

@@ -71,6 +71,8 @@ pub struct Sample {
     pub archiver: Option<(u64, u64)>,
     /// Every other member and whether it is unreachable (its last report missing or stale).
     pub peers_unreachable: Vec<(String, bool)>,
+    /// Pod labelling, when this agent labels a Kubernetes pod.
+    pub kube: Option<crate::kube::status::KubeStatus>,
 }
 
 impl Sample {
@@ -121,6 +123,7 @@ impl Sample {
             pending_restart: running.is_some_and(|r| !r.pending_restart.is_empty()),
             archiver: running.and_then(|r| r.archiver.as_ref()).map(|a| (a.archived_count, a.failed_count)),
             peers_unreachable: view.peers_unreachable.iter().map(|(n, u)| (n.to_string(), *u)).collect(),
+            kube: Some(crate::kube::status::get()).filter(|k| k.active),
         }
     }
 }
@@ -207,6 +210,25 @@ pub fn encode(s: &Sample) -> String {
             peers,
         );
     }
+    if let Some(k) = &s.kube {
+        r.register(
+            "kube_labels_in_sync",
+            "1 if this member's pod labels match its role; 0 while the API server cannot be reached or refuses",
+            flag(k.in_sync),
+        );
+        r.register_with_unit(
+            "kube_labels_delayed",
+            "How long the pod labels have been out of line with the member's role (0 when in sync)",
+            Unit::Seconds,
+            ConstGauge::new(k.delayed.as_secs_f64()),
+        );
+        r.register("kube_label_patches", "Pod label patches applied", ConstCounter::new(k.patches));
+        r.register(
+            "kube_api_errors",
+            "Failed calls to the Kubernetes API server",
+            ConstCounter::new(k.errors),
+        );
+    }
     let mut out = String::with_capacity(4096);
     encode_text(&mut out, &r).expect("writing to a String cannot fail");
     out
@@ -261,6 +283,28 @@ mod tests {
         assert!(!text.contains("receive_position"), "standby-only series are absent on a primary");
         assert_eq!(text.lines().last(), Some("# EOF"));
         assert!(!text.contains("archive"), "archive series only when archiving is on:\n{text}");
+    }
+
+    #[test]
+    fn kube_series_say_when_labels_are_delayed() {
+        let kube = crate::kube::status::KubeStatus {
+            active: true,
+            in_sync: false,
+            delayed: std::time::Duration::from_millis(1500),
+            errors: 3,
+            ..Default::default()
+        };
+        let s = Sample { cluster: "c".into(), member: "m1".into(), kube: Some(kube), ..Default::default() };
+        let text = encode(&s);
+        let l = "{cluster=\"c\",member=\"m1\"}";
+        for line in [
+            format!("pgquorum_kube_labels_in_sync{l} 0"),
+            format!("pgquorum_kube_labels_delayed_seconds{l} 1.5"),
+            format!("pgquorum_kube_api_errors_total{l} 3"),
+        ] {
+            assert!(text.lines().any(|x| x == line), "missing {line:?} in\n{text}");
+        }
+        assert!(!encode(&Sample::default()).contains("kube"), "no kube series without labelling");
     }
 
     #[test]

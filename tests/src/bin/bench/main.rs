@@ -13,6 +13,7 @@
 mod health;
 mod idle;
 mod lease;
+mod kube;
 mod pg_failover;
 mod raft;
 mod timeline;
@@ -91,6 +92,18 @@ enum Cmd {
         #[arg(long, default_value_t = 11)]
         seed: u64,
     },
+    /// 3 agents bound to pods of a real kube-apiserver: kill -9 the primary N times; time from
+    /// the new primary accepting writes to its pod labelled primary and the old pod unlabelled.
+    KubeLabelLag {
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+        trials: u64,
+    },
+    /// 3 agents bound to pods, one writer: SIGTERM the primary's agent N times; write pause of
+    /// the handover and acknowledged writes lost.
+    KubeHandover {
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+        trials: u64,
+    },
     Switchover {
         /// Durability mode set at bootstrap.
         #[arg(long, value_enum, default_value = "availability")]
@@ -139,6 +152,8 @@ fn main() -> Result<()> {
             let lengths: Vec<Duration> = lengths.iter().map(|s| Duration::from_secs_f64(*s)).collect();
             lease::cuts(&lengths, trials as usize, seed)
         }
+        Cmd::KubeLabelLag { trials } => kube::label_lag(trials as usize),
+        Cmd::KubeHandover { trials } => kube::handover(trials as usize),
         Cmd::Switchover { mode, trials, logs } => {
             pg_failover::run(mode.as_str(), pg_failover::Action::Switchover, trials as usize, logs)
         }
@@ -163,7 +178,9 @@ fn on_raft_group(cmd: Cmd) -> Result<()> {
             | Cmd::Switchover { .. }
             | Cmd::Health { .. }
             | Cmd::LeaseTtlChanges { .. }
-            | Cmd::LeaseCuts { .. } => {
+            | Cmd::LeaseCuts { .. }
+            | Cmd::KubeLabelLag { .. }
+            | Cmd::KubeHandover { .. } => {
                 unreachable!("not a Raft-only subcommand")
             }
         }

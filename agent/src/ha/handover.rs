@@ -1,0 +1,123 @@
+//! Before a stopping agent leaves (SIGTERM: pod deletion, drain, rolling update,
+//! `systemctl stop`): a primary hands its role to the best replica through the switchover
+//! path, and a Raft leader hands leadership to another voter. Both bounded by the handover
+//! timeout, after which the agent stops regardless (the cluster then fails over as usual).
+//!
+//! Runs while the HA loop still runs (it carries the switchover out). The choice is the core's
+//! (`pgquorum_core::ha::handover`); this file only gathers inputs and waits.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use pgquorum_core::MemberName;
+use pgquorum_core::ha::handover::{Handover, handover};
+use pgquorum_core::state::{Command, SwitchoverRequest};
+use tokio::time::Instant;
+
+use super::Shared;
+use super::observe::wall;
+use crate::cluster::Cluster;
+use crate::kube::KubeSettings;
+
+/// Hands over what this member holds, within `timeout`.
+pub async fn before_stop(
+    cluster: &Cluster,
+    shared: &Shared,
+    me: &MemberName,
+    kube: &KubeSettings,
+    timeout: Duration,
+) {
+    if timeout.is_zero() {
+        return;
+    }
+    let deadline = Instant::now() + timeout;
+    let state = cluster.applied().state.clone();
+    let revisions = if kube.active() {
+        tokio::time::timeout(Duration::from_secs(1), crate::kube::revisions(kube)).await.unwrap_or_default()
+    } else {
+        BTreeMap::new()
+    };
+    let reports: Vec<_> = shared.reports.all().into_iter().map(|s| s.report).collect();
+    match handover(me, &state, &reports, &revisions) {
+        Handover::To(to) => hand_primary(cluster, me, to, deadline).await,
+        Handover::NoCandidate => tracing::warn!(
+            "stopping the primary with no replica able to take over; the cluster fails over when the lease runs out"
+        ),
+        Handover::Paused => tracing::warn!("stopping the primary in maintenance mode: no handover"),
+        Handover::NotPrimary => {}
+    }
+    hand_leadership(cluster, deadline).await;
+}
+
+async fn hand_primary(cluster: &Cluster, me: &MemberName, to: MemberName, deadline: Instant) {
+    tracing::info!("stopping: handing the primary over to {to} first (switchover)");
+    let req =
+        SwitchoverRequest { from: me.clone(), to: Some(to.clone()), not_before: None, requested_at: wall() };
+    match tokio::time::timeout_at(deadline, cluster.propose(Command::RequestSwitchover(req))).await {
+        Ok(Ok((Ok(_), _))) => {}
+        Ok(Ok((Err(e), _))) => {
+            tracing::warn!("the switchover to {to} was refused ({e}); stopping without a handover");
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::warn!("could not request the switchover to {to} ({e}); stopping without a handover");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!("no answer to the switchover request in time; stopping without a handover");
+            return;
+        }
+    }
+    let mut applied = cluster.node.sm.subscribe();
+    let mut seen_request = false;
+    loop {
+        let (primary, pending) = {
+            let a = applied.borrow_and_update();
+            (a.state.primary.clone(), a.state.switchover.is_some())
+        };
+        seen_request |= pending;
+        match primary {
+            Some(p) if p.member != *me => {
+                tracing::info!("{} is primary of epoch {}; stopping", p.member, p.epoch);
+                return;
+            }
+            Some(_) if seen_request && !pending => {
+                tracing::warn!("the switchover to {to} was cancelled; stopping without a handover");
+                return;
+            }
+            _ => {}
+        }
+        if tokio::time::timeout_at(deadline, applied.changed()).await.is_err() {
+            tracing::warn!("the handover to {to} did not complete in time; stopping anyway");
+            return;
+        }
+    }
+}
+
+/// If this agent leads Raft, makes another voter (not the primary, where one can) the leader.
+async fn hand_leadership(cluster: &Cluster, deadline: Instant) {
+    let my_id = cluster.node.ident.node_id;
+    if cluster.leader().is_none_or(|(id, _)| id != my_id) {
+        return;
+    }
+    let m = cluster.membership();
+    let primary = cluster.applied().state.primary.clone().map(|p| p.member);
+    let mut voters: Vec<u64> = m.voters.iter().copied().filter(|id| *id != my_id).collect();
+    voters.sort_by_key(|id| m.nodes.get(id).map(|n| Some(&n.name) == primary.as_ref()));
+    let Some(to) = voters.first().copied() else { return };
+    let name = m.nodes.get(&to).map(|n| n.name.to_string()).unwrap_or_default();
+    tracing::info!("stopping: handing Raft leadership to {name}");
+    if let Err(e) = cluster.node.raft.trigger().transfer_leader(to).await {
+        tracing::warn!("leadership transfer to {name}: {e}");
+        return;
+    }
+    let wait = async {
+        while cluster.leader().is_some_and(|(id, _)| id == my_id) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let bound = deadline.min(Instant::now() + Duration::from_secs(3));
+    if tokio::time::timeout_at(bound, wait).await.is_err() {
+        tracing::warn!("Raft leadership did not move to {name} in time; stopping anyway");
+    }
+}

@@ -1,0 +1,134 @@
+//! deploy/kubernetes: every rendering (base, overlays, pooler) renders with `kubectl kustomize`,
+//! validates strictly with `kubernetes-validate`, and is accepted by a real kube-apiserver; the
+//! Role stays namespaced and away from secrets, and its ServiceAccount's token proves it.
+
+use pgquorum_tests::deploy::{RENDERINGS, objects, rbac_problems, render, validator};
+use pgquorum_tests::kube::{KubeApi, kubectl_with};
+
+#[test]
+fn every_rendering_validates_strictly_against_the_kubernetes_schemas() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for which in RENDERINGS {
+        let text = render(which);
+        assert!(!objects(&text).is_empty(), "{which} renders no object");
+        let file = dir.path().join(format!("{}.yaml", which.replace(['/', '+'], "-")));
+        std::fs::write(&file, &text).expect("write rendering");
+        let out = std::process::Command::new(validator())
+            .args(["--strict", "--quiet", "-k", "1.33.0"])
+            .arg(&file)
+            .output()
+            .expect("run kubernetes-validate");
+        assert!(
+            out.status.success(),
+            "{which} fails strict validation:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn the_role_is_namespaced_and_grants_only_pod_labelling_and_events() {
+    for which in RENDERINGS {
+        let objs = objects(&render(which));
+        assert_eq!(rbac_problems(&objs), Vec::<String>::new(), "{which}");
+    }
+    // The check itself catches what it must: a ClusterRole, secrets, and a wildcard.
+    let base = objects(&render("base"));
+    let mut widened = base.clone();
+    for o in &mut widened {
+        if o["kind"] == "Role" {
+            o["rules"].as_array_mut().expect("rules").push(serde_json::json!({
+                "apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]
+            }));
+        }
+    }
+    assert!(rbac_problems(&widened).iter().any(|p| p.contains("secrets")));
+    let mut cluster = base.clone();
+    for o in &mut cluster {
+        if o["kind"] == "Role" {
+            o["kind"] = "ClusterRole".into();
+        }
+    }
+    assert!(rbac_problems(&cluster).iter().any(|p| p.contains("cluster-scoped")));
+    let mut star = base;
+    for o in &mut star {
+        if o["kind"] == "Role" {
+            o["rules"][0]["verbs"] = serde_json::json!(["*"]);
+        }
+    }
+    assert!(rbac_problems(&star).iter().any(|p| p.contains("grants * on pods")));
+}
+
+#[test]
+fn the_api_server_accepts_every_object_and_the_service_account_is_confined_to_its_namespace() {
+    let k = KubeApi::start();
+    k.create_namespace("pgq");
+    k.create_namespace("other");
+    for which in RENDERINGS {
+        let out =
+            k.kubectl_output(&["apply", "--dry-run=server", "-n", "pgq", "-f", "-"], Some(&render(which)));
+        assert!(
+            out.status.success(),
+            "the API server refuses {which}:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = k.kubectl_output(&["apply", "-n", "pgq", "-f", "-"], Some(&render("base")));
+    assert!(out.status.success(), "apply base: {}", String::from_utf8_lossy(&out.stderr));
+    k.kubectl(&[
+        "-n",
+        "pgq",
+        "create",
+        "secret",
+        "generic",
+        "pgquorum-credentials",
+        "--from-literal=token=t",
+    ])
+    .expect("create secret");
+    k.create_pod("pgq", "pgquorum-0", "pgquorum", &[("pgquorum.io/cluster", "pgquorum")]);
+    k.create_pod("other", "elsewhere", "default", &[]);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sa = dir.path().join("sa.kubeconfig");
+    std::fs::write(&sa, k.service_account_kubeconfig("pgq", "pgquorum")).expect("write kubeconfig");
+    let run = |args: &[&str]| {
+        let out = kubectl_with(&sa, args, None);
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    let allowed: &[&[&str]] = &[
+        &["-n", "pgq", "get", "pods"],
+        &["-n", "pgq", "get", "pod", "pgquorum-0", "-o", "name"],
+        &["-n", "pgq", "label", "pod", "pgquorum-0", "pgquorum.io/role=primary", "--overwrite"],
+        &["-n", "pgq", "annotate", "pod", "pgquorum-0", "pgquorum.io/epoch=1", "--overwrite"],
+    ];
+    for args in allowed {
+        let (ok, out) = run(args);
+        assert!(ok, "the Role must allow kubectl {}: {out}", args.join(" "));
+    }
+    let event = r#"{"apiVersion":"v1","kind":"Event","metadata":{"generateName":"pgquorum-0."},
+        "involvedObject":{"kind":"Pod","name":"pgquorum-0","namespace":"pgq"},"reason":"Test","message":"m","type":"Normal"}"#;
+    let out = kubectl_with(&sa, &["-n", "pgq", "create", "-f", "-"], Some(event));
+    assert!(
+        out.status.success(),
+        "the Role must allow creating events: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let refused: &[&[&str]] = &[
+        &["-n", "pgq", "get", "secrets"],
+        &["-n", "pgq", "get", "secret", "pgquorum-credentials"],
+        &["-n", "other", "get", "pods"],
+        &["-n", "other", "label", "pod", "elsewhere", "x=y"],
+        &["get", "pods", "--all-namespaces"],
+        &["get", "nodes"],
+        &["-n", "pgq", "delete", "pod", "pgquorum-0", "--wait=false"],
+        &["-n", "pgq", "get", "statefulsets"],
+    ];
+    for args in refused {
+        let (ok, out) = run(args);
+        assert!(!ok && out.contains("Forbidden"), "the Role must refuse kubectl {}: {out}", args.join(" "));
+    }
+}
