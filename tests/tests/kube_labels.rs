@@ -41,18 +41,21 @@ fn wait_primary_and_unlabelled(k: &KubeCluster, primary: &str, unlabelled: &str)
 /// watcher, primary, replicas).
 fn labelled_cluster() -> (KubeCluster, Watcher, String, Vec<String>) {
     let mut k = KubeCluster::start(opts());
-    let watcher = k.watch();
     let first = k.cluster.wait_for_primary(T);
     let rest = others(&k, &first);
     k.cluster.wait_for_streaming(&[&rest[0], &rest[1]], T);
     k.wait_labels(&first, &[&rest[0], &rest[1]], T);
+    // Watching from here: the watch stream's initial list, then every change.
+    let watcher = k.watch();
     (k, watcher, first, rest)
 }
 
 #[test]
 fn pod_labels_follow_kill9_failover_and_switchover_and_never_show_two_primaries() {
     let (mut k, watcher, first, rest) = labelled_cluster();
-    assert_eq!(epoch_annotation(&k, &first), "1");
+    let epoch = |k: &mut KubeCluster| k.cluster.status().expect("status")["epoch"].to_string();
+    let e1 = epoch(&mut k);
+    assert_eq!(epoch_annotation(&k, &first), e1);
 
     // kill -9 of the primary's agent and Postgres: the new primary strips the dead pod's label.
     let killed = Instant::now();
@@ -61,8 +64,10 @@ fn pod_labels_follow_kill9_failover_and_switchover_and_never_show_two_primaries(
     assert_ne!(second, first);
     wait_primary_and_unlabelled(&k, &second, &first);
     assert!(watcher.saw(&second, "primary", killed).is_some(), "the watch stream saw {second} labelled");
-    assert_eq!(epoch_annotation(&k, &second), "2");
-    assert_eq!(epoch_annotation(&k, &first), "2", "the new primary marked the old pod with its epoch");
+    let e2 = epoch(&mut k);
+    assert_ne!(e2, e1);
+    assert_eq!(epoch_annotation(&k, &second), e2);
+    assert_eq!(epoch_annotation(&k, &first), e2, "the new primary marked the old pod with its epoch");
 
     // The old primary comes back as a replica and is labelled so.
     k.cluster.agent_mut(&first).start();
