@@ -88,6 +88,36 @@ impl KubeCluster {
         })
     }
 
+    /// Waits until the cluster is settled: one writable primary, every other member streaming,
+    /// and the pods labelled so. Returns (primary, replicas). Tolerates a failover meanwhile (a
+    /// loaded machine can cost the first primary its lease): it waits for whoever is primary.
+    pub fn settle(&mut self, timeout: Duration) -> (String, Vec<String>) {
+        let start = Instant::now();
+        loop {
+            let left = timeout.saturating_sub(start.elapsed());
+            let p = self.cluster.wait_for_primary(left);
+            let rest: Vec<String> =
+                self.cluster.agents.iter().map(|a| a.name.clone()).filter(|n| *n != p).collect();
+            let settled = wait_for_opt(left.min(Duration::from_secs(30)), || {
+                let st = self.cluster.status()?;
+                let members = st["members"].as_array().cloned().unwrap_or_default();
+                let state = |n: &str| members.iter().find(|m| m["name"] == n).map(|m| m["state"].to_string());
+                if st["primary"] != p.as_str() {
+                    return Ok(Some(false));
+                }
+                let streaming = rest.iter().all(|r| state(r).as_deref() == Some("\"streaming\""));
+                let roles = self.roles()?;
+                let labelled = roles.get(&p).map(String::as_str) == Some("primary")
+                    && rest.iter().all(|r| roles.get(r).map(String::as_str) == Some("replica"));
+                Ok((streaming && labelled).then_some(true))
+            });
+            if settled == Some(true) {
+                return (p, rest);
+            }
+            assert!(start.elapsed() < timeout, "the cluster did not settle within {timeout:?}");
+        }
+    }
+
     /// The reasons of the events recorded on pod `pod`.
     pub fn event_reasons(&self, pod: &str) -> Vec<String> {
         let sel = format!("involvedObject.name={pod}");
@@ -240,4 +270,16 @@ fn poll(kubeconfig: &std::path::Path, stop: &AtomicBool, seen: &Mutex<Seen>) {
         // 50 ms between polls (kubectl itself takes longer on a loaded machine).
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Polls `check` every 50 ms until it answers `Some`, or `None` after `timeout`.
+fn wait_for_opt<T>(timeout: Duration, mut check: impl FnMut() -> Result<Option<T>, String>) -> Option<T> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if let Ok(Some(v)) = check() {
+            return Some(v);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
 }

@@ -17,10 +17,6 @@ fn opts() -> ClusterOptions {
     ClusterOptions { settings: vec!["bootstrap.ttl=5s".into()], ..ClusterOptions::default() }
 }
 
-fn others(k: &KubeCluster, not: &str) -> Vec<String> {
-    k.cluster.agents.iter().map(|a| a.name.clone()).filter(|n| n != not).collect()
-}
-
 fn epoch_annotation(k: &KubeCluster, pod: &str) -> String {
     k.api
         .kubectl(&["-n", NS, "get", "pod", pod, "-o", r"jsonpath={.metadata.annotations.pgquorum\.io/epoch}"])
@@ -41,10 +37,7 @@ fn wait_primary_and_unlabelled(k: &KubeCluster, primary: &str, unlabelled: &str)
 /// watcher, primary, replicas).
 fn labelled_cluster() -> (KubeCluster, Watcher, String, Vec<String>) {
     let mut k = KubeCluster::start(opts());
-    let first = k.cluster.wait_for_primary(T);
-    let rest = others(&k, &first);
-    k.cluster.wait_for_streaming(&[&rest[0], &rest[1]], T);
-    k.wait_labels(&first, &[&rest[0], &rest[1]], T);
+    let (first, rest) = k.settle(Duration::from_secs(240));
     // Watching from here: the watch stream's initial list, then every change.
     let watcher = k.watch();
     (k, watcher, first, rest)

@@ -15,11 +15,7 @@ use crate::{median, ms, pct};
 const T: Duration = Duration::from_secs(120);
 
 fn settle(k: &mut KubeCluster) -> (String, Vec<String>) {
-    let p = k.cluster.wait_for_primary(T);
-    let rest: Vec<String> = k.cluster.agents.iter().map(|a| a.name.clone()).filter(|n| *n != p).collect();
-    k.cluster.wait_for_streaming(&[&rest[0], &rest[1]], T);
-    k.wait_labels(&p, &[&rest[0], &rest[1]], T);
-    (p, rest)
+    k.settle(T)
 }
 
 fn print_row(what: &str, v: &mut [Duration]) {
