@@ -157,7 +157,9 @@ impl Labeller {
 
 fn status_error(e: &kube::Error) {
     if api_code(e) == Some(403) {
-        tracing::error!(
+        // A warning, not an error: an API server that just restarted refuses until its RBAC
+        // caches fill; a lasting refusal shows as labels delayed in /metrics.
+        tracing::warn!(
             "the API server refused this agent's service account ({e}); the Role in deploy/kubernetes grants pods \
              get/list/watch/patch and events create"
         );
