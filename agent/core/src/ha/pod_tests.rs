@@ -45,6 +45,7 @@ pub(crate) fn report(member: &str, postgres: Postgres, lease: Option<(u64, u64)>
         timeline_history: Vec::new(),
         sync_applied_at: None,
         at: UnixMillis(0),
+        election_timeout_max: None,
     }
 }
 
@@ -56,6 +57,7 @@ pub(crate) fn cluster(primary: &str, epoch: u64, reason: GrantReason) -> Cluster
             since: UnixMillis(0),
             expired: false,
             floor: None,
+            longest_ttl_ms: None,
         }),
         epoch: Epoch(epoch),
         history: vec![HistoryEntry {

@@ -12,8 +12,8 @@
 
 mod health;
 mod idle;
-mod lease;
 mod kube;
+mod lease;
 mod pg_failover;
 mod raft;
 mod timeline;
