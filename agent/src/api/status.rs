@@ -101,6 +101,9 @@ fn member_row(
         tags: tags.into_iter().collect(),
         report_age_ms: Some(age.as_millis() as u64),
         pending_restart: running.map(|r| r.pending_restart.clone()).unwrap_or_default(),
+        problem: rep.problem.as_ref().map(|p| p.message.clone()).unwrap_or_default(),
+        problem_kind: rep.problem.as_ref().map(|p| p.kind.as_str().to_string()).unwrap_or_default(),
+        failed_starts: rep.problem.as_ref().map_or(0, |p| p.failures),
         ..Default::default()
     }
 }

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use pgquorum_core::ha::observation::{Data, Lease, Local, Postgres, Running, Tags, Task};
+use pgquorum_core::ha::observation::{
+    Data, Lease, Local, Postgres, Problem, ProblemKind, Running, Tags, Task,
+};
 use pgquorum_core::state::SyncSet;
 use pgquorum_core::{Epoch, Lsn, MemberName};
 use tokio::task::JoinHandle;
@@ -65,6 +67,10 @@ pub struct LocalState {
     pub witness: bool,
     /// Highest timeline this standby has been seen on (kept while its receiver is down).
     pub standby_tli: Option<pgquorum_core::Timeline>,
+    /// Consecutive exits of Postgres without a stable run between them (restart backoff).
+    pub start_failures: u32,
+    /// Why Postgres does not work, as it logged it (shown in the report).
+    pub problem: Option<Problem>,
 }
 
 impl LocalState {
@@ -94,6 +100,25 @@ impl LocalState {
             roles: None,
             witness: false,
             standby_tli: None,
+            start_failures: 0,
+            problem: None,
+        }
+    }
+
+    /// Records what keeps Postgres from working (`None`: nothing); answers whether the kind or
+    /// the words changed since the last call, so the caller logs once per change, not per retry.
+    pub fn set_problem(&mut self, problem: Option<Problem>) -> bool {
+        let key = |p: &Option<Problem>| p.as_ref().map(|p| (p.kind, p.message.clone()));
+        let changed = key(&self.problem) != key(&problem);
+        self.problem = problem;
+        changed
+    }
+
+    /// Clears a problem of `kind`, logging that it is over; other kinds stay.
+    pub fn clear_problem(&mut self, kind: ProblemKind, now_ok: &str) {
+        if self.problem.as_ref().is_some_and(|p| p.kind == kind) {
+            self.problem = None;
+            tracing::info!("{now_ok}");
         }
     }
 
@@ -104,7 +129,7 @@ impl LocalState {
         }
         match (&self.postmaster, &self.status) {
             (None, _) => match self.crashed_at {
-                Some(at) => Postgres::Crashed { at },
+                Some(at) => Postgres::Crashed { at, failures: self.start_failures },
                 None => Postgres::Stopped,
             },
             (Some(_), None) => Postgres::Starting { since: self.started_at.unwrap_or_default() },

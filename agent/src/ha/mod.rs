@@ -13,6 +13,7 @@ mod local;
 pub(crate) mod observe;
 pub mod peers;
 mod pg;
+mod problems;
 mod renew;
 
 use std::sync::{Arc, Mutex};

@@ -71,7 +71,8 @@ impl Ha {
         if let Some(pm) = self.local.postmaster.as_mut()
             && let Some(status) = pm.exited()
         {
-            tracing::warn!("Postgres exited unexpectedly ({status})");
+            let output = pm.output.read_new().unwrap_or_default();
+            self.postgres_exited(status, &output, now);
             crate::fence::kill::kill_instance(&self.pg().data, None);
             self.local.postmaster = None;
             self.local.crashed_at = Some(now);
@@ -124,6 +125,7 @@ impl Ha {
                             self.local.sync_applied_at = Some((target, lsn));
                         }
                     }
+                    self.check_streaming(&s);
                     self.local.status = Some(s);
                 }
                 Ok(Err(e)) => {
@@ -221,6 +223,7 @@ impl Ha {
             sync_applied_at: self.local.sync_applied_at.clone(),
             at: wall(),
             election_timeout_max: Some(self.cfg.raft.election_timeout_max),
+            problem: self.local.problem.clone(),
         };
         self.shared.reports.put(report.clone(), now);
         *self.shared.report.lock().expect("report lock is never poisoned") = Some(report.clone());

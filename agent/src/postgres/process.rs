@@ -11,6 +11,7 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 use crate::fence::kill::kill_instance;
+use crate::postgres::log::LogTail;
 
 /// A running postmaster started by this agent.
 pub struct Postmaster {
@@ -19,10 +20,13 @@ pub struct Postmaster {
     pub pid: u32,
     /// When it was started.
     pub started: Instant,
+    /// Its output from its start on (read when it fails).
+    pub output: LogTail,
 }
 
 /// Starts `postgres -D data`, appending its output to `log`.
 pub fn start(bin: &Path, data: &Path, log: &Path) -> std::io::Result<Postmaster> {
+    let output = LogTail::at_end(log);
     let log = OpenOptions::new().create(true).append(true).open(log)?;
     let mut cmd = Command::new(bin.join("postgres"));
     crate::postgres::tools::clean_env(&mut cmd);
@@ -36,7 +40,7 @@ pub fn start(bin: &Path, data: &Path, log: &Path) -> std::io::Result<Postmaster>
         .kill_on_drop(false)
         .spawn()?;
     let pid = child.id().ok_or_else(|| std::io::Error::other("postgres exited at once"))?;
-    Ok(Postmaster { child, pid, started: Instant::now() })
+    Ok(Postmaster { child, pid, started: Instant::now(), output })
 }
 
 impl Postmaster {

@@ -88,8 +88,20 @@ pub struct MemberDoc {
     pub postgres: Option<String>,
     pub tags: std::collections::BTreeMap<String, String>,
     pub pending_restart: Vec<String>,
+    pub problem: Option<ProblemDoc>,
     pub report_age_ms: Option<u64>,
     pub raft: MemberRaftDoc,
+}
+
+/// Why a member's Postgres does not work, in Postgres's own words.
+#[derive(Serialize)]
+pub struct ProblemDoc {
+    /// "start" or "replication".
+    pub kind: String,
+    /// The line(s) Postgres logged.
+    pub message: String,
+    /// Consecutive failed starts (start problems).
+    pub failed_starts: u32,
 }
 
 #[derive(Serialize)]
@@ -158,6 +170,11 @@ pub fn doc(r: StatusReply) -> StatusDoc {
                 postgres: opt(m.postgres),
                 tags: m.tags.into_iter().collect(),
                 pending_restart: m.pending_restart,
+                problem: (!m.problem.is_empty()).then_some(ProblemDoc {
+                    kind: m.problem_kind,
+                    message: m.problem,
+                    failed_starts: m.failed_starts,
+                }),
                 report_age_ms: m.report_age_ms,
                 raft: MemberRaftDoc {
                     node_id: format!("{:016x}", m.node_id),
@@ -296,8 +313,26 @@ fn render(d: &StatusDoc) -> String {
             pending.join("; ")
         ));
     }
+    for m in &d.members {
+        if let Some(p) = &m.problem {
+            out.push_str(&problem_line(&m.name, p));
+        }
+    }
     if let Some(w) = &d.warning {
         out.push_str(&format!("\nwarning: {w}\n"));
     }
     out
+}
+
+/// `m2: Postgres cannot start (5 failed starts in a row): FATAL: ...`.
+fn problem_line(member: &str, p: &ProblemDoc) -> String {
+    let what = match p.kind.as_str() {
+        "start" if p.failed_starts > 1 => {
+            format!("Postgres cannot start ({} failed starts in a row)", p.failed_starts)
+        }
+        "start" => "Postgres exited".to_string(),
+        "replication" => "cannot stream from its upstream".to_string(),
+        other => other.to_string(),
+    };
+    format!("\n{member}: {what}: {}\n", p.message)
 }

@@ -15,6 +15,13 @@ pub struct HaConfig {
     pub retry_after_failure: Duration,
     /// Minimum time between two Raft leadership transfers.
     pub transfer_interval: Duration,
+    /// Wait before the second start of a Postgres that exited again soon after its start;
+    /// doubled on each further failure (`rules::restart`).
+    pub restart_backoff_first: Duration,
+    /// The longest wait between two starts of a failing Postgres.
+    pub restart_backoff_max: Duration,
+    /// A Postgres that ran this long before it exited starts again at once (the backoff resets).
+    pub stable_run: Duration,
 }
 
 impl Default for HaConfig {
@@ -24,6 +31,9 @@ impl Default for HaConfig {
             stop_streaming_timeout: Duration::from_millis(1000),
             retry_after_failure: Duration::from_secs(3),
             transfer_interval: Duration::from_secs(2),
+            restart_backoff_first: Duration::from_millis(250),
+            restart_backoff_max: Duration::from_secs(10),
+            stable_run: Duration::from_secs(30),
         }
     }
 }

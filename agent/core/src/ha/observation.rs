@@ -139,6 +139,10 @@ pub enum Postgres {
     Crashed {
         /// When the crash was noticed.
         at: Duration,
+        /// Consecutive exits without a stable run in between (1: the first since Postgres ran
+        /// well); the restart backoff grows with it (`rules::restart`).
+        #[serde(default)]
+        failures: u32,
     },
 }
 
@@ -248,6 +252,43 @@ pub struct Report {
     /// on every member (`None`: an agent that does not say).
     #[serde(default)]
     pub election_timeout_max: Option<Duration>,
+    /// Why this member's Postgres does not work, in Postgres's own words (display only).
+    #[serde(default)]
+    pub problem: Option<Problem>,
+}
+
+/// What keeps a member's Postgres from working, as Postgres itself logged it. Shown in status
+/// and metrics; no decision depends on the text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// What fails.
+    pub kind: ProblemKind,
+    /// The line(s) Postgres logged about it (severity included), or what the agent saw
+    /// when Postgres logged nothing.
+    pub message: String,
+    /// Start problems: consecutive failed starts.
+    #[serde(default)]
+    pub failures: u32,
+}
+
+/// The kinds of `Problem`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemKind {
+    /// Postgres exits soon after it is started (or crashed).
+    Start,
+    /// A standby's WAL receiver cannot stream from its upstream.
+    Replication,
+}
+
+impl ProblemKind {
+    /// The name used in status, JSON and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemKind::Start => "start",
+            ProblemKind::Replication => "replication",
+        }
+    }
 }
 
 /// A member's last report as the coordinator holds it.

@@ -172,6 +172,8 @@ pub enum Reason {
     ManualFailoverLapsed,
     /// An operator asked for a Postgres restart.
     RestartRequested,
+    /// Postgres exited again soon after its start; waiting before the next start.
+    RestartBackoff,
 }
 
 impl fmt::Display for Reason {

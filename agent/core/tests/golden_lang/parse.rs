@@ -124,6 +124,9 @@ fn ha(rest: &str, cfg: &mut HaConfig) -> R<()> {
             "stop-timeout" => cfg.stop_streaming_timeout = d,
             "retry" => cfg.retry_after_failure = d,
             "transfer-interval" => cfg.transfer_interval = d,
+            "backoff-first" => cfg.restart_backoff_first = d,
+            "backoff-max" => cfg.restart_backoff_max = d,
+            "stable-run" => cfg.stable_run = d,
             k => return Err(format!("unknown ha key {k:?}")),
         }
     }

@@ -109,6 +109,7 @@ pub(super) fn postgres(rest: &str) -> R<(Postgres, Vec<(Timeline, Lsn)>)> {
     let mut hist = Vec::new();
     let mut r = Running { timeline: Some(Timeline(1)), ..crate::support::running(kind == "replica") };
     let mut at = Duration::ZERO;
+    let mut failures = 0;
     let mut minrec = None;
     for t in &ts[1..] {
         match t.key {
@@ -132,6 +133,7 @@ pub(super) fn postgres(rest: &str) -> R<(Postgres, Vec<(Timeline, Lsn)>)> {
             "catchup" => r.replicas.extend(connections(t.val()?, "catchup")?),
             "history" => hist = history(t.val()?)?,
             "since" | "at" => at = parse_dur(t.val()?)?,
+            "failures" => failures = t.val()?.parse().map_err(|e| format!("failures: {e}"))?,
             k => return Err(format!("unknown pg key {k:?}")),
         }
     }
@@ -140,7 +142,7 @@ pub(super) fn postgres(rest: &str) -> R<(Postgres, Vec<(Timeline, Lsn)>)> {
         "stopped" => Postgres::Stopped,
         "disabled" => Postgres::Disabled,
         "starting" => Postgres::Starting { since: at },
-        "crashed" => Postgres::Crashed { at },
+        "crashed" => Postgres::Crashed { at, failures },
         "primary" | "replica" => Postgres::Running(r),
         k => {
             return Err(format!(

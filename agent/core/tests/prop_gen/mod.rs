@@ -148,7 +148,7 @@ fn postgres(d: &mut Draw) -> Postgres {
         0 => Postgres::Stopped,
         1 => Postgres::Disabled,
         2 => Postgres::Starting { since: d.instant(3000, 0) },
-        3 => Postgres::Crashed { at: d.instant(3000, 0) },
+        3 => Postgres::Crashed { at: d.instant(3000, 0), failures: 1 },
         _ => Postgres::Running(running(d)),
     }
 }

@@ -180,6 +180,7 @@ pub fn report(w: &World, i: Id) -> Report {
         sync_applied_at: pg.sync_applied_at.clone(),
         at: UnixMillis(now.as_millis() as u64),
         election_timeout_max: None,
+        problem: None,
     }
 }
 

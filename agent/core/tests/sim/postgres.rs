@@ -174,7 +174,7 @@ impl Pg {
         match &self.proc {
             Proc::Stopped => Postgres::Stopped,
             Proc::Starting { since, .. } => Postgres::Starting { since: *since },
-            Proc::Crashed { at } => Postgres::Crashed { at: *at },
+            Proc::Crashed { at } => Postgres::Crashed { at: *at, failures: 1 },
             Proc::Running { primary } => Postgres::Running(Running {
                 in_recovery: !primary,
                 timeline: Some(Timeline(self.timeline)),

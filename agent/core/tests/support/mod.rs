@@ -166,6 +166,7 @@ pub fn empty_report(
         sync_applied_at: None,
         at: pgquorum_core::UnixMillis(0),
         election_timeout_max: None,
+        problem: None,
     }
 }
 

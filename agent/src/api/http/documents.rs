@@ -136,6 +136,12 @@ pub fn cluster(status: &StatusReply, state: &ClusterState) -> Value {
             if !m.pending_restart.is_empty() {
                 row.insert("pending_restart".into(), json!(true));
             }
+            if !m.problem.is_empty() {
+                row.insert(
+                    "problem".into(),
+                    json!({"kind": m.problem_kind, "message": m.problem, "failed_starts": m.failed_starts}),
+                );
+            }
             Value::Object(row)
         })
         .collect();

@@ -66,6 +66,8 @@ pub struct Sample {
     pub paused: bool,
     /// Parameters wait for a restart.
     pub pending_restart: bool,
+    /// What keeps Postgres from working ("start", "replication"), and failed starts in a row.
+    pub problem: Option<(&'static str, u32)>,
     /// Postgres's archiver (`pg_stat_archiver`): WAL files archived and failed attempts; None
     /// when archiving is off.
     pub archiver: Option<(u64, u64)>,
@@ -121,6 +123,7 @@ impl Sample {
             sync_standby: view.in_sync_set() && standby.is_some(),
             paused: state.paused,
             pending_restart: running.is_some_and(|r| !r.pending_restart.is_empty()),
+            problem: view.report().and_then(|r| r.problem.as_ref()).map(|p| (p.kind.as_str(), p.failures)),
             archiver: running.and_then(|r| r.archiver.as_ref()).map(|a| (a.archived_count, a.failed_count)),
             peers_unreachable: view.peers_unreachable.iter().map(|(n, u)| (n.to_string(), *u)).collect(),
             kube: Some(crate::kube::status::get()).filter(|k| k.active),
@@ -187,6 +190,22 @@ pub fn encode(s: &Sample) -> String {
     r.register("sync_standby", "1 if this standby is in the synchronous set", flag(s.sync_standby));
     r.register("paused", "1 in maintenance mode", flag(s.paused));
     r.register("pending_restart", "1 if Postgres parameters wait for a restart", flag(s.pending_restart));
+    let problem: Family<Vec<(String, String)>, Gauge> = Family::default();
+    for kind in ["start", "replication"] {
+        let on = s.problem.is_some_and(|(k, _)| k == kind);
+        problem.get_or_create(&vec![("kind".to_string(), kind.to_string())]).set(i64::from(on));
+    }
+    r.register(
+        "postgres_problem",
+        "1 if Postgres cannot start (kind=start) or its WAL receiver cannot stream (kind=replication); \
+         the reason is in status",
+        problem,
+    );
+    r.register(
+        "postgres_failed_starts",
+        "Consecutive failed starts of Postgres (0 when it runs); restarts back off with it",
+        bytes(s.problem.map_or(0, |(_, n)| u64::from(n))),
+    );
     if let Some((archived, failed)) = s.archiver {
         r.register(
             "postgres_archived_wal",
@@ -320,6 +339,24 @@ mod tests {
         for line in [
             format!("pgquorum_postgres_archived_wal_total{l} 12"),
             format!("pgquorum_postgres_archive_failed_total{l} 2"),
+        ] {
+            assert!(text.lines().any(|x| x == line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_postgres_problem_is_flagged_by_kind_with_the_failed_starts() {
+        let s = Sample {
+            cluster: "c".into(),
+            member: "m2".into(),
+            problem: Some(("start", 4)),
+            ..Default::default()
+        };
+        let text = encode(&s);
+        for line in [
+            "pgquorum_postgres_problem{cluster=\"c\",member=\"m2\",kind=\"start\"} 1",
+            "pgquorum_postgres_problem{cluster=\"c\",member=\"m2\",kind=\"replication\"} 0",
+            "pgquorum_postgres_failed_starts{cluster=\"c\",member=\"m2\"} 4",
         ] {
             assert!(text.lines().any(|x| x == line), "missing {line:?} in\n{text}");
         }

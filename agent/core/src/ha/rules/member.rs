@@ -10,6 +10,7 @@ use crate::ha::observation::{Data, DataDir, Observation, Postgres, Report, Runni
 use crate::ha::plan::{Action, Decision, Reason};
 use crate::ha::rules::lease;
 use crate::ha::rules::rejoin::{self, Compat};
+use crate::ha::rules::restart;
 use crate::ha::rules::switchover;
 use crate::state::{Command, PrimaryGrant};
 use crate::{MemberName, Timeline};
@@ -27,10 +28,11 @@ pub fn decide(obs: &Observation, cfg: &HaConfig) -> Decision {
     if obs.local.task.is_some() {
         return Decision::wait(Reason::TaskRunning);
     }
-    match &obs.cluster.primary {
+    let d = match &obs.cluster.primary {
         Some(p) if p.member == obs.me => as_primary(obs, p),
         primary => as_replica(obs, cfg, primary.as_ref()),
-    }
+    };
+    restart::hold(obs, cfg, d)
 }
 
 fn backing_off(obs: &Observation, cfg: &HaConfig, task: &Task) -> bool {
