@@ -1,4 +1,5 @@
 //! End-to-end: a member whose Postgres cannot work says why, in Postgres's own words. A
+//! parameter value Postgres would refuse is refused by `config set` and never stored; a
 //! Postgres that cannot start is restarted with a growing delay and its FATAL line is shown in
 //! status, `/cluster` and metrics; a standby whose WAL receiver cannot log in shows the
 //! receiver's error and logs it once, not per retry.
@@ -54,6 +55,51 @@ fn member(c: &mut Cluster, name: &str) -> Result<Value, String> {
 /// How many lines of `name`'s agent log contain `text`.
 fn log_count(c: &Cluster, name: &str, text: &str) -> usize {
     c.agent(name).log_text().lines().filter(|l| l.contains(text)).count()
+}
+
+#[test]
+fn config_set_refuses_parameter_values_postgres_rejects_with_postgres_words_and_stores_nothing() {
+    let (c, primary, replica) = healthy_pair();
+    let before = c.agent(&replica).ctl_json(&["config", "show"]).expect("config show");
+
+    let refused = [
+        (
+            "postgres_parameters.shared_buffers=banana",
+            "invalid value for parameter \"shared_buffers\": \"banana\"",
+        ),
+        (
+            "postgres_parameters.max_connections=0",
+            "0 is outside the valid range for parameter \"max_connections\"",
+        ),
+        ("postgres_parameters.shared_bufers=64MB", "unrecognized configuration parameter \"shared_bufers\""),
+        ("postgres_parameters.wal_compression=sometimes", "invalid value for parameter \"wal_compression\""),
+        ("postgres_parameters.work_mem=64XB", "invalid value for parameter \"work_mem\": \"64XB\""),
+    ];
+    for (setting, words) in refused {
+        let (code, out, err) = ctl(&c, &replica, &["config", "set", setting]);
+        assert_eq!(code, 1, "{setting} must be refused; stdout {out} stderr {err}");
+        assert!(err.contains(words), "{setting}: the refusal lacks Postgres's words {words:?}: {err}");
+        assert!(err.contains("Nothing was stored"), "{setting}: {err}");
+    }
+    let after = c.agent(&primary).ctl_json(&["config", "show"]).expect("config show");
+    assert_eq!(before, after, "a refused change stored nothing");
+
+    // Good values are stored, and one that needs a restart says so.
+    let (code, out, err) = ctl(
+        &c,
+        &replica,
+        &["config", "set", "postgres_parameters.work_mem=8MB", "postgres_parameters.max_connections=90"],
+    );
+    assert_eq!(code, 0, "valid values are stored: {out} {err}");
+    assert!(out.contains("restart Postgres for max_connections"), "the restart is named: {out}");
+    let show = c.agent(&primary).ctl_json(&["config", "show"]).expect("config show");
+    assert_eq!(show["config"]["postgres_parameters"]["work_mem"], "8MB", "{show}");
+    let pg = c.pg(&replica);
+    wait_for("work_mem reloaded on the replica", T, || {
+        let v = pg.value("SHOW work_mem")?;
+        Ok((v.as_deref() == Some("8MB")).then_some(()))
+    });
+    c.check_logs(&[]);
 }
 
 #[test]

@@ -35,7 +35,7 @@ impl ManagementApi {
     }
 
     /// A client for member `name`'s management API.
-    fn member_client(&self, name: &str) -> Result<ManagementClient<PeerChannel>, Status> {
+    pub(super) fn member_client(&self, name: &str) -> Result<ManagementClient<PeerChannel>, Status> {
         let node =
             self.cluster.membership().nodes.into_values().find(|n| n.name.as_str() == name).ok_or_else(
                 || Status::invalid_argument(format!("no member named {name}; see pgquorumctl member list")),
@@ -69,7 +69,7 @@ impl ManagementApi {
 
 /// A refusal of a call this agent forwarded: the caller was let in here, so a refusal of this
 /// agent's own credentials means the members' configurations disagree, not the caller's fault.
-fn forwarded(s: Status) -> Status {
+pub(super) fn forwarded(s: Status) -> Status {
     match s.code() {
         tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => Status::internal(format!(
             "the member this call was forwarded to refused this agent's credentials ({}); every member needs the \
@@ -170,7 +170,13 @@ impl Management for ManagementApi {
             }
             new.validate().map_err(|e| Status::invalid_argument(e.join("; ")))?;
             new.validate_timing(old.ttl, &self.member_timing()).map_err(Status::invalid_argument)?;
-            let changes = diff(&old, &new);
+            if new.postgres_parameters != old.postgres_parameters
+                && let Some(reply) = self.check_postgres_parameters(&req, &new).await?
+            {
+                return Ok(Response::new(reply));
+            }
+            let mut changes = diff(&old, &new);
+            self.note_restarts(&old, &new, &mut changes).await;
             let cmd = Command::SetConfig { expected_version: Some(version), config: new.clone() };
             let (result, _) = self.cluster.propose(cmd).await.map_err(propose_status)?;
             match result {

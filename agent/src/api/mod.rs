@@ -8,6 +8,7 @@ pub mod http;
 mod management;
 mod ops;
 mod peer;
+mod pg_params;
 mod status;
 
 use std::sync::Arc;

@@ -60,6 +60,9 @@ pub struct Shared {
     pub reload_requested: std::sync::atomic::AtomicBool,
     /// The coordinator's latest decision, for status (empty unless this agent leads).
     pub coordinator_reason: Mutex<String>,
+    /// This member's Postgres binaries and the agent's own directory (unset on a witness): the
+    /// management API checks Postgres parameters with them.
+    pub pg_tools: std::sync::OnceLock<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl Shared {
@@ -77,6 +80,7 @@ impl Shared {
             restart_requested: std::sync::atomic::AtomicBool::new(false),
             reload_requested: std::sync::atomic::AtomicBool::new(false),
             coordinator_reason: Mutex::new(String::new()),
+            pg_tools: std::sync::OnceLock::new(),
         })
     }
 

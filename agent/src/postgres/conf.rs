@@ -43,6 +43,11 @@ fn q(v: &str) -> String {
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "''"))
 }
 
+/// `name = 'value'` lines of `params`, as `render` writes them.
+pub fn render_settings(params: &BTreeMap<String, String>) -> String {
+    params.iter().map(|(k, v)| format!("{k} = {}\n", q(v))).collect()
+}
+
 /// Quotes a value for a libpq connection string.
 fn cq(v: &str) -> String {
     if !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:".contains(c)) {

@@ -7,6 +7,7 @@ pub mod bin;
 pub mod conf;
 pub mod controldata;
 pub mod log;
+pub mod params;
 pub mod process;
 pub mod sql;
 pub mod tools;
