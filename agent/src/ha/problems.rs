@@ -20,13 +20,11 @@ impl Ha {
     /// for the backoff and record why.
     pub(super) fn postgres_exited(&mut self, status: ExitStatus, output: &str, now: Duration) {
         let ran = now.saturating_sub(self.local.started_at.unwrap_or(now));
-        let failures = restart::failures_after_exit(self.local.start_failures, ran, &self.hacfg);
+        let killed = std::os::unix::process::ExitStatusExt::signal(&status).is_some();
+        let failures = restart::failures_after_exit(self.local.start_failures, ran, killed, &self.hacfg);
         self.local.start_failures = failures;
         let message = log::start_failure(output).unwrap_or_else(|| {
-            format!(
-                "Postgres exited ({status}) and logged no FATAL line (its output is in {})",
-                self.pg().log.display()
-            )
+            format!("no FATAL line in its output ({}); exit {status}", self.pg().log.display())
         });
         let wait = restart::delay(failures, &self.hacfg);
         let problem = Problem { kind: ProblemKind::Start, message: message.clone(), failures };

@@ -54,12 +54,34 @@ fn message(line: &str) -> Option<(&'static str, &str)> {
     })
 }
 
+/// FATAL messages of one client connection (the agent's own status query among them), not of
+/// the server: they never say why Postgres stopped.
+const CONNECTION_FATALS: &[&str] = &[
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is not yet accepting connections",
+    "the database system is not accepting connections",
+    "the database system is in recovery mode",
+    "connection to client lost",
+    "terminating connection due to",
+    "password authentication failed",
+    "no pg_hba.conf entry",
+    "sorry, too many clients already",
+    // `role "x" does not exist`, `database "x" does not exist` (not `data directory ...`).
+    ":  role \"",
+    ":  database \"",
+];
+
 /// Why a start failed, from what Postgres wrote since it was started: its last FATAL or PANIC
-/// line, preceded by the lines that name what is wrong when a configuration file is refused
-/// (Postgres logs each bad setting at LOG level, then "configuration file ... contains errors").
+/// line (not a client connection's), preceded by the lines that name what is wrong when a
+/// configuration file is refused (Postgres logs each bad setting at LOG level, then
+/// "configuration file ... contains errors").
 pub fn start_failure(output: &str) -> Option<String> {
     let lines: Vec<(&str, &str)> = output.lines().filter_map(message).collect();
-    let fatal = lines.iter().rposition(|(sev, _)| matches!(*sev, "FATAL" | "PANIC"))?;
+    let server_fatal = |(sev, m): &(&str, &str)| {
+        matches!(*sev, "FATAL" | "PANIC") && !CONNECTION_FATALS.iter().any(|c| m.contains(c))
+    };
+    let fatal = lines.iter().rposition(server_fatal)?;
     let mut picked = vec![lines[fatal].1];
     if lines[fatal].1.contains("configuration file") {
         let causes = lines[..fatal]
@@ -122,6 +144,8 @@ mod tests {
             Some("FATAL:  could not write lock file \"postmaster.pid\": No space left on device")
         );
         assert_eq!(start_failure("2026 [1] LOG:  database system is shut down\n"), None);
+        let clients = "2026 [2] FATAL:  the database system is starting up\n2026 [3] FATAL:  connection to client lost\n";
+        assert_eq!(start_failure(clients), None, "a client connection's FATAL is not why Postgres stopped");
     }
 
     #[test]

@@ -12,9 +12,11 @@ use crate::ha::observation::{Observation, Postgres};
 use crate::ha::plan::{Action, Decision, Reason};
 
 /// The count of consecutive failed runs after Postgres exited having run for `ran_for`: a run of
-/// at least `stable_run` starts the count again.
-pub fn failures_after_exit(previous: u32, ran_for: Duration, cfg: &HaConfig) -> u32 {
-    if ran_for >= cfg.stable_run { 1 } else { previous.saturating_add(1) }
+/// at least `stable_run` starts the count again, and so does an exit by a signal (`killed`:
+/// something outside Postgres stopped it, such as the fence guard, the OOM killer or an
+/// operator; Postgres itself fails with an exit code), which then restarts at once.
+pub fn failures_after_exit(previous: u32, ran_for: Duration, killed: bool, cfg: &HaConfig) -> u32 {
+    if killed || ran_for >= cfg.stable_run { 1 } else { previous.saturating_add(1) }
 }
 
 /// How long to wait after the `failures`-th consecutive exit before the next start: nothing
@@ -69,10 +71,11 @@ mod tests {
     #[test]
     fn a_stable_run_resets_the_count_and_a_short_one_adds_to_it() {
         let cfg = HaConfig::default();
-        assert_eq!(failures_after_exit(0, ms(10), &cfg), 1);
-        assert_eq!(failures_after_exit(4, ms(10), &cfg), 5);
-        assert_eq!(failures_after_exit(4, cfg.stable_run, &cfg), 1);
-        assert_eq!(failures_after_exit(u32::MAX, ms(1), &cfg), u32::MAX);
+        assert_eq!(failures_after_exit(0, ms(10), false, &cfg), 1);
+        assert_eq!(failures_after_exit(4, ms(10), false, &cfg), 5);
+        assert_eq!(failures_after_exit(4, cfg.stable_run, false, &cfg), 1);
+        assert_eq!(failures_after_exit(u32::MAX, ms(1), false, &cfg), u32::MAX);
+        assert_eq!(failures_after_exit(4, ms(10), true, &cfg), 1, "killed from outside: at once");
     }
 
     #[test]
