@@ -25,7 +25,12 @@ fn ctl(c: &Cluster, via: &str, args: &[&str]) -> (i32, String, String) {
 /// A two-member cluster with a streaming replica: (primary, replica). Waits for both at once:
 /// on a loaded machine the first primary may lose its lease and the roles swap.
 fn healthy_pair() -> (Cluster, String, String) {
-    let mut c = Cluster::start(ClusterOptions { members: 2, ..Default::default() });
+    healthy(ClusterOptions { members: 2, ..Default::default() })
+}
+
+/// A cluster of `opts` with a primary and a streaming replica: (cluster, primary, replica).
+fn healthy(opts: ClusterOptions) -> (Cluster, String, String) {
+    let mut c = Cluster::start(opts);
     c.wait_for_primary(T);
     let (primary, replica) = wait_for("a primary and a streaming replica", T, || {
         let st = c.status()?;
@@ -59,7 +64,10 @@ fn log_count(c: &Cluster, name: &str, text: &str) -> usize {
 
 #[test]
 fn config_set_refuses_parameter_values_postgres_rejects_with_postgres_words_and_stores_nothing() {
-    let (c, primary, replica) = healthy_pair();
+    // m3 is a witness (no Postgres): it has the primary's agent check the parameters.
+    let witness = vec![("m3".to_string(), "postgres.enabled=false".to_string())];
+    let (c, primary, replica) =
+        healthy(ClusterOptions { members: 3, member_settings: witness, ..Default::default() });
     let before = c.agent(&replica).ctl_json(&["config", "show"]).expect("config show");
 
     let refused = [
@@ -75,9 +83,10 @@ fn config_set_refuses_parameter_values_postgres_rejects_with_postgres_words_and_
         ("postgres_parameters.wal_compression=sometimes", "invalid value for parameter \"wal_compression\""),
         ("postgres_parameters.work_mem=64XB", "invalid value for parameter \"work_mem\": \"64XB\""),
     ];
-    for (setting, words) in refused {
-        let (code, out, err) = ctl(&c, &replica, &["config", "set", setting]);
-        assert_eq!(code, 1, "{setting} must be refused; stdout {out} stderr {err}");
+    for (i, (setting, words)) in refused.into_iter().enumerate() {
+        let via = if i == 0 { "m3" } else { replica.as_str() };
+        let (code, out, err) = ctl(&c, via, &["config", "set", setting]);
+        assert_eq!(code, 1, "{setting} via {via} must be refused; stdout {out} stderr {err}");
         assert!(err.contains(words), "{setting}: the refusal lacks Postgres's words {words:?}: {err}");
         assert!(err.contains("Nothing was stored"), "{setting}: {err}");
     }

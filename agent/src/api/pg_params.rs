@@ -27,16 +27,37 @@ impl ManagementApi {
             })?;
             return Ok(None);
         }
-        let primary = self.cluster.applied().state.primary.clone().ok_or_else(|| {
-            Status::unavailable(
-                "postgres_parameters are checked with Postgres before they are stored, but this member is a \
-                 witness (no Postgres) and there is no primary to ask; send the change to a member that runs \
-                 Postgres (pgquorumctl --endpoint)",
-            )
-        })?;
-        let mut client = self.member_client(primary.member.as_str())?;
-        let reply = client.set_config(req.clone()).await.map_err(forwarded)?;
-        Ok(Some(reply.into_inner()))
+        // A witness: ask a member that runs Postgres, the primary first. A cluster where no
+        // member runs Postgres has nothing that could fail to start with them.
+        let primary = self.cluster.applied().state.primary.as_ref().map(|p| p.member.clone());
+        let mut with_pg: Vec<String> = self
+            .cluster
+            .membership()
+            .nodes
+            .into_values()
+            .filter(|n| !n.postgres.is_empty())
+            .map(|n| n.name.to_string())
+            .collect();
+        if with_pg.is_empty() {
+            return Ok(None);
+        }
+        with_pg.sort_by_key(|n| Some(n.as_str()) != primary.as_ref().map(|p| p.as_str()));
+        let mut last = String::new();
+        for name in with_pg {
+            let mut client = self.member_client(&name)?;
+            match client.set_config(req.clone()).await {
+                Ok(reply) => return Ok(Some(reply.into_inner())),
+                Err(s) if s.code() == tonic::Code::Unavailable || s.code() == tonic::Code::Unknown => {
+                    last = format!("{name}: {}", s.message());
+                }
+                Err(s) => return Err(forwarded(s)),
+            }
+        }
+        Err(Status::unavailable(format!(
+            "postgres_parameters are checked with Postgres before they are stored, but this member is a witness \
+             (no Postgres) and no member that runs Postgres answered ({last}); retry, or send the change to a \
+             member that runs Postgres (pgquorumctl --endpoint)"
+        )))
     }
 
     /// Adds a line to `changes` for each changed parameter that takes effect only after a
