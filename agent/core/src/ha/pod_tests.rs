@@ -46,6 +46,7 @@ pub(crate) fn report(member: &str, postgres: Postgres, lease: Option<(u64, u64)>
         sync_applied_at: None,
         at: UnixMillis(0),
         election_timeout_max: None,
+        problem: None,
     }
 }
 
