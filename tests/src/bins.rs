@@ -76,18 +76,10 @@ pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
-/// A Postgres server binary (Debian keeps them in /usr/lib/postgresql/<version>/bin).
+/// A Postgres binary from the directory the agent itself would use (`pgquorum-pgbin`).
 pub fn postgres_bin(name: &str) -> PathBuf {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("bin"))
-        .collect();
-    dirs.sort();
-    dirs.into_iter()
-        .rev()
-        .map(|d| d.join(name))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("{name} not found under /usr/lib/postgresql"))
+    let dir = pgquorum_pgbin::find(None).unwrap_or_else(|e| panic!("{e}"));
+    let p = dir.join(name);
+    assert!(p.is_file(), "{name} not found in {}", dir.display());
+    p
 }

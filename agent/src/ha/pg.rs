@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use pgquorum_core::MemberName;
 
 use crate::config::{AgentConfig, Secrets};
-use crate::postgres::{bin, conf};
+use crate::postgres::conf;
 
 /// Everything needed to drive the local Postgres.
 pub struct PgCtx {
@@ -55,7 +55,7 @@ pub struct PgCtx {
 impl PgCtx {
     /// Builds the context from configuration (finds the binaries).
     pub fn new(cfg: &AgentConfig) -> Result<PgCtx, String> {
-        let bin = bin::find(cfg.pg.bin_dir.as_deref())?;
+        let bin = pgquorum_pgbin::find(cfg.pg.bin_dir.as_deref()).map_err(|e| e.to_string())?;
         let secrets = cfg.secrets.clone().ok_or("postgres passwords were not resolved")?;
         let (listen_addresses, port) = cfg.pg.listen_parts();
         let application = (!cfg.pg.application.username.is_empty()).then(|| {

@@ -1,9 +1,8 @@
-//! Driving one Postgres instance: binaries, control data, configuration files, the postmaster
+//! Driving one Postgres instance (its binaries are found by `pgquorum-pgbin`): control data, configuration files, the postmaster
 //! process, SQL, and the initdb/basebackup/rewind tools.
 //!
 //! Owns how things are done, never whether: the HA loop decides (through the core) and calls in.
 
-pub mod bin;
 pub mod conf;
 pub mod controldata;
 pub mod log;

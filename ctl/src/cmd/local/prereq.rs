@@ -13,9 +13,6 @@ use crate::Failure;
 /// The OS user the agents run as when `local` runs as root (Postgres refuses root).
 pub const RUN_AS: &str = "postgres";
 
-/// Binaries the agent needs from Postgres (the same list the agent checks).
-const PG_BINARIES: &[&str] = &["postgres", "initdb", "pg_controldata", "pg_basebackup", "pg_rewind"];
-
 /// An OS user agents run as.
 #[derive(Clone, Debug)]
 pub struct RunAs {
@@ -79,43 +76,9 @@ pub fn agent_keys(agent: &Path) -> Result<Vec<String>, Failure> {
     Ok(text.lines().filter_map(|l| l.split('\t').next()).map(str::to_string).collect())
 }
 
-fn complete(dir: &Path) -> bool {
-    PG_BINARIES.iter().all(|b| dir.join(b).is_file())
-}
-
-/// Postgres's server binaries, found where the agent looks: PATH, the newest
-/// /usr/lib/postgresql/<version>/bin, `pg_config --bindir`.
+/// Postgres's server binaries, found exactly where the agent looks (`pgquorum-pgbin`).
 pub fn postgres_bin_dir() -> Result<PathBuf, Failure> {
-    if let Some(path) = std::env::var_os("PATH")
-        && let Some(d) = std::env::split_paths(&path).find(|d| complete(d))
-    {
-        return Ok(d);
-    }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
-        .filter(|(_, bin)| complete(bin))
-        .collect();
-    versions.sort();
-    if let Some((_, bin)) = versions.pop() {
-        return Ok(bin);
-    }
-    if let Ok(out) = std::process::Command::new("pg_config").arg("--bindir").output()
-        && out.status.success()
-    {
-        let d = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        if complete(&d) {
-            return Ok(d);
-        }
-    }
-    Err(Failure::failed(format!(
-        "PostgreSQL server binaries ({}) not found on PATH, under /usr/lib/postgresql/<version>/bin or via \
-         pg_config --bindir. Install them: on Debian or Ubuntu `apt-get install postgresql-15`; elsewhere \
-         your distribution's PostgreSQL server package, with its bin directory on PATH",
-        PG_BINARIES.join(", ")
-    )))
+    pgquorum_pgbin::find(None).map_err(|e| Failure::failed(e.to_string()))
 }
 
 /// A util-linux tool (`setsid`, `setpriv`) on PATH.
