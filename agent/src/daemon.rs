@@ -122,7 +122,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         true,
         Box::pin(peers::poll(
             cluster.clone(),
-            shared.reports.clone(),
+            shared.clone(),
             cfg.loop_interval,
             move || clock.now(),
             cancel.clone(),

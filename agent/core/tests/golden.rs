@@ -78,3 +78,33 @@ fn golden_cases_match_the_decisions() {
         failures.join("\n")
     );
 }
+
+/// The status cadence (`cadence::settled`): across every golden case, a plan that does any work
+/// (an action other than renewing, a coordinator action) never counts as settled, so the agent
+/// keeps reading Postgres every tick while anything changes; the steady primary does count.
+#[test]
+fn only_plans_without_work_let_the_agent_read_postgres_slowly() {
+    use pgquorum_core::ha::cadence::settled;
+    use pgquorum_core::ha::plan::Action;
+    let mut calm = Vec::new();
+    for path in files(&testdata()) {
+        let text = std::fs::read_to_string(&path).expect("readable golden file");
+        for c in golden_lang::cases(&text).expect("parsable golden file") {
+            let (obs, cfg) = golden_lang::parse::observation(&c.input).expect("parsable case");
+            let plan = decide(&obs, &cfg);
+            if settled(&obs, &plan) {
+                assert!(
+                    plan.member.actions.iter().all(|a| matches!(a, Action::Renew { .. }))
+                        && plan.coordinator.as_ref().is_none_or(|d| d.actions.is_empty())
+                        && obs.local.task.is_none()
+                        && obs.cluster.switchover.is_none(),
+                    "case {} does work but counts as settled",
+                    c.name
+                );
+                calm.push(c.name.clone());
+            }
+        }
+    }
+    assert!(calm.iter().any(|n| n == "steady_primary_does_nothing"), "settled cases: {calm:?}");
+    assert!(!calm.iter().any(|n| n == "primary_applies_the_recorded_target"), "settled cases: {calm:?}");
+}

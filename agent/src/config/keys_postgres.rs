@@ -306,4 +306,15 @@ pub const POSTGRES_KEYS: &[KeyDef] = &[
             Ok(())
         },
     },
+    KeyDef {
+        key: "ha.status_interval",
+        default: "1s",
+        help: "How often a quiet member queries its Postgres's status over SQL (every loop tick while \
+               anything is changing; a crashed postmaster is noticed every tick without SQL).",
+        set: |c, k, v| {
+            let d: Duration = duration::parse(v).map_err(|e| format!("{k}: {e}"))?;
+            c.status_interval = d;
+            Ok(())
+        },
+    },
 ];

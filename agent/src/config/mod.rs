@@ -73,6 +73,8 @@ pub struct AgentConfig {
     pub tags: Tags,
     /// HA loop interval.
     pub loop_interval: Duration,
+    /// How often a quiet member reads its Postgres's status over SQL (`ha.status_interval`).
+    pub status_interval: Duration,
     /// Who may change the cluster (`auth.*`).
     pub auth: crate::auth::AuthSettings,
     /// Mutual TLS on the gRPC endpoint (`tls.*`).
@@ -143,6 +145,7 @@ impl AgentConfig {
             secrets: None,
             tags: Tags::default(),
             loop_interval: Duration::from_millis(100),
+            status_interval: Duration::from_secs(1),
             auth: Default::default(),
             tls: Default::default(),
             kube: Default::default(),

@@ -71,6 +71,14 @@ fn check_postgres(c: &mut AgentConfig, errs: &mut Vec<String>) {
             fmt_dur(c.bootstrap.ttl)
         ));
     }
+    if c.status_interval < c.loop_interval || c.status_interval > std::time::Duration::from_secs(10) {
+        errs.push(format!(
+            "ha.status_interval ({}) must be at least ha.loop_interval ({}) and at most 10s: it is how often a \
+             quiet member reads its Postgres's status",
+            fmt_dur(c.status_interval),
+            fmt_dur(c.loop_interval)
+        ));
+    }
     if !c.pg.enabled {
         return;
     }

@@ -47,6 +47,7 @@ impl Ha {
             )
             .map_err(|e| format!("writing Postgres configuration in {}: {e}", self.pg().data.display()))?;
         if changed && self.local.postmaster.is_some() {
+            self.local.status_due = true;
             self.sql().reload().await?;
         }
         Ok(())

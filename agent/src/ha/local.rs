@@ -55,6 +55,10 @@ pub struct LocalState {
     pub sync_applied_at: Option<(SyncSet, Lsn)>,
     /// Last status reading.
     pub status: Option<Status>,
+    /// When `status` was last read (loop clock).
+    pub status_at: Option<Duration>,
+    /// Something changed: read the status on the next tick, whatever `ha.status_interval` says.
+    pub status_due: bool,
     /// A proposal of this member in flight.
     pub proposal: Option<JoinHandle<()>>,
     /// A coordinator proposal in flight.
@@ -94,6 +98,8 @@ impl LocalState {
             conf_sync: String::new(),
             sync_applied_at: None,
             status: None,
+            status_at: None,
+            status_due: true,
             proposal: None,
             coord_proposal: None,
             roles_checked: false,

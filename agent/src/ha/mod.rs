@@ -63,6 +63,10 @@ pub struct Shared {
     /// This member's Postgres binaries and the agent's own directory (unset on a witness): the
     /// management API checks Postgres parameters with them.
     pub pg_tools: std::sync::OnceLock<(std::path::PathBuf, std::path::PathBuf)>,
+    /// The last tick found this member settled (`cadence::settled`): peers are polled slower.
+    pub settled: std::sync::atomic::AtomicBool,
+    /// Wakes the peer poller when the member stops being settled.
+    pub unsettled: Notify,
 }
 
 impl Shared {
@@ -81,6 +85,8 @@ impl Shared {
             reload_requested: std::sync::atomic::AtomicBool::new(false),
             coordinator_reason: Mutex::new(String::new()),
             pg_tools: std::sync::OnceLock::new(),
+            settled: std::sync::atomic::AtomicBool::new(false),
+            unsettled: Notify::new(),
         })
     }
 
@@ -203,7 +209,8 @@ impl Ha {
         while !cancel.is_cancelled() {
             self.tick().await?;
             // Tick at least every loop interval, and at once when the replicated state changes
-            // or a renewal, task or peer request finished.
+            // or a renewal, task or peer request finished. A new replicated state is a change
+            // worth a fresh Postgres status.
             // And at the fence point of the lease held, so fencing never waits for a tick.
             let fence_at = self.fence_point().filter(|at| *at > Instant::now());
             tokio::select! {
@@ -211,7 +218,7 @@ impl Ha {
                 _ = tokio::time::sleep(every) => {}
                 _ = sleep_until_some(fence_at) => {}
                 _ = self.shared.wake.notified() => {}
-                _ = applied.changed() => {}
+                _ = applied.changed() => self.local.status_due = true,
             }
         }
         self.shutdown().await;
@@ -219,13 +226,15 @@ impl Ha {
     }
 
     async fn tick(&mut self) -> anyhow::Result<()> {
-        self.reap(self.shared.now()).await;
+        let now = self.shared.now();
+        self.reap(now).await;
         // The status query may be slow (up to its timeout): give up on it at the fence point.
         let fence_at = self.fence_point();
         tokio::select! {
-            _ = self.refresh_postgres() => {}
+            _ = self.refresh_postgres(now) => {}
             _ = sleep_until_some(fence_at) => {
                 tracing::debug!("status query abandoned at the fence point");
+                self.local.status_due = true;
             }
         }
         if let Some(msg) = self.foreign_data() {
@@ -259,6 +268,12 @@ impl Ha {
             }
         }
         self.upkeep(&obs).await;
+        let settled = pgquorum_core::ha::cadence::settled(&obs, &plan);
+        self.local.status_due |= !settled;
+        let was_settled = self.shared.settled.swap(settled, std::sync::atomic::Ordering::SeqCst);
+        if was_settled && !settled {
+            self.shared.unsettled.notify_waiters();
+        }
         self.publish(&obs, now);
         self.shared.ticked();
         Ok(())

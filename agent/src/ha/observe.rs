@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use pgquorum_core::ha::cadence;
 use pgquorum_core::ha::observation::{Data, Lease, Observation, Report};
 use pgquorum_core::{Lsn, Timeline, UnixMillis};
 
@@ -52,6 +53,7 @@ impl Ha {
         }
         if self.local.task.as_ref().is_some_and(|(_, h)| h.is_finished()) {
             let (task, handle) = self.local.task.take().expect("checked");
+            self.local.status_due = true;
             let res = handle.await.unwrap_or_else(|e| Err(format!("task panicked: {e}")));
             match res {
                 Ok(pm) => {
@@ -90,12 +92,19 @@ impl Ha {
         }
     }
 
-    /// Reads Postgres's status (or the control file when it is down).
-    pub(super) async fn refresh_postgres(&mut self) {
+    /// Reads Postgres's status (or the control file when it is down): every tick while anything
+    /// changes, every `ha.status_interval` while the member is settled (`cadence`).
+    pub(super) async fn refresh_postgres(&mut self, now: Duration) {
         if self.pg.is_none() {
             return;
         }
         if self.local.postmaster.is_some() {
+            let forced = self.local.status_due || self.local.status.is_none();
+            if !cadence::status_due(now, self.local.status_at, forced, self.cfg.status_interval) {
+                return;
+            }
+            self.local.status_due = false;
+            self.local.status_at = Some(now);
             match tokio::time::timeout(Duration::from_millis(500), self.sql().status()).await {
                 Ok(Ok(mut s)) => {
                     // A standby's timeline: the highest of what its receiver last reported, its

@@ -1,5 +1,5 @@
 //! Every member's last report, polled from each peer's `MemberStatus` (served from memory) at
-//! the HA loop's pace. Used by the coordinator (who is where, who stopped streaming) and by
+//! the HA loop's pace while anything changes, slower while this member is settled. Used by the coordinator (who is where, who stopped streaming) and by
 //! replicas (the primary's timeline history and address).
 
 use std::collections::BTreeMap;
@@ -47,14 +47,22 @@ impl Reports {
     }
 }
 
-/// Polls every other member every `every` until `cancel`. `clock` gives the HA loop's time.
+/// How often peers are polled while this member is settled: a quarter of the time after which
+/// a report counts as stale, so one slow round never makes a live peer look unreachable.
+pub fn settled_every() -> Duration {
+    pgquorum_core::ha::HaConfig::default().report_stale_after / 4
+}
+
+/// Polls every other member until `cancel`: every `every` (the HA loop's interval) while this
+/// member is not settled, every [`settled_every`] while it is. `clock` gives the HA loop's time.
 pub async fn poll(
     cluster: Cluster,
-    reports: std::sync::Arc<Reports>,
+    shared: std::sync::Arc<super::Shared>,
     every: Duration,
     clock: impl Fn() -> Duration + Send + Sync + 'static,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    let reports = shared.reports.clone();
     let clock = std::sync::Arc::new(clock);
     loop {
         let me = cluster.node.ident.node_id;
@@ -81,9 +89,12 @@ pub async fn poll(
             _ = cancel.cancelled() => return Ok(()),
             _ = futures::future::join_all(calls) => {}
         }
+        let settled = shared.settled.load(std::sync::atomic::Ordering::SeqCst);
+        let pause = if settled { settled_every().max(every) } else { every };
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(pause) => {}
+            _ = shared.unsettled.notified(), if settled => {}
         }
     }
 }

@@ -5,6 +5,7 @@
 //! what the local Postgres should do. On the Raft leader the coordinator part adds cluster-wide
 //! decisions. Pure: no clocks, no I/O.
 
+pub mod cadence;
 pub mod config;
 pub mod handover;
 pub mod observation;
