@@ -10,6 +10,7 @@ pub mod bins;
 pub mod certs;
 pub mod cluster;
 pub mod deploy;
+pub mod footprint;
 pub mod haproxy;
 pub mod http;
 pub mod kube;

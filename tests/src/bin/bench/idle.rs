@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use pgquorum_tests::Cluster;
+use pgquorum_tests::{Cluster, footprint};
 
 use crate::raft::Bench;
 
@@ -15,7 +15,7 @@ impl Bench {
         let all: Vec<usize> = (0..self.names.len()).collect();
         let leader = self.agreed_leader(&all).await?;
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let ticks = clk_tck();
+        let ticks = footprint::clk_tck();
         let pids: Vec<u32> =
             c.agents.iter().map(|a| a.pid().context("agent not running")).collect::<Result<_>>()?;
         let before =
@@ -28,11 +28,9 @@ impl Bench {
         let leader_end = self.agreed_leader(&all).await?;
         println!(
             "leader: {} at the start, {} at the end; window {window:.1} s; CLK_TCK {}",
-            self.names[leader],
-            self.names[leader_end],
-            ticks.map_or("unknown, assumed 100".to_string(), |t| t.to_string())
+            self.names[leader], self.names[leader_end], ticks
         );
-        let tck = ticks.unwrap_or(100) as f64;
+        let tck = ticks as f64;
         println!(
             "{:<6} {:>7} {:>9} {:>8} {:>9} {:>8} {:>7} {:>8} {:>12} {:>10}",
             "agent",
@@ -47,6 +45,7 @@ impl Bench {
             "log bytes"
         );
         for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+            let (b, a) = (&b.proc, &a.proc);
             let cpu = a.ticks.saturating_sub(b.ticks) as f64 / tck;
             println!(
                 "{:<6} {:>7} {:>9.1} {:>8.1} {:>9.1} {:>8.1} {:>7.2} {:>7.2}% {:>12} {:>10}",
@@ -59,56 +58,31 @@ impl Bench {
                 cpu,
                 100.0 * cpu / window,
                 a.write_bytes.saturating_sub(b.write_bytes),
-                a.log_bytes.saturating_sub(b.log_bytes)
+                after[i].log_bytes.saturating_sub(before[i].log_bytes)
             );
         }
         println!("memory in MiB (anon = RssAnon); write_bytes: /proc/<pid>/io delta (reached the storage");
         println!("layer); log bytes: growth of the agent's stdout/stderr log file, which is on disk too");
-        println!("threads per agent at the end: {:?}", after.iter().map(|s| s.threads).collect::<Vec<_>>());
+        println!(
+            "threads per agent at the end: {:?}",
+            after.iter().map(|s| s.proc.threads).collect::<Vec<_>>()
+        );
         Ok(())
     }
 }
 
-fn mib(kb: u64) -> f64 {
+pub(crate) fn mib(kb: u64) -> f64 {
     kb as f64 / 1024.0
 }
 
-/// Clock ticks per second from `getconf CLK_TCK`, if it answers.
-fn clk_tck() -> Option<u64> {
-    let out = std::process::Command::new("getconf").arg("CLK_TCK").output().ok()?;
-    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
-}
-
 struct Sample {
-    rss_kb: u64,
-    anon_kb: u64,
-    hwm_kb: u64,
-    threads: u64,
-    ticks: u64,
-    write_bytes: u64,
+    proc: footprint::Sample,
     log_bytes: u64,
 }
 
-fn field(text: &str, key: &str) -> Option<u64> {
-    text.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse().ok())
-}
-
 fn sample(pid: u32, log: &Path) -> Result<Sample> {
-    let read = |f: &str| {
-        std::fs::read_to_string(format!("/proc/{pid}/{f}")).with_context(|| format!("/proc/{pid}/{f}"))
-    };
-    let (status, stat, io) = (read("status")?, read("stat")?, read("io")?);
-    let get = |text: &str, key: &str| field(text, key).with_context(|| format!("{key} of pid {pid}"));
-    // Fields after the command name: state is field 3, utime 14, stime 15.
-    let rest: Vec<&str> = stat.rsplit_once(')').context("stat")?.1.split_whitespace().collect();
-    let tick = |n: usize| rest.get(n - 3).and_then(|v| v.parse::<u64>().ok()).context("utime/stime");
     Ok(Sample {
-        rss_kb: get(&status, "VmRSS:")?,
-        anon_kb: get(&status, "RssAnon:")?,
-        hwm_kb: get(&status, "VmHWM:")?,
-        threads: get(&status, "Threads:")?,
-        ticks: tick(14)? + tick(15)?,
-        write_bytes: get(&io, "write_bytes:")?,
+        proc: footprint::sample(pid)?,
         log_bytes: std::fs::metadata(log).map(|m| m.len()).unwrap_or(0),
     })
 }

@@ -12,6 +12,7 @@
 
 mod health;
 mod idle;
+mod idle_pg;
 mod kube;
 mod lease;
 mod pg_failover;
@@ -50,6 +51,15 @@ enum Cmd {
     Idle {
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
         seconds: u64,
+    },
+    /// 3 idle members with Postgres: agent, fence guard and Postgres memory and CPU, bytes
+    /// written and the agent's SQL statements over S seconds, after a settling time.
+    IdleMembers {
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+        seconds: u64,
+        /// Seconds to wait after the cluster is steady before the window starts.
+        #[arg(long, default_value_t = 10)]
+        settle: u64,
     },
     /// 3 agents with Postgres and one writer: kill -9 the primary (agent and Postgres) N times;
     /// write unavailability per failover, and acknowledged writes lost at the end.
@@ -154,6 +164,7 @@ fn main() -> Result<()> {
         }
         Cmd::KubeLabelLag { trials } => kube::label_lag(trials as usize),
         Cmd::KubeHandover { trials } => kube::handover(trials as usize),
+        Cmd::IdleMembers { seconds, settle } => idle_pg::run(seconds, settle),
         Cmd::Switchover { mode, trials, logs } => {
             pg_failover::run(mode.as_str(), pg_failover::Action::Switchover, trials as usize, logs)
         }
@@ -180,7 +191,8 @@ fn on_raft_group(cmd: Cmd) -> Result<()> {
             | Cmd::LeaseTtlChanges { .. }
             | Cmd::LeaseCuts { .. }
             | Cmd::KubeLabelLag { .. }
-            | Cmd::KubeHandover { .. } => {
+            | Cmd::KubeHandover { .. }
+            | Cmd::IdleMembers { .. } => {
                 unreachable!("not a Raft-only subcommand")
             }
         }

@@ -1,0 +1,91 @@
+//! Idle members with Postgres: per member, the agent's, the fence guard's and Postgres's memory
+//! and CPU, the bytes each wrote to storage, and the transactions Postgres ran (the agent's SQL
+//! statements), over a window without client requests. Samples /proc through
+//! `pgquorum_tests::footprint`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use pgquorum_tests::footprint::{self, Member};
+use pgquorum_tests::{Cluster, ClusterOptions};
+
+use crate::idle::mib;
+
+/// Deadline for the cluster to come up.
+const T: Duration = Duration::from_secs(180);
+
+fn sample_all(c: &Cluster) -> Result<Vec<(Member, u64)>> {
+    c.agents
+        .iter()
+        .map(|a| {
+            let pid = a.pid().with_context(|| format!("{} not running", a.name))?;
+            let m = footprint::member(pid, &a.pgdata())?;
+            let tx = footprint::transactions(&c.pg(&a.name))?;
+            Ok((m, tx))
+        })
+        .collect()
+}
+
+/// Starts 3 members, waits until they are steady and then `settle` seconds more, and samples
+/// every member at the start and end of a `seconds` window.
+pub(crate) fn run(seconds: u64, settle: u64) -> Result<()> {
+    let mut c = Cluster::start(ClusterOptions::default());
+    let primary = c.wait_for_primary(T);
+    let rest: Vec<String> = c.agents.iter().map(|a| a.name.clone()).filter(|n| *n != primary).collect();
+    c.wait_for_streaming(&[&rest[0], &rest[1]], T);
+    std::thread::sleep(Duration::from_secs(settle));
+    let before = sample_all(&c)?;
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs(seconds));
+    let after = sample_all(&c)?;
+    let window = t.elapsed().as_secs_f64();
+    let tck = footprint::clk_tck() as f64;
+    let pct = |ticks: u64| 100.0 * ticks as f64 / tck / window;
+    println!("primary {primary}; window {window:.1} s; CLK_TCK {tck}; memory in MiB; CPU in % of one core");
+    println!(
+        "{:<4} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>9} {:>9} {:>9}",
+        "mbr",
+        "agRSS",
+        "agAnon",
+        "agHWM",
+        "agCPU%",
+        "grdRSS",
+        "grdCPU%",
+        "pgCPU%",
+        "total%",
+        "SQL/min",
+        "agWrite",
+        "pgWrite",
+        "threads"
+    );
+    for (a, ((b, tx0), (e, tx1))) in c.agents.iter().zip(before.iter().zip(&after)) {
+        let agent = e.agent.ticks.saturating_sub(b.agent.ticks);
+        let guard = match (&b.guard, &e.guard) {
+            (Some(gb), Some(ge)) => ge.ticks.saturating_sub(gb.ticks),
+            _ => 0,
+        };
+        let pg = footprint::postgres_ticks(b, e);
+        // The sampling query itself is one transaction per sample.
+        let sql = tx1.saturating_sub(*tx0).saturating_sub(1) as f64 * 60.0 / window;
+        println!(
+            "{:<4} {:>7.1} {:>7.1} {:>7.1} {:>7.2} {:>7.1} {:>7.2} {:>7.2} {:>7.2} {:>8.0} {:>9} {:>9} {:>9}",
+            a.name,
+            mib(e.agent.rss_kb),
+            mib(e.agent.anon_kb),
+            mib(e.agent.hwm_kb),
+            pct(agent),
+            e.guard.as_ref().map_or(0.0, |g| mib(g.rss_kb)),
+            pct(guard),
+            pct(pg),
+            pct(agent + guard + pg),
+            sql,
+            e.agent.write_bytes.saturating_sub(b.agent.write_bytes),
+            footprint::postgres_write_bytes(b, e),
+            e.agent.threads
+        );
+    }
+    println!("ag = agent, grd = fence guard, pg = every process of the member's Postgres (reaped");
+    println!("backends included); SQL/min = transactions Postgres ran (pg_stat_database), less the");
+    println!("bench's own; Write = bytes that reached the storage layer (/proc/<pid>/io)");
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! What an idle member costs, read from /proc: memory, CPU and bytes written of one process
+//! (`sample`), and of a whole member (`member`: the agent, its fence guard and every process of
+//! its Postgres, the postmaster's reaped children included), plus the number of transactions
+//! Postgres has run (`transactions`), which counts the agent's SQL statements without any
+//! logging set up. Used by `pgquorum-bench idle` and the footprint regression test.
+//!
+//! Owns reading and subtracting samples; must not start or stop anything.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// One process at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct Sample {
+    /// VmRSS in kB.
+    pub rss_kb: u64,
+    /// RssAnon in kB (heap, stacks: what the process itself allocated).
+    pub anon_kb: u64,
+    /// VmHWM (peak RSS) in kB.
+    pub hwm_kb: u64,
+    /// Threads.
+    pub threads: u64,
+    /// utime + stime in clock ticks.
+    pub ticks: u64,
+    /// cutime + cstime: reaped children's CPU, in clock ticks.
+    pub child_ticks: u64,
+    /// Bytes this process caused to be written to storage (/proc/<pid>/io).
+    pub write_bytes: u64,
+}
+
+fn field(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// Reads `/proc/<pid>/{status,stat,io}`.
+pub fn sample(pid: u32) -> Result<Sample> {
+    let read = |f: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/{f}")).with_context(|| format!("/proc/{pid}/{f}"))
+    };
+    let (status, stat, io) = (read("status")?, read("stat")?, read("io")?);
+    let get = |text: &str, key: &str| field(text, key).with_context(|| format!("{key} of pid {pid}"));
+    // Fields after the command name: state is field 3, utime 14, stime 15, cutime 16, cstime 17.
+    let rest: Vec<&str> = stat.rsplit_once(')').context("stat")?.1.split_whitespace().collect();
+    let tick = |n: usize| rest.get(n - 3).and_then(|v| v.parse::<u64>().ok()).context("stat times");
+    Ok(Sample {
+        rss_kb: get(&status, "VmRSS:")?,
+        anon_kb: get(&status, "RssAnon:")?,
+        hwm_kb: get(&status, "VmHWM:")?,
+        threads: get(&status, "Threads:")?,
+        ticks: tick(14)? + tick(15)?,
+        child_ticks: tick(16)? + tick(17)?,
+        write_bytes: get(&io, "write_bytes:")?,
+    })
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 when it does not answer).
+pub fn clk_tck() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// One member at one moment: its agent, fence guard, and Postgres (every process whose
+/// working directory is the data directory).
+#[derive(Clone, Debug)]
+pub struct Member {
+    /// The agent process.
+    pub agent: Sample,
+    /// The fence guard (None: not found).
+    pub guard: Option<Sample>,
+    /// Postgres processes by PID.
+    pub postgres: Vec<(u32, Sample)>,
+}
+
+/// Samples the member whose agent is `agent_pid` and whose data directory is `pgdata`.
+pub fn member(agent_pid: u32, pgdata: &Path) -> Result<Member> {
+    let mut guard = None;
+    let mut postgres = Vec::new();
+    for pid in crate::procs::pids_of(pgdata) {
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let Ok(s) = sample(pid) else { continue };
+        if String::from_utf8_lossy(&cmd).contains("fence-guard") {
+            guard = Some(s);
+        } else {
+            postgres.push((pid, s));
+        }
+    }
+    Ok(Member { agent: sample(agent_pid)?, guard, postgres })
+}
+
+/// CPU clock ticks a member's Postgres spent between two samples: each process still running
+/// at the end, less what it had at the start, plus what reaped children added to the
+/// postmaster's (every process's `cutime`).
+pub fn postgres_ticks(before: &Member, after: &Member) -> u64 {
+    after
+        .postgres
+        .iter()
+        .map(|(pid, a)| {
+            let b =
+                before.postgres.iter().find(|(p, _)| p == pid).map(|(_, s)| s.clone()).unwrap_or_default();
+            (a.ticks + a.child_ticks).saturating_sub(b.ticks + b.child_ticks)
+        })
+        .sum()
+}
+
+/// Total RSS of a member's Postgres processes in kB (shared buffers count once per process
+/// that touched them, so this overstates what Postgres really holds).
+pub fn postgres_rss_kb(m: &Member) -> u64 {
+    m.postgres.iter().map(|(_, s)| s.rss_kb).sum()
+}
+
+/// Bytes a member's Postgres processes caused to be written between two samples.
+pub fn postgres_write_bytes(before: &Member, after: &Member) -> u64 {
+    after
+        .postgres
+        .iter()
+        .map(|(pid, a)| {
+            let b = before.postgres.iter().find(|(p, _)| p == pid).map_or(0, |(_, s)| s.write_bytes);
+            a.write_bytes.saturating_sub(b)
+        })
+        .sum()
+}
+
+/// Committed plus rolled-back transactions in every database of the instance at `pg`
+/// (pg_stat_database; a backend flushes its counts within about a second of a transaction).
+pub fn transactions(pg: &crate::Pg) -> Result<u64> {
+    let v = pg
+        .value("SELECT (sum(xact_commit) + sum(xact_rollback))::bigint::text FROM pg_stat_database")
+        .map_err(anyhow::Error::msg)?
+        .context("pg_stat_database has no rows")?;
+    v.parse().with_context(|| format!("transaction count {v:?}"))
+}

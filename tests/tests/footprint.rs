@@ -1,0 +1,84 @@
+//! End-to-end guard on what an idle member costs (issue 10): an idle member's agent reads its
+//! Postgres over SQL about once per `ha.status_interval`, not on every 100 ms tick, and the agent
+//! and its fence guard stay small. The bounds are several times the expected values and far
+//! below what the agent cost before (10 status queries a second, 36 MB), so neither noise on a
+//! loaded machine nor a debug build trips them, but a return to per-tick SQL or to a large
+//! table built at start-up does.
+
+use std::time::{Duration, Instant};
+
+use pgquorum_tests::footprint;
+use pgquorum_tests::{Cluster, ClusterOptions};
+
+const T: Duration = Duration::from_secs(90);
+/// The measuring window.
+const WINDOW: Duration = Duration::from_secs(30);
+/// Most transactions an idle member's Postgres may run per second of the window (the agent's
+/// status read once a second, with room for autovacuum and a few forced reads).
+const MAX_PER_SECOND: f64 = 3.0;
+/// Largest heap and stacks (RssAnon, which a debug build's large binary does not inflate) of an
+/// idle agent and of its fence guard, in MiB. Before the base2histogram patch the agent's alone
+/// was about 30 MiB.
+const MAX_AGENT_MIB: u64 = 16;
+const MAX_GUARD_MIB: u64 = 4;
+
+/// The cluster's epoch (it changes with every failover).
+fn epoch(c: &mut Cluster) -> u64 {
+    c.status().ok().and_then(|st| st["epoch"].as_u64()).unwrap_or(0)
+}
+
+#[test]
+fn idle_members_query_postgres_about_once_a_second_and_stay_small() {
+    let mut c = Cluster::start(ClusterOptions::default());
+    let p = c.wait_for_primary(T);
+    let rest: Vec<String> = c.agents.iter().map(|a| a.name.clone()).filter(|n| *n != p).collect();
+    c.wait_for_streaming(&[&rest[0], &rest[1]], T);
+    // Let roles, slots and the synchronous set settle.
+    std::thread::sleep(Duration::from_secs(5));
+    let clients: Vec<_> = c.agents.iter().map(|a| c.pg(&a.name)).collect();
+    let count = |i: usize| footprint::transactions(&clients[i]).expect("pg_stat_database");
+    // A window only counts if the cluster stayed idle: on an overloaded machine a lease can run
+    // out, and a failover rightly makes every member read Postgres on every tick.
+    let mut idle_window = None;
+    for _ in 0..3 {
+        let e0 = epoch(&mut c);
+        let before: Vec<u64> = (0..clients.len()).map(count).collect();
+        let t = Instant::now();
+        std::thread::sleep(WINDOW);
+        let after: Vec<u64> = (0..clients.len()).map(count).collect();
+        if epoch(&mut c) == e0 && e0 > 0 {
+            idle_window = Some((before, after, t.elapsed().as_secs_f64()));
+            break;
+        }
+        c.wait_for_primary(T);
+    }
+    let (before, after, secs) = idle_window.expect("the cluster failed over in each of 3 windows of 30 s");
+    for (i, a) in c.agents.iter().enumerate() {
+        let ran = after[i].saturating_sub(before[i]) as f64;
+        let m = footprint::member(a.pid().expect("agent running"), &a.pgdata()).expect("sample");
+        let guard = m.guard.expect("fence guard running");
+        eprintln!(
+            "{}: {ran} transactions in {secs:.1} s; agent RSS {} kB (anon {} kB); guard RSS {} kB (anon {} kB)",
+            a.name, m.agent.rss_kb, m.agent.anon_kb, guard.rss_kb, guard.anon_kb
+        );
+        assert!(
+            ran <= MAX_PER_SECOND * secs,
+            "{}: Postgres ran {ran} transactions in {secs:.1} s while idle (at most {MAX_PER_SECOND}/s \
+             expected): is the agent querying its status on every tick again?",
+            a.name
+        );
+        assert!(
+            m.agent.anon_kb <= MAX_AGENT_MIB * 1024,
+            "{}: agent heap and stacks (RssAnon) {} kB exceed {MAX_AGENT_MIB} MiB",
+            a.name,
+            m.agent.anon_kb
+        );
+        assert!(
+            guard.anon_kb <= MAX_GUARD_MIB * 1024,
+            "{}: fence guard heap and stacks (RssAnon) {} kB exceed {MAX_GUARD_MIB} MiB",
+            a.name,
+            guard.anon_kb
+        );
+    }
+    c.check_logs(&[]);
+}
