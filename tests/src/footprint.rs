@@ -1,8 +1,7 @@
 //! What an idle member costs, read from /proc: memory, CPU and bytes written of one process
 //! (`sample`), and of a whole member (`member`: the agent, its fence guard and every process of
-//! its Postgres, the postmaster's reaped children included), plus the number of transactions
-//! Postgres has run (`transactions`), which counts the agent's SQL statements without any
-//! logging set up. Used by `pgquorum-bench idle` and the footprint regression test.
+//! its Postgres, the postmaster's reaped children included), plus the statements Postgres logged
+//! (`statements_logged`, with `log_statement=all`), which counts the agent's SQL. Used by `pgquorum-bench idle` and the footprint regression test.
 //!
 //! Owns reading and subtracting samples; must not start or stop anything.
 
@@ -125,12 +124,14 @@ pub fn postgres_write_bytes(before: &Member, after: &Member) -> u64 {
         .sum()
 }
 
-/// Committed plus rolled-back transactions in every database of the instance at `pg`
-/// (pg_stat_database; a backend flushes its counts within about a second of a transaction).
-pub fn transactions(pg: &crate::Pg) -> Result<u64> {
-    let v = pg
-        .value("SELECT (sum(xact_commit) + sum(xact_rollback))::bigint::text FROM pg_stat_database")
-        .map_err(anyhow::Error::msg)?
-        .context("pg_stat_database has no rows")?;
-    v.parse().with_context(|| format!("transaction count {v:?}"))
+/// Statements Postgres logged so far in `log` (its output file; run it with
+/// `log_statement=all`): one `statement:` or `execute` line per statement, whatever the protocol.
+/// (pg_stat_database's transaction counts cannot serve: Postgres 15 flushes them only with
+/// other pending statistics, so the agent's catalog-only queries never show up there.)
+pub fn statements_logged(log: &Path) -> Result<usize> {
+    let text = std::fs::read(log).with_context(|| format!("reading {}", log.display()))?;
+    Ok(String::from_utf8_lossy(&text)
+        .lines()
+        .filter(|l| l.contains("LOG:  statement: ") || l.contains("LOG:  execute "))
+        .count())
 }

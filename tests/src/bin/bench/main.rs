@@ -60,6 +60,9 @@ enum Cmd {
         /// Seconds to wait after the cluster is steady before the window starts.
         #[arg(long, default_value_t = 10)]
         settle: u64,
+        /// Run Postgres with log_statement=all and count the statements (costs Postgres CPU).
+        #[arg(long)]
+        log_statements: bool,
     },
     /// 3 agents with Postgres and one writer: kill -9 the primary (agent and Postgres) N times;
     /// write unavailability per failover, and acknowledged writes lost at the end.
@@ -164,7 +167,7 @@ fn main() -> Result<()> {
         }
         Cmd::KubeLabelLag { trials } => kube::label_lag(trials as usize),
         Cmd::KubeHandover { trials } => kube::handover(trials as usize),
-        Cmd::IdleMembers { seconds, settle } => idle_pg::run(seconds, settle),
+        Cmd::IdleMembers { seconds, settle, log_statements } => idle_pg::run(seconds, settle, log_statements),
         Cmd::Switchover { mode, trials, logs } => {
             pg_failover::run(mode.as_str(), pg_failover::Action::Switchover, trials as usize, logs)
         }
