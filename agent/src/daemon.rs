@@ -128,6 +128,37 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
             cancel.clone(),
         )),
     );
+    if cfg.archive.enabled {
+        let started = crate::archive::open(&cfg, cluster.clone()).await?;
+        let _ = shared.archive.set(started.archive.clone());
+        let (role, published, c) = (started.role, shared.published.subscribe(), cancel.clone());
+        spawn(
+            "archive-role",
+            true,
+            Box::pin(async move {
+                role.follow(published, c).await;
+                Ok(())
+            }),
+        );
+        spawn(
+            "archive-socket",
+            true,
+            Box::pin(crate::archive::socket::serve(
+                started.listener,
+                started.archive.clone(),
+                cancel.clone(),
+            )),
+        );
+        let (a, pg_wal, c) = (started.archive, cfg.pg.data_dir(&cfg.data_dir).join("pg_wal"), cancel.clone());
+        spawn(
+            "archive-ahead",
+            true,
+            Box::pin(async move {
+                crate::archive::ahead::run(a, pg_wal, Duration::from_millis(200), c).await;
+                Ok(())
+            }),
+        );
+    }
     let ha = Ha::new(cfg.clone(), cluster.clone(), shared.clone(), pg).await?;
     spawn("ha", true, Box::pin(ha.run(cancel.clone())));
     if cfg.kube.active() {

@@ -39,6 +39,27 @@ enum Cmd {
     CheckConfig,
     /// List every configuration key with its environment variable, default and meaning.
     Keys,
+    /// Archive one WAL file through the running agent: Postgres's archive_command
+    /// (`pgquorum-agent wal-push --socket SOCKET %p`). Exit 0 only once the file is stored.
+    WalPush {
+        /// The agent's archive socket.
+        #[arg(long)]
+        socket: PathBuf,
+        /// The WAL file (Postgres's %p).
+        path: PathBuf,
+    },
+    /// Restore one WAL file through the running agent: Postgres's restore_command
+    /// (`pgquorum-agent wal-fetch --socket SOCKET %f %p`). Exit 0 restored, 1 not in the
+    /// archive or not reachable now (Postgres tries again or streams), 126 damaged (recovery stops).
+    WalFetch {
+        /// The agent's archive socket.
+        #[arg(long)]
+        socket: PathBuf,
+        /// The WAL file name (Postgres's %f).
+        name: String,
+        /// Where to put it (Postgres's %p).
+        dest: PathBuf,
+    },
     /// (Internal) The fence guard the agent starts: kills Postgres at the lease deadline if the
     /// agent does not renew. Reads commands on stdin.
     #[command(hide = true)]
@@ -87,6 +108,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Cmd::FenceGuard { data }) => pgquorum_agent::fence::guard::run(data),
+        Some(Cmd::WalPush { socket, path }) => return wal_push(&socket, &path),
+        Some(Cmd::WalFetch { socket, name, dest }) => return wal_fetch(&socket, &name, &dest),
         Some(Cmd::Keys) => {
             for k in all_keys() {
                 println!("{}\t{}\t{}\t{}", k.key, k.env(), k.default, k.help);
@@ -129,6 +152,43 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn wal_push(socket: &std::path::Path, path: &std::path::Path) -> ExitCode {
+    use pgquorum_agent::archive::socket::{Answer, absolute, request};
+    let path = absolute(path);
+    let line = format!("push\t{}", path.display());
+    match request(socket, &line, std::time::Duration::from_secs(600)) {
+        Answer::Ok => ExitCode::SUCCESS,
+        Answer::Missing | Answer::Corrupt(_) => {
+            eprintln!("pgquorum wal-push {}: unexpected answer", path.display());
+            ExitCode::FAILURE
+        }
+        Answer::Error(m) => {
+            eprintln!("pgquorum wal-push {}: {m}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn wal_fetch(socket: &std::path::Path, name: &str, dest: &std::path::Path) -> ExitCode {
+    use pgquorum_agent::archive::socket::{Answer, absolute, request};
+    let dest = absolute(dest);
+    let line = format!("fetch\t{name}\t{}", dest.display());
+    match request(socket, &line, std::time::Duration::from_secs(60)) {
+        Answer::Ok => ExitCode::SUCCESS,
+        Answer::Missing => ExitCode::from(1),
+        Answer::Error(m) => {
+            eprintln!("pgquorum wal-fetch {name}: {m}");
+            ExitCode::from(1)
+        }
+        // Above 125 Postgres treats the command as failed hard and stops recovery, instead of
+        // taking the file as missing and carrying on without it.
+        Answer::Corrupt(m) => {
+            eprintln!("pgquorum wal-fetch {name}: {m}");
+            ExitCode::from(126)
         }
     }
 }

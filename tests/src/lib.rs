@@ -17,6 +17,7 @@ pub mod kube;
 pub mod kube_cluster;
 pub mod lab;
 pub mod lease;
+pub mod moto;
 pub mod pg;
 pub mod procs;
 pub mod prom;

@@ -180,6 +180,10 @@ pub fn local_status(cluster: &Cluster, shared: &Shared) -> StatusReply {
             failed_count: a.failed_count,
             last_failed_wal: a.last_failed_wal,
             last_failed_time: a.last_failed_time,
+            store: a.store,
+            pending_files: a.pending_files,
+            lag_ms: a.lag_ms,
+            last_error: a.last_error,
         });
     let switchover = state.switchover.as_ref().map(|s| match &s.to {
         Some(to) => format!("from {} to {to}", s.from),

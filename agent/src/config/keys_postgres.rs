@@ -10,7 +10,7 @@ use pgquorum_core::duration;
 
 use super::keys::KeyDef;
 
-fn boolean(key: &str, v: &str) -> Result<bool, String> {
+pub(super) fn boolean(key: &str, v: &str) -> Result<bool, String> {
     match v.trim() {
         "true" | "on" | "yes" | "1" => Ok(true),
         "false" | "off" | "no" | "0" => Ok(false),

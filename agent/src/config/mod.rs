@@ -5,6 +5,7 @@
 //! allowed; the binary exits with code 64 on it. Must not start anything.
 
 mod keys;
+mod keys_archive;
 mod keys_http;
 mod keys_kube;
 mod keys_postgres;
@@ -83,6 +84,10 @@ pub struct AgentConfig {
     pub handover_timeout: Duration,
     /// Pod labels and events (`kube.*`).
     pub kube: crate::kube::KubeSettings,
+    /// The WAL archive (`archive.*`).
+    pub archive: crate::archive::ArchiveSettings,
+    /// File holding the archive's S3 secret key (read by validation).
+    pub archive_secret_file: Option<PathBuf>,
     /// Where each key's value came from, for `check-config`.
     pub origins: Vec<(String, Origin)>,
 }
@@ -150,6 +155,8 @@ impl AgentConfig {
             tls: Default::default(),
             kube: Default::default(),
             handover_timeout: Duration::from_secs(30),
+            archive: Default::default(),
+            archive_secret_file: None,
             origins: Vec::new(),
         }
     }
@@ -200,12 +207,20 @@ impl AgentConfig {
             if s.origin == Origin::Default && def.default.is_empty() {
                 continue;
             }
-            if s.origin == Origin::Flag && (s.key.ends_with(".password") || s.key == "auth.token") {
+            if s.origin == Origin::Flag
+                && (s.key.ends_with(".password")
+                    || s.key == "auth.token"
+                    || s.key == "archive.s3.secret_access_key")
+            {
                 errs.push(format!(
                     "{}: never pass a {} on the command line (it shows in ps and shell history); use the \
                      environment variable {} or {}_file",
                     s.key,
-                    if s.key == "auth.token" { "token" } else { "password" },
+                    match s.key.as_str() {
+                        "auth.token" => "token",
+                        "archive.s3.secret_access_key" => "secret key",
+                        _ => "password",
+                    },
                     def.env(),
                     s.key
                 ));

@@ -334,3 +334,34 @@ fn two_peers_with_the_same_address_are_refused() {
     .to_string();
     assert!(err.contains("peers: b and c have the same address 127.0.0.1:7001"), "{err}");
 }
+
+#[test]
+fn archive_needs_a_destination_and_its_secret_key_never_comes_from_flags() {
+    let pw = [("PGQUORUM_POSTGRES_SUPERUSER_PASSWORD", "a"), ("PGQUORUM_POSTGRES_REPLICATION_PASSWORD", "b")];
+    let base = ["name=a".to_string(), "data_dir=/x".into(), "grpc.listen=127.0.0.1:1".into()];
+    let mut flags = base.to_vec();
+    flags.push("archive.enabled=true".into());
+    let err = AgentConfig::load(None, env(&pw), &flags).expect_err("no destination").to_string();
+    assert!(err.contains("neither archive.s3.bucket nor archive.dir"), "{err}");
+    flags.push("archive.s3.secret_access_key=hunter2".into());
+    let err = AgentConfig::load(None, env(&pw), &flags).expect_err("refused").to_string();
+    assert!(err.contains("never pass a secret key"), "{err}");
+    let secret = file("", "s3cret\n");
+    let mut flags = base.to_vec();
+    flags.extend([
+        "archive.enabled=true".to_string(),
+        "archive.s3.bucket=b".into(),
+        "archive.s3.access_key_id=k".into(),
+        format!("archive.s3.secret_access_key_file={}", secret.path().display()),
+        "archive.compression=gzip".into(),
+    ]);
+    let (c, _) = AgentConfig::load(None, env(&pw), &flags).expect("valid");
+    assert_eq!(c.archive.s3.secret_access_key.as_deref(), Some("s3cret"));
+    assert_eq!((c.archive.parallel, c.archive.s3.region.as_str()), (4, "us-east-1"));
+    assert!(!format!("{:?}", c.archive).contains("s3cret"), "the secret key never appears in debug output");
+    let err =
+        AgentConfig::load(None, env(&pw), &[base.to_vec(), vec!["archive.compression=lz4".into()]].concat())
+            .expect_err("bad compression")
+            .to_string();
+    assert!(err.contains("archive.compression: \"lz4\" must be zstd, gzip or none"), "{err}");
+}

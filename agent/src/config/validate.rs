@@ -57,6 +57,7 @@ pub(super) fn validate(c: &mut AgentConfig) -> Vec<String> {
     check_peers(c, &mut errs);
     super::keys_http::resolve(c, &mut errs);
     super::keys_security::resolve(c, &mut errs);
+    super::keys_archive::resolve(c, &mut errs);
     check_postgres(c, &mut errs);
     c.kube.cluster = c.cluster.clone();
     errs.extend(c.kube.check());

@@ -67,6 +67,8 @@ pub struct Shared {
     pub settled: std::sync::atomic::AtomicBool,
     /// Wakes the peer poller when the member stops being settled.
     pub unsettled: Notify,
+    /// The WAL archive, when `archive.enabled` (status and metrics read it).
+    pub archive: std::sync::OnceLock<Arc<crate::archive::Archive>>,
 }
 
 impl Shared {
@@ -87,6 +89,7 @@ impl Shared {
             pg_tools: std::sync::OnceLock::new(),
             settled: std::sync::atomic::AtomicBool::new(false),
             unsettled: Notify::new(),
+            archive: std::sync::OnceLock::new(),
         })
     }
 

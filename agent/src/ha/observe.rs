@@ -212,7 +212,13 @@ impl Ha {
 
     /// Publishes this member's report (served to peers, and stored with theirs).
     pub(super) fn publish(&mut self, obs: &Observation, now: Duration) {
-        let postgres = self.local.postgres_view();
+        let mut postgres = self.local.postgres_view();
+        if let (Some(a), pgquorum_core::ha::observation::Postgres::Running(r)) =
+            (self.shared.archive.get(), &mut postgres)
+            && let Some(arch) = r.archiver.as_deref_mut()
+        {
+            crate::archive::status::summarize(&a.status.snapshot(), arch);
+        }
         let history = match postgres.running() {
             Some(r) if !r.in_recovery => r.timeline.map(|t| self.timeline_history(t)).unwrap_or_default(),
             _ => Vec::new(),

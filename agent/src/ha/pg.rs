@@ -50,6 +50,8 @@ pub struct PgCtx {
     pub application: Option<(String, String)>,
     /// initdb encoding, locale, checksums.
     pub initdb: (String, String, bool),
+    /// archive_mode, archive_command, restore_command (empty when the agent does not archive).
+    pub archive_params: Vec<(String, String)>,
 }
 
 impl PgCtx {
@@ -86,6 +88,7 @@ impl PgCtx {
             member: cfg.name.clone(),
             application,
             initdb: (cfg.pg.initdb_encoding.clone(), cfg.pg.initdb_locale.clone(), cfg.pg.initdb_checksums),
+            archive_params: crate::archive::postgres_settings_for(cfg)?,
         })
     }
 
@@ -123,6 +126,7 @@ impl PgCtx {
             synchronous_standby_names: sync,
             dynamic,
             local: &self.local_params,
+            archive: &self.archive_params,
         };
         let changed = conf::write_if_changed(&self.data.join(conf::CONF_FILE), &conf::render(&params))?;
         conf::write_if_changed(

@@ -36,6 +36,8 @@ pub struct ConfParams<'a> {
     pub dynamic: &'a BTreeMap<String, String>,
     /// This member's parameters.
     pub local: &'a BTreeMap<String, String>,
+    /// archive_mode, archive_command, restore_command when the agent archives (else empty).
+    pub archive: &'a [(String, String)],
 }
 
 /// Quotes a value for postgresql.conf.
@@ -111,6 +113,9 @@ pub fn render(p: &ConfParams) -> String {
         ("primary_conninfo", conninfo.as_str()),
         ("primary_slot_name", slot.as_str()),
     ] {
+        line(k, v);
+    }
+    for (k, v) in p.archive {
         line(k, v);
     }
     out
@@ -207,6 +212,7 @@ mod tests {
             synchronous_standby_names: "ANY 1 (\"pg-2\")",
             dynamic,
             local: dynamic,
+            archive: &[],
         }
     }
 

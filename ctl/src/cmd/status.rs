@@ -60,6 +60,16 @@ pub struct ArchiverDoc {
     pub failed_count: u64,
     pub last_failed_wal: Option<String>,
     pub last_failed_time: Option<String>,
+    /// The agent's archive (`archive.enabled`); absent when the agent does not archive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    /// WAL files waiting to be archived.
+    pub pending_files: u64,
+    /// Age of the oldest of them, seconds.
+    pub lag_seconds: f64,
+    /// The agent's last archive failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -143,6 +153,10 @@ pub fn doc(r: StatusReply) -> StatusDoc {
             failed_count: a.failed_count,
             last_failed_wal: opt(a.last_failed_wal),
             last_failed_time: opt(a.last_failed_time),
+            store: opt(a.store),
+            pending_files: a.pending_files,
+            lag_seconds: a.lag_ms as f64 / 1000.0,
+            last_error: opt(a.last_error),
         }),
         raft: RaftDoc {
             leader: opt(raft.leader_name),
@@ -221,7 +235,17 @@ fn archiver_line(a: &ArchiverDoc) -> String {
         (Some(w), Some(t)) if a.failed_count > 0 => format!(", last failure {w} at {t}"),
         _ => String::new(),
     };
-    format!("Archiving:     {} archived{last}; {} failed{failed}\n", a.archived_count, a.failed_count)
+    let mut out =
+        format!("Archiving:     {} archived{last}; {} failed{failed}\n", a.archived_count, a.failed_count);
+    if let Some(store) = &a.store {
+        out.push_str(&format!(
+            "Archive:       {store}: {} files waiting, lag {:.1}s{}\n",
+            a.pending_files,
+            a.lag_seconds,
+            a.last_error.as_ref().map(|e| format!("; last error {e}")).unwrap_or_default()
+        ));
+    }
+    out
 }
 
 fn render(d: &StatusDoc) -> String {

@@ -87,6 +87,18 @@ pub struct Archiver {
     pub last_failed_wal: String,
     /// When (empty when none).
     pub last_failed_time: String,
+    /// The agent's own archive (`archive.enabled`): where it stores; empty when it does not.
+    #[serde(default)]
+    pub store: String,
+    /// WAL files Postgres marked ready that the agent has not stored yet.
+    #[serde(default)]
+    pub pending_files: u64,
+    /// Age of the oldest of them in milliseconds: the archive lag.
+    #[serde(default)]
+    pub lag_ms: u64,
+    /// The agent's last archive failure, `kind: message` (empty when none).
+    #[serde(default)]
+    pub last_error: String,
 }
 
 /// A running Postgres, as one status query sees it.

@@ -75,6 +75,8 @@ pub struct Sample {
     pub peers_unreachable: Vec<(String, bool)>,
     /// Pod labelling, when this agent labels a Kubernetes pod.
     pub kube: Option<crate::kube::status::KubeStatus>,
+    /// The agent's WAL archive, when `archive.enabled`.
+    pub archive: Option<crate::archive::ArchiveStatus>,
 }
 
 impl Sample {
@@ -127,6 +129,7 @@ impl Sample {
             archiver: running.and_then(|r| r.archiver.as_ref()).map(|a| (a.archived_count, a.failed_count)),
             peers_unreachable: view.peers_unreachable.iter().map(|(n, u)| (n.to_string(), *u)).collect(),
             kube: Some(crate::kube::status::get()).filter(|k| k.active),
+            archive: None,
         }
     }
 }
@@ -247,6 +250,9 @@ pub fn encode(s: &Sample) -> String {
             "Failed calls to the Kubernetes API server",
             ConstCounter::new(k.errors),
         );
+    }
+    if let Some(a) = &s.archive {
+        crate::archive::metrics::register(&mut r, a);
     }
     let mut out = String::with_capacity(4096);
     encode_text(&mut out, &r).expect("writing to a String cannot fail");

@@ -138,7 +138,8 @@ fn answer(app: &App, path: &str, query: &str) -> (StatusCode, Body) {
             }
         },
         "/metrics" => {
-            let sample = metrics::Sample::gather(&view, &app.cluster.metrics());
+            let mut sample = metrics::Sample::gather(&view, &app.cluster.metrics());
+            sample.archive = app.shared.archive.get().map(|a| a.status.snapshot());
             (StatusCode::OK, Body::Text(metrics::CONTENT_TYPE, metrics::encode(&sample)))
         }
         _ => {

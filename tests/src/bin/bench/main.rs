@@ -10,6 +10,7 @@
 //! deadline. Before measuring it waits (at most 20 minutes) for the 1-minute load average to drop
 //! to `--max-load`, and prints the load it ran under.
 
+mod archive;
 mod health;
 mod idle;
 mod idle_pg;
@@ -117,6 +118,18 @@ enum Cmd {
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
         trials: u64,
     },
+    /// 1 agent with Postgres archiving WAL to a moto S3 server under `pgbench -c 8` for S
+    /// seconds: files archived per second, archive lag, drain time, the agent's RSS.
+    Archive {
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+        seconds: u64,
+        /// archive.compression.
+        #[arg(long, default_value = "zstd")]
+        compression: String,
+        /// archive.parallel.
+        #[arg(long, default_value_t = 4)]
+        parallel: u32,
+    },
     Switchover {
         /// Durability mode set at bootstrap.
         #[arg(long, value_enum, default_value = "availability")]
@@ -168,6 +181,7 @@ fn main() -> Result<()> {
         Cmd::KubeLabelLag { trials } => kube::label_lag(trials as usize),
         Cmd::KubeHandover { trials } => kube::handover(trials as usize),
         Cmd::IdleMembers { seconds, settle, log_statements } => idle_pg::run(seconds, settle, log_statements),
+        Cmd::Archive { seconds, compression, parallel } => archive::run(seconds, &compression, parallel),
         Cmd::Switchover { mode, trials, logs } => {
             pg_failover::run(mode.as_str(), pg_failover::Action::Switchover, trials as usize, logs)
         }
@@ -195,7 +209,8 @@ fn on_raft_group(cmd: Cmd) -> Result<()> {
             | Cmd::LeaseCuts { .. }
             | Cmd::KubeLabelLag { .. }
             | Cmd::KubeHandover { .. }
-            | Cmd::IdleMembers { .. } => {
+            | Cmd::IdleMembers { .. }
+            | Cmd::Archive { .. } => {
                 unreachable!("not a Raft-only subcommand")
             }
         }
