@@ -73,7 +73,7 @@ pub fn free_port() -> u16 {
 
 /// Whether this process runs as root (network namespaces need it).
 pub fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
+    pgquorum_chaos::is_root()
 }
 
 /// A Postgres binary from the directory the agent itself would use (`pgquorum-pgbin`).

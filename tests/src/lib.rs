@@ -15,14 +15,15 @@ pub mod haproxy;
 pub mod http;
 pub mod kube;
 pub mod kube_cluster;
-pub mod lab;
 pub mod lease;
 pub mod moto;
 pub mod pg;
-pub mod procs;
 pub mod prom;
 pub mod secrets;
 pub mod wait;
+
+// The fault machinery lives in the chaos crate; these paths stay for the tests that use them.
+pub use pgquorum_chaos::{lab, procs};
 
 pub use agent::Agent;
 pub use cluster::{Cluster, ClusterOptions};

@@ -1,4 +1,4 @@
-//! Network namespaces for tests that cut the network: each member gets its own namespace and
+//! Network namespaces for tests and chaos runs that cut the network: each member gets its own namespace and
 //! address on a bridge inside a private "switch" namespace; the test process reaches them
 //! through one veth into that switch.
 //!
@@ -37,15 +37,23 @@ fn subnet_in_use(n: u8) -> bool {
 }
 
 impl Lab {
-    /// Creates `n` member namespaces.
+    /// Creates `n` member namespaces; panics when it cannot (tests).
     pub fn new(n: usize) -> Lab {
-        assert!(crate::bins::is_root(), "network namespaces need root");
+        assert!(crate::is_root(), "network namespaces need root");
+        Lab::create(n).unwrap_or_else(|e| panic!("network lab setup failed: {e}"))
+    }
+
+    /// Creates `n` member namespaces, or says why it could not (what was made is removed).
+    pub fn create(n: usize) -> Result<Lab, String> {
+        if !crate::is_root() {
+            return Err("network namespaces need root".into());
+        }
         let pid = std::process::id();
         let tag = format!("{}", pid % 1_000_000);
         let subnet = (0..200u32)
             .map(|i| (100 + ((pid + i) % 150)) as u8)
             .find(|s| !subnet_in_use(*s))
-            .expect("a free 10.x.0.0/24 subnet");
+            .ok_or("no free 10.x.0.0/24 subnet for the lab")?;
         let switch = format!("pgqsw{tag}");
         let lab = Lab {
             tag: tag.clone(),
@@ -53,22 +61,22 @@ impl Lab {
             hosts: (0..n).map(|i| format!("pgq{tag}m{i}")).collect(),
             switch,
         };
-        must(&["netns", "add", &lab.switch]);
+        ip(&["netns", "add", &lab.switch])?;
         for br in ["br0", "br1"] {
-            must(&["-n", &lab.switch, "link", "add", br, "type", "bridge"]);
-            must(&["-n", &lab.switch, "link", "set", br, "up"]);
+            ip(&["-n", &lab.switch, "link", "add", br, "type", "bridge"])?;
+            ip(&["-n", &lab.switch, "link", "set", br, "up"])?;
         }
         let host_if = format!("pgqh{tag}");
-        must(&["link", "add", &host_if, "type", "veth", "peer", "name", "ph", "netns", &lab.switch]);
-        must(&["addr", "add", &format!("10.{subnet}.0.1/24"), "dev", &host_if]);
-        must(&["link", "set", &host_if, "up"]);
-        must(&["-n", &lab.switch, "link", "set", "ph", "master", "br0"]);
-        must(&["-n", &lab.switch, "link", "set", "ph", "up"]);
+        ip(&["link", "add", &host_if, "type", "veth", "peer", "name", "ph", "netns", &lab.switch])?;
+        ip(&["addr", "add", &format!("10.{subnet}.0.1/24"), "dev", &host_if])?;
+        ip(&["link", "set", &host_if, "up"])?;
+        ip(&["-n", &lab.switch, "link", "set", "ph", "master", "br0"])?;
+        ip(&["-n", &lab.switch, "link", "set", "ph", "up"])?;
         for (i, ns) in lab.hosts.iter().enumerate() {
-            must(&["netns", "add", ns]);
-            must(&["-n", ns, "link", "set", "lo", "up"]);
+            ip(&["netns", "add", ns])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
             let port = format!("p{i}");
-            must(&[
+            ip(&[
                 "-n",
                 &lab.switch,
                 "link",
@@ -81,13 +89,13 @@ impl Lab {
                 "eth0",
                 "netns",
                 ns,
-            ]);
-            must(&["-n", &lab.switch, "link", "set", &port, "master", "br0"]);
-            must(&["-n", &lab.switch, "link", "set", &port, "up"]);
-            must(&["-n", ns, "addr", "add", &format!("{}/24", lab.ip(i)), "dev", "eth0"]);
-            must(&["-n", ns, "link", "set", "eth0", "up"]);
+            ])?;
+            ip(&["-n", &lab.switch, "link", "set", &port, "master", "br0"])?;
+            ip(&["-n", &lab.switch, "link", "set", &port, "up"])?;
+            ip(&["-n", ns, "addr", "add", &format!("{}/24", lab.ip(i)), "dev", "eth0"])?;
+            ip(&["-n", ns, "link", "set", "eth0", "up"])?;
         }
-        lab
+        Ok(lab)
     }
 
     /// Member `i`'s address.
@@ -107,8 +115,35 @@ impl Lab {
         }
     }
 
+    /// Cuts members `cut` off from everyone else, like `partition`, but this machine (the
+    /// harness, the workload's clients) still reaches them, through a second link into the
+    /// cut-off side and a host route per cut member: an isolated primary keeps serving its
+    /// clients. `heal` undoes it.
+    pub fn isolate_from_peers(&self, cut: &[usize]) -> Result<(), String> {
+        let side = format!("pgqk{}", self.tag);
+        let exists =
+            Command::new("ip").args(["link", "show", &side]).output().is_ok_and(|o| o.status.success());
+        if !exists {
+            ip(&["link", "add", &side, "type", "veth", "peer", "name", "pk", "netns", &self.switch])?;
+            ip(&["-n", &self.switch, "link", "set", "pk", "master", "br1"])?;
+            ip(&["-n", &self.switch, "link", "set", "pk", "up"])?;
+            ip(&["link", "set", &side, "up"])?;
+        }
+        let src = format!("10.{}.0.1", self.subnet);
+        for &i in cut {
+            ip(&["route", "replace", &format!("{}/32", self.ip(i)), "dev", &side, "src", &src])?;
+        }
+        for &i in cut {
+            ip(&["-n", &self.switch, "link", "set", &format!("p{i}"), "master", "br1"])?;
+        }
+        Ok(())
+    }
+
     /// Reconnects everyone.
     pub fn heal(&self) {
+        for i in 0..self.hosts.len() {
+            let _ = ip(&["route", "del", &format!("{}/32", self.ip(i)), "dev", &format!("pgqk{}", self.tag)]);
+        }
         for i in 0..self.hosts.len() {
             must(&["-n", &self.switch, "link", "set", &format!("p{i}"), "master", "br0"]);
         }
