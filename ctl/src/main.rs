@@ -75,6 +75,9 @@ enum Command {
     /// Run a whole cluster on this machine: up, status, down, kill, start.
     #[command(subcommand)]
     Local(cmd::local::Args),
+    /// Break the cluster on purpose and check it held: workload, seeded faults, checks, report.
+    #[command(subcommand)]
+    Chaos(cmd::chaos::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(cmd::completions::Args),
 }
@@ -147,6 +150,7 @@ fn main() -> ExitCode {
             Command::Reload(a) => cmd::restart::reload(&cli.endpoint, cli.output, a).await,
             Command::History => cmd::history::run(&cli.endpoint, cli.output).await,
             Command::Local(a) => cmd::local::run(cli.output, a).await,
+            Command::Chaos(a) => cmd::chaos::run(cli.output, a).await,
             Command::Completions(_) => unreachable!("handled before the runtime starts"),
         }
     });

@@ -9,14 +9,14 @@
 //! processes by PID) and `health` (waiting for a healthy cluster).
 
 mod down;
-mod health;
+pub(crate) mod health;
 mod kill;
-mod prereq;
-mod procs;
+pub(crate) mod prereq;
+pub(crate) mod procs;
 mod setup;
-mod spawn;
+pub(crate) mod spawn;
 mod start;
-mod state;
+pub(crate) mod state;
 mod status;
 mod up;
 
@@ -97,7 +97,7 @@ pub async fn run(output: Output, args: Args) -> Result<(), Failure> {
 
 /// The launcher for an existing cluster, refusing when this user cannot start its agents the
 /// way they were started before.
-fn launcher_for(st: &LocalState, agent: &Path) -> Result<spawn::Launcher, Failure> {
+pub(crate) fn launcher_for(st: &LocalState, agent: &Path) -> Result<spawn::Launcher, Failure> {
     let run_as = prereq::run_as()?;
     let now = run_as.as_ref().map(|u| u.name.clone());
     if now != st.run_as {

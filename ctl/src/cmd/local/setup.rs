@@ -89,7 +89,7 @@ pub fn config_text(st: &LocalState, m: &MemberState, layout: &Layout) -> String 
         format!("data_dir = {}", toml_str(&m.data_dir.display().to_string())),
         format!("peers = [{}]", peers.join(", ")),
         format!("grpc.listen = {}", toml_str(&m.endpoint())),
-        format!("postgres.listen = {}", toml_str(&format!("127.0.0.1:{}", m.ports.postgres))),
+        format!("postgres.listen = {}", toml_str(&format!("{}:{}", m.host, m.ports.postgres))),
         format!(
             "postgres.superuser.password_file = {}",
             toml_str(&secrets.join("superuser.password").display().to_string())
@@ -104,7 +104,7 @@ pub fn config_text(st: &LocalState, m: &MemberState, layout: &Layout) -> String 
         lines.push(format!("auth.token_file = {}", toml_str(&token.display().to_string())));
     }
     if let Some(http) = m.ports.http {
-        lines.push(format!("http.listen = {}", toml_str(&format!("127.0.0.1:{http}"))));
+        lines.push(format!("http.listen = {}", toml_str(&format!("{}:{http}", m.host))));
     }
     lines.join("\n") + "\n"
 }
@@ -121,7 +121,10 @@ pub fn create(st: &LocalState, layout: &Layout, owner: Option<&RunAs>) -> Result
         write_file(token, &format!("{}\n", random_password()?), 0o600, owner)?;
     }
     // The invoking user's password file: it runs psql, so it keeps ownership.
-    write_file(&st.pgpass, &format!("127.0.0.1:*:*:postgres:{superuser}\n"), 0o600, None)?;
+    let mut hosts: Vec<&str> = st.members.iter().map(|m| m.host.as_str()).collect();
+    hosts.dedup();
+    let lines: String = hosts.iter().map(|h| format!("{h}:*:*:postgres:{superuser}\n")).collect();
+    write_file(&st.pgpass, &lines, 0o600, None)?;
     for m in &st.members {
         make_dir(&m.data_dir, 0o700, owner)?;
         write_file(&m.config, &config_text(st, m, layout), 0o644, owner)?;
@@ -205,6 +208,34 @@ mod tests {
         let text = config_text(&st, &st.members[1], &layout);
         assert!(text.contains(r#"http.listen = "127.0.0.1:15633""#), "{text}");
         assert!(text.contains(r#"auth.token_file = "/tmp/x/secrets/token""#), "{text}");
+    }
+
+    #[test]
+    fn members_in_network_namespaces_listen_on_their_own_address() {
+        use super::super::state::Ports;
+        let layout = Layout { dir: PathBuf::from("/tmp/x") };
+        let mut st = LocalState {
+            version: 1,
+            cluster: CLUSTER.into(),
+            dir: layout.dir.clone(),
+            base_port: 15432,
+            durability: "protection".into(),
+            run_as: None,
+            pgpass: layout.pgpass(),
+            token_file: None,
+            members: (0..2)
+                .map(|i| layout.member(&format!("m{}", i + 1), Ports::for_member(15432, i, true)))
+                .collect(),
+        };
+        for (i, m) in st.members.iter_mut().enumerate() {
+            m.host = format!("10.7.0.{}", 10 + i);
+            m.netns = Some(format!("ns{i}"));
+        }
+        let text = config_text(&st, &st.members[1], &layout);
+        assert!(text.contains(r#"peers = ["m1=10.7.0.10:15532", "m2=10.7.0.11:15533"]"#), "{text}");
+        assert!(text.contains(r#"grpc.listen = "10.7.0.11:15533""#), "{text}");
+        assert!(text.contains(r#"postgres.listen = "10.7.0.11:15433""#), "{text}");
+        assert!(text.contains(r#"http.listen = "10.7.0.11:15633""#), "{text}");
     }
 
     #[test]

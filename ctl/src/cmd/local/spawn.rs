@@ -45,6 +45,10 @@ impl Launcher {
         let err_log =
             log.try_clone().map_err(|e| Failure::failed(format!("log {}: {e}", m.log.display())))?;
         let mut cmd = Command::new(&self.setsid);
+        if let Some(ns) = &m.netns {
+            // `ip netns exec` execs in place too: the PID stays the agent's.
+            cmd.args(["ip", "netns", "exec", ns]);
+        }
         if let (Some(user), Some(setpriv)) = (&self.run_as, &self.setpriv) {
             cmd.arg(setpriv).args(["--reuid", &user.name, "--regid", &user.name, "--init-groups", "--"]);
         }

@@ -108,12 +108,23 @@ pub struct MemberState {
     pub log: PathBuf,
     /// PID of the agent `local` last started; `None` after `down` or `kill`.
     pub agent_pid: Option<u32>,
+    /// Address its servers listen on: 127.0.0.1, or its network namespace's address.
+    #[serde(default = "loopback")]
+    pub host: String,
+    /// Network namespace its agent runs in (clusters `chaos run` starts as root, so that
+    /// partitions are real); `None`: this machine's network.
+    #[serde(default)]
+    pub netns: Option<String>,
+}
+
+fn loopback() -> String {
+    "127.0.0.1".into()
 }
 
 impl MemberState {
     /// The member's gRPC endpoint as host:port.
     pub fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.ports.grpc)
+        format!("{}:{}", self.host, self.ports.grpc)
     }
 }
 
@@ -151,6 +162,8 @@ impl Layout {
             data_dir,
             log: self.dir.join(format!("{name}.log")),
             agent_pid: None,
+            host: loopback(),
+            netns: None,
         }
     }
 }
@@ -209,7 +222,7 @@ impl LocalState {
     /// The psql command line that connects to whichever member is primary.
     pub fn psql_command(&self) -> String {
         let hosts: Vec<String> =
-            self.members.iter().map(|m| format!("127.0.0.1:{}", m.ports.postgres)).collect();
+            self.members.iter().map(|m| format!("{}:{}", m.host, m.ports.postgres)).collect();
         let url =
             format!("postgresql://postgres@{}/postgres?target_session_attrs=read-write", hosts.join(","));
         format!("PGPASSFILE={} psql {}", shell_quote(&self.pgpass.display().to_string()), shell_quote(&url))

@@ -52,6 +52,10 @@ pub struct Args {
     /// Give up waiting for a healthy cluster after this long (the agents keep running).
     #[arg(long, default_value = "120s", value_parser = super::parse_timeout)]
     pub timeout: Duration,
+    /// For `chaos run` as root: each member's network namespace and address, in order
+    /// (NS=IP,NS=IP,...). The namespaces must exist and reach each other.
+    #[arg(long, hide = true, value_name = "NS=IP", value_delimiter = ',')]
+    pub netns: Vec<String>,
 }
 
 /// Runs `local up`.
@@ -192,6 +196,8 @@ fn create(
             .map(|i| layout.member(&format!("m{}", i + 1), Ports::for_member(base, i, http)))
             .collect(),
     };
+    let mut st = st;
+    place_in_namespaces(&mut st, &args.netns)?;
     let ports: Vec<(u16, String)> = st.members.iter().flat_map(named_ports).collect();
     let last = base + if http { state::HTTP_OFFSET } else { state::GRPC_OFFSET } + members as u16 - 1;
     prereq::check_ports(
@@ -206,6 +212,30 @@ fn create(
     setup::create(&st, &layout, run_as)?;
     st.save()?;
     Ok(st)
+}
+
+/// Puts member i in the i-th `NS=IP` of `--netns` (none given: all stay on loopback).
+fn place_in_namespaces(st: &mut LocalState, netns: &[String]) -> Result<(), Failure> {
+    if netns.is_empty() {
+        return Ok(());
+    }
+    if netns.len() != st.members.len() {
+        return Err(Failure::usage(format!(
+            "--netns names {} namespaces for {} members: give one NS=IP per member",
+            netns.len(),
+            st.members.len()
+        )));
+    }
+    for (m, spec) in st.members.iter_mut().zip(netns) {
+        let Some((ns, ip)) =
+            spec.split_once('=').filter(|(n, ip)| !n.is_empty() && ip.parse::<std::net::Ipv4Addr>().is_ok())
+        else {
+            return Err(Failure::usage(format!("--netns {spec:?}: write NS=IPv4, e.g. pgq1m0=10.101.0.10")));
+        };
+        m.netns = Some(ns.to_string());
+        m.host = ip.to_string();
+    }
+    Ok(())
 }
 
 fn suggest_base(base: u16) -> u16 {
@@ -252,4 +282,44 @@ fn report(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::super::state::{Layout, LocalState, Ports};
+
+    fn three() -> LocalState {
+        let layout = Layout { dir: PathBuf::from("/tmp/x") };
+        LocalState {
+            version: 1,
+            cluster: "local".into(),
+            dir: layout.dir.clone(),
+            base_port: 15432,
+            durability: "protection".into(),
+            run_as: None,
+            pgpass: layout.pgpass(),
+            token_file: None,
+            members: (0..3)
+                .map(|i| layout.member(&format!("m{}", i + 1), Ports::for_member(15432, i, false)))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn netns_places_each_member_in_its_namespace_or_says_what_is_wrong() {
+        let mut st = three();
+        super::place_in_namespaces(&mut st, &[]).expect("none: loopback");
+        assert_eq!(st.members[0].host, "127.0.0.1");
+        let specs: Vec<String> = (0..3).map(|i| format!("n{i}=10.9.0.{}", 10 + i)).collect();
+        super::place_in_namespaces(&mut st, &specs).expect("placed");
+        assert_eq!((st.members[2].host.as_str(), st.members[2].netns.as_deref()), ("10.9.0.12", Some("n2")));
+        assert_eq!(st.members[2].endpoint(), "10.9.0.12:15534");
+        let err = super::place_in_namespaces(&mut three(), &specs[..2]).expect_err("too few");
+        assert!(err.message.contains("one NS=IP per member"), "{}", err.message);
+        let bad = vec!["n0=10.9.0.10".into(), "n1=nowhere".into(), "=10.9.0.12".into()];
+        let err = super::place_in_namespaces(&mut three(), &bad).expect_err("bad address");
+        assert!(err.message.contains("n1=nowhere"), "{}", err.message);
+    }
 }
