@@ -1,12 +1,27 @@
-//! Finding processes by what they are (by scanning /proc), so a test can stop everything it
-//! started by PID: Postgres instances by their data directory, fence guards by their argument.
+//! Finding processes by what they are (by scanning /proc), so a test or a chaos run can signal
+//! exactly the processes it means, by PID: Postgres instances by their data directory, fence
+//! guards by their argument. Never by name.
 
 use std::path::Path;
 
 use rustix::process::{Pid, Signal, kill_process};
 
-/// PIDs whose current directory is `dir` or whose command line mentions it (fence guards).
-pub fn pids_of(dir: &Path) -> Vec<u32> {
+/// Whether `pid` is a live process (a zombie counts as dead: it only waits to be reaped).
+pub fn alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, None | Some('Z') | Some('X'))
+}
+
+/// The command line of `pid`, arguments joined by spaces.
+pub fn cmdline(pid: u32) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(String::from_utf8_lossy(&raw).replace('\0', " ").trim_end().to_string())
+}
+
+/// Live processes whose current directory is `dir` (Postgres and its children, for a data
+/// directory) and, when `guards`, those whose command line is a fence guard for it.
+pub fn scan(dir: &Path, guards: bool) -> Vec<u32> {
     let target = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let needle = target.display().to_string();
     let me = std::process::id();
@@ -14,18 +29,22 @@ pub fn pids_of(dir: &Path) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return out };
     for e in entries.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        if pid == me {
+        if pid == me || !alive(pid) {
             continue;
         }
-        let cwd_match = std::fs::read_link(e.path().join("cwd")).is_ok_and(|c| c == target);
-        let cmd_match = std::fs::read(e.path().join("cmdline"))
-            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-            .is_ok_and(|c| c.contains("fence-guard") && c.contains(&needle));
-        if cwd_match || cmd_match {
+        let cwd = std::fs::read_link(e.path().join("cwd")).is_ok_and(|c| c == target);
+        let guard =
+            || guards && cmdline(pid).is_some_and(|c| c.contains("fence-guard") && c.contains(&needle));
+        if cwd || guard() {
             out.push(pid);
         }
     }
     out
+}
+
+/// Live PIDs whose current directory is `dir` or whose command line is a fence guard for it.
+pub fn pids_of(dir: &Path) -> Vec<u32> {
+    scan(dir, true)
 }
 
 /// Sends `sig` to `pid`.

@@ -9,18 +9,7 @@ use std::path::Path;
 
 use rustix::process::{Pid, Signal, kill_process};
 
-/// Whether `pid` is a live process (a zombie counts as dead: it only waits to be reaped).
-pub fn alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
-    !matches!(state, None | Some('Z') | Some('X'))
-}
-
-/// The command line of `pid`, arguments joined by spaces.
-pub fn cmdline(pid: u32) -> Option<String> {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    Some(String::from_utf8_lossy(&raw).replace('\0', " ").trim_end().to_string())
-}
+pub use pgquorum_chaos::procs::{alive, cmdline};
 
 /// Whether `pid` is alive and is the agent started with configuration file `config`.
 pub fn is_agent(pid: u32, config: &Path) -> bool {
@@ -39,33 +28,12 @@ pub fn postmaster(pgdata: &Path) -> Option<u32> {
 /// Live processes whose working directory is `pgdata` (Postgres and its children) or whose
 /// command line is a fence guard for it.
 pub fn in_pgdata(pgdata: &Path) -> Vec<u32> {
-    scan(pgdata, true)
+    pgquorum_chaos::procs::scan(pgdata, true)
 }
 
 /// Live Postgres processes of `pgdata` (working directory `pgdata`), fence guards excluded.
 pub fn postgres_in(pgdata: &Path) -> Vec<u32> {
-    scan(pgdata, false)
-}
-
-fn scan(pgdata: &Path, guards: bool) -> Vec<u32> {
-    let target = std::fs::canonicalize(pgdata).unwrap_or_else(|_| pgdata.to_path_buf());
-    let needle = target.display().to_string();
-    let me = std::process::id();
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return out };
-    for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        if pid == me || !alive(pid) {
-            continue;
-        }
-        let cwd = std::fs::read_link(e.path().join("cwd")).is_ok_and(|c| c == target);
-        let guard =
-            || guards && cmdline(pid).is_some_and(|c| c.contains("fence-guard") && c.contains(&needle));
-        if cwd || guard() {
-            out.push(pid);
-        }
-    }
-    out
+    pgquorum_chaos::procs::scan(pgdata, false)
 }
 
 /// Sends `sig` to `pid`; false when there was no such process.
