@@ -114,10 +114,13 @@ async fn run_scenario(output: Output, args: RunArgs) -> Result<(), Failure> {
         .map(|f| format!("{} (needs network namespaces: run as root, without --dir)", f.kind.name()))
         .collect();
     skipped.dedup();
+    let how_many = match (args.faults, args.duration) {
+        (None, Some(d)) => format!("faults for {}s", d.as_secs()),
+        _ => format!("{} faults", schedule.len()),
+    };
     eprintln!(
-        "chaos: scenario {} seed {seed}, {} faults scheduled, {mode} mode, {}",
+        "chaos: scenario {} seed {seed}, {how_many}, {mode} mode, {}",
         args.scenario.display(),
-        schedule.len(),
         if network { "members in network namespaces" } else { "loopback" }
     );
     let started = Instant::now();
@@ -195,9 +198,8 @@ async fn drive(
         };
         fault.converged = under.wait_converged(sc.recover_timeout).await;
         eprintln!(
-            "chaos: fault {}/{}: {} on {}: {}",
+            "chaos: fault {}: {} on {}: {}",
             i + 1,
-            schedule.len(),
             fault.kind,
             fault.target,
             match fault.converged {
