@@ -119,7 +119,12 @@ pub fn check(h: &History, checks: &Checks) -> Verdict {
     let acked: Vec<&Write> = h.writes.iter().filter(|w| w.acked.is_some() && w.server.is_some()).collect();
     let lost = lost_writes(h, &acked, checks);
     let split_brain = overlaps(&acked);
-    let (stale_reads, max_replica_staleness) = reads(h, &acked);
+    // A write whose loss performance mode allows is loss, not staleness: reads that miss it
+    // are not stale.
+    let allowed: BTreeSet<(u32, u64)> =
+        lost.iter().filter(|l| l.allowed).map(|l| (l.client, l.seq)).collect();
+    let kept: Vec<&Write> = acked.iter().copied().filter(|w| !allowed.contains(&(w.client, w.seq))).collect();
+    let (stale_reads, max_replica_staleness) = reads(h, &kept);
     let faults = fault_timings(h);
     let mut violations = Vec::new();
     for l in lost.iter().filter(|l| !l.allowed) {

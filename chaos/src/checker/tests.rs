@@ -109,6 +109,13 @@ fn performance_mode_allows_loss_within_the_lag_bound_only() {
     assert_eq!(v.violations.len(), 1);
     checks.max_lag_bytes = 200;
     assert!(check(&h, &checks).violations.is_empty());
+    // A read on the new primary misses the two lost writes: allowed loss, not a stale read.
+    h.reads.push(read("127.0.0.1:5002", false, 11.5, &[(1, 8)]));
+    let v = check(&h, &checks);
+    assert!(v.violations.is_empty(), "{:?}", v.violations);
+    checks.durability = Durability::Protection;
+    let v = check(&h, &checks);
+    assert_eq!((v.lost.len(), v.stale_reads.len()), (2, 1), "in protection both are violations");
 }
 
 #[test]

@@ -54,6 +54,9 @@ pub struct RunArgs {
     /// Write the JSON report here.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Write the recorded history (every write, read and fault) here, as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub history: Option<PathBuf>,
     /// Use the local cluster in DIR (`pgquorumctl local up --dir DIR`) instead of starting one.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
@@ -127,6 +130,11 @@ async fn run_scenario(output: Output, args: RunArgs) -> Result<(), Failure> {
     let res = drive(&mut under, &sc, &schedule, &args).await;
     under.finish().await;
     let history = res?;
+    if let Some(path) = &args.history {
+        let text = serde_json::to_string(&history).expect("the history serialises");
+        std::fs::write(path, text)
+            .map_err(|e| Failure::failed(format!("writing --history {}: {e}", path.display())))?;
+    }
     let checks = Checks {
         durability: durability(&mode),
         max_lag_bytes: args.max_lag_bytes,
