@@ -41,6 +41,14 @@ impl Drop for Scratch {
                 continue;
             }
             eprintln!("the run left a cluster in {}: stopping it", dir.display());
+            for log in std::fs::read_dir(&dir).into_iter().flatten().flatten().map(|e| e.path()) {
+                if log.extension().is_some_and(|x| x == "log") {
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    let lines: Vec<&str> = text.lines().collect();
+                    eprintln!("----- last lines of {} -----", log.display());
+                    eprintln!("{}", lines[lines.len().saturating_sub(60)..].join("\n"));
+                }
+            }
             let _ =
                 Command::new(ctl()).args(["local", "down", "--timeout", "20s", "--dir"]).arg(&dir).status();
             for _ in 0..50 {

@@ -112,7 +112,7 @@ impl Under {
         };
         let under = Under { clients: Clients::new(&st), st, owned: Some(dir), children: Vec::new(), lab };
         if let Err(e) = up {
-            under.finish().await;
+            under.finish(true).await;
             return Err(e);
         }
         Ok(under)
@@ -281,8 +281,9 @@ impl Under {
         self.children.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
     }
 
-    /// Stops what the run started: the whole cluster and its directory when the run created it.
-    pub async fn finish(mut self) {
+    /// Stops what the run started: the whole cluster when the run created it, and its
+    /// directory unless `keep` (a failed run keeps the agents' logs for the post-mortem).
+    pub async fn finish(mut self, keep: bool) {
         self.heal();
         let Some(dir) = self.owned.take() else { return };
         let args =
@@ -293,7 +294,9 @@ impl Under {
         for c in &mut self.children {
             let _ = c.wait();
         }
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
+        if keep {
+            eprintln!("chaos: the cluster's directory, with the agents' logs, is kept in {}", dir.display());
+        } else if let Err(e) = std::fs::remove_dir_all(&dir) {
             eprintln!("warning: removing {}: {e}", dir.display());
         }
     }

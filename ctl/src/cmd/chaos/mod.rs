@@ -128,19 +128,20 @@ async fn run_scenario(output: Output, args: RunArgs) -> Result<(), Failure> {
     );
     let started = Instant::now();
     let res = drive(&mut under, &sc, &schedule, &args).await;
-    under.finish().await;
-    let history = res?;
-    if let Some(path) = &args.history {
-        let text = serde_json::to_string(&history).expect("the history serialises");
-        std::fs::write(path, text)
-            .map_err(|e| Failure::failed(format!("writing --history {}: {e}", path.display())))?;
-    }
     let checks = Checks {
         durability: durability(&mode),
         max_lag_bytes: args.max_lag_bytes,
         max_replica_staleness: sc.max_replica_staleness.map(|d| d.as_secs_f64()),
     };
-    let verdict = checker::check(&history, &checks);
+    let verdict = res.as_ref().ok().map(|h| checker::check(h, &checks));
+    under.finish(verdict.as_ref().is_none_or(|v| !v.violations.is_empty())).await;
+    let history = res?;
+    let verdict = verdict.expect("checked when the run succeeded");
+    if let Some(path) = &args.history {
+        let text = serde_json::to_string(&history).expect("the history serialises");
+        std::fs::write(path, text)
+            .map_err(|e| Failure::failed(format!("writing --history {}: {e}", path.display())))?;
+    }
     let rep = Report {
         scenario: args.scenario.display().to_string(),
         seed,
