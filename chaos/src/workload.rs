@@ -61,8 +61,10 @@ impl Target {
 
     async fn connect(&self, hosts: &[(String, u16)], read_write: bool) -> Option<Client> {
         let cfg = self.conninfo(hosts, read_write);
-        let (client, conn) =
-            tokio::time::timeout(Duration::from_secs(5), cfg.connect(NoTls)).await.ok()?.ok()?;
+        // Each host gets its own 2 s connect timeout (a frozen Postgres accepts the TCP
+        // connection and never answers); the overall bound leaves time to try them all.
+        let bound = Duration::from_secs(2 * hosts.len() as u64 + 1);
+        let (client, conn) = tokio::time::timeout(bound, cfg.connect(NoTls)).await.ok()?.ok()?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
