@@ -3,7 +3,7 @@
 //! `target_session_attrs=read-write`) and records the outcome of every write.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -96,6 +96,8 @@ pub struct Write {
 /// Inserts into table `pgq_writes(id bigint primary key, at timestamptz)` every `every`.
 pub struct Writer {
     stop: Arc<AtomicBool>,
+    /// The port of the server that acknowledged the latest write (0 before the first).
+    last_acked_port: Arc<AtomicU32>,
     handle: JoinHandle<Vec<Write>>,
 }
 
@@ -107,12 +109,26 @@ impl Writer {
     /// Starts writing through `conninfo` (ids from `first_id`), at most for `limit`.
     pub fn start(conninfo: String, every: Duration, first_id: i64, limit: Duration) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let last_acked_port = Arc::new(AtomicU32::new(0));
+        let (flag, last) = (stop.clone(), last_acked_port.clone());
         let handle = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            rt.block_on(write_loop(conninfo, every, first_id, limit, flag))
+            rt.block_on(write_loop(conninfo, every, first_id, limit, flag, last))
         });
-        Writer { stop, handle }
+        Writer { stop, last_acked_port, handle }
+    }
+
+    /// Waits until the latest acknowledged write came from the server on `port`; false when
+    /// `timeout` passes first.
+    pub fn wait_acked_on(&self, port: u16, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.last_acked_port.load(Ordering::SeqCst) == u32::from(port) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
     }
 
     /// Stops and returns every attempt.
@@ -128,6 +144,7 @@ async fn write_loop(
     first_id: i64,
     limit: Duration,
     stop: Arc<AtomicBool>,
+    last_acked_port: Arc<AtomicU32>,
 ) -> Vec<Write> {
     let started = Instant::now();
     let mut out = Vec::new();
@@ -188,6 +205,9 @@ async fn write_loop(
                     }
                 }
             };
+            if let (true, Some(port)) = (w.ok, w.port) {
+                last_acked_port.store(u32::from(port), Ordering::SeqCst);
+            }
             out.push(w);
             id += 1;
         }

@@ -259,7 +259,11 @@ fn haproxy_checking_primary_follows_a_switchover_and_a_kill9_failover() {
         1,
         Duration::from_secs(300),
     );
-    std::thread::sleep(Duration::from_millis(500));
+    let pg_port =
+        |m: &str| c.agent(m).postgres.as_deref().and_then(|a| a.rsplit_once(':')?.1.parse::<u16>().ok());
+    let (first_port, second_port) =
+        (pg_port(&first).expect("first's Postgres port"), pg_port(&second).expect("second's Postgres port"));
+    assert!(writer.wait_acked_on(first_port, T), "no write through HAProxy reached {first}");
 
     // Planned: a switchover to the synchronous replica.
     let out = c.agent(&second).ctl_json(&["switchover", "--to", &second]).expect("switchover");
@@ -268,7 +272,10 @@ fn haproxy_checking_primary_follows_a_switchover_and_a_kill9_failover() {
     assert_eq!(haproxy.wait_routes_to_primary(&mut c, T), second);
     let routed_after_switchover = switched_at.elapsed();
     c.wait_for_streaming(&[&first], T);
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        writer.wait_acked_on(second_port, T),
+        "no write through HAProxy reached {second} after the switchover"
+    );
 
     // Unplanned: kill -9 of the new primary; m3 is nofailover, so the first one comes back.
     let killed_at = Instant::now();
@@ -276,17 +283,15 @@ fn haproxy_checking_primary_follows_a_switchover_and_a_kill9_failover() {
     let third = haproxy.wait_routes_to_primary(&mut c, T);
     let routed_after_kill = killed_at.elapsed();
     assert_eq!(third, first);
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(writer.wait_acked_on(first_port, T), "no write through HAProxy reached {first} after the kill");
     let writes = writer.stop();
 
-    let port =
-        |m: &str| c.agent(m).postgres.as_deref().and_then(|a| a.rsplit_once(':')?.1.parse::<u16>().ok());
     let misrouted: Vec<_> =
         writes.iter().filter(|w| w.error.as_deref().is_some_and(|e| e.contains("read-only"))).collect();
     assert!(misrouted.is_empty(), "HAProxy sent writes to a replica: {misrouted:?}");
     assert_eq!(
         primaries_written_to(&writes),
-        vec![port(&first), port(&second), port(&first)],
+        vec![Some(first_port), Some(second_port), Some(first_port)],
         "writes went to each primary in turn, never back to a former one"
     );
     let lost = pgquorum_tests::pg::lost_writes(&c.pg(&third), &writes).expect("read");

@@ -48,7 +48,14 @@ fn status_switchover_to_a_named_member_and_to_any_keeps_every_write_and_records_
     {
         assert!(table.contains(want), "status table lacks {want:?}:\n{table}");
     }
-    let st = c.agent(&rest[0]).ctl_json(&["status"]).expect("status json");
+    // A settled primary reads its replication state about once a second (issue 10), so a
+    // replica's sync state may appear shortly after it streams.
+    let st = wait_for("every replica's sync state in status", T, || {
+        let st = c.agent(&rest[0]).ctl_json(&["status"])?;
+        let members = st["members"].as_array().cloned().unwrap_or_default();
+        let known = members.iter().filter(|m| m["role"] == "replica").all(|m| m["sync_state"].is_string());
+        Ok(known.then_some(st))
+    });
     for key in ["cluster", "system_identifier", "primary", "epoch", "timeline", "durability", "paused"] {
         assert!(!st[key].is_null(), "status JSON lacks {key}: {st}");
     }
