@@ -101,8 +101,11 @@ fn config_set_refuses_parameter_values_postgres_rejects_with_postgres_words_and_
     );
     assert_eq!(code, 0, "valid values are stored: {out} {err}");
     assert!(out.contains("restart Postgres for max_connections"), "the restart is named: {out}");
-    let show = c.agent(&primary).ctl_json(&["config", "show"]).expect("config show");
-    assert_eq!(show["config"]["postgres_parameters"]["work_mem"], "8MB", "{show}");
+    // The change was committed through the Raft leader; the primary applies it a heartbeat later.
+    wait_for("the stored work_mem on the primary", T, || {
+        let show = c.agent(&primary).ctl_json(&["config", "show"])?;
+        Ok((show["config"]["postgres_parameters"]["work_mem"] == "8MB").then_some(()))
+    });
     let pg = c.pg(&replica);
     wait_for("work_mem reloaded on the replica", T, || {
         let v = pg.value("SHOW work_mem")?;

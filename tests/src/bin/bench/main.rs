@@ -79,8 +79,6 @@ enum Cmd {
         #[arg(long)]
         logs: Option<std::path::PathBuf>,
     },
-    /// 3 agents with Postgres and one writer: N `pgquorumctl switchover` to any replica; write
-    /// pause per switchover, and acknowledged writes lost at the end.
     /// 3 agents with Postgres: N HTTP health checks (new connection each) on the primary and a
     /// replica; latency p50, p99 and max.
     Health {
@@ -130,6 +128,8 @@ enum Cmd {
         #[arg(long, default_value_t = 4)]
         parallel: u32,
     },
+    /// 3 agents with Postgres and one writer: N `pgquorumctl switchover` to any replica; write
+    /// pause per switchover, and acknowledged writes lost at the end.
     Switchover {
         /// Durability mode set at bootstrap.
         #[arg(long, value_enum, default_value = "availability")]

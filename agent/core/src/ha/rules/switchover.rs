@@ -12,6 +12,12 @@ use crate::{MemberName, UnixMillis};
 /// A switchover that has not completed within this long is cancelled.
 pub const TIMEOUT_MS: u64 = 60_000;
 
+/// How long after a switchover to any member falls due the coordinator waits for a replica to
+/// show up in the primary's replication state before it gives up: a settled primary reads that
+/// state only about once a second (`ha.status_interval`), so a replica that just started
+/// streaming may not be in the report the coordinator holds when the request arrives.
+pub const CANDIDATE_WAIT_MS: u64 = 3_000;
+
 /// The target must be within this many bytes of the primary before it shuts down.
 pub const CATCH_UP_BYTES: u64 = 16 << 20;
 
@@ -50,6 +56,7 @@ pub fn coordinate(obs: &Observation, grant: &PrimaryGrant, primary: &Report) -> 
             let cmd = Command::SetSwitchoverTarget { from: grant.member.clone(), to };
             Some(Decision::act(Reason::Switchover, vec![Action::Propose(cmd)]))
         }
+        None if obs.wall.0 < started(r).0 + CANDIDATE_WAIT_MS => None,
         None => Some(Decision::act(
             Reason::NoSwitchoverCandidate,
             vec![Action::Propose(Command::ClearSwitchover)],
