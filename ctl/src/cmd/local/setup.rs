@@ -179,19 +179,7 @@ mod tests {
     fn config_lists_every_peer_and_sets_http_only_when_the_agent_has_it() {
         use super::super::state::Ports;
         let layout = Layout { dir: PathBuf::from("/tmp/x") };
-        let mut st = LocalState {
-            version: 1,
-            cluster: CLUSTER.into(),
-            dir: layout.dir.clone(),
-            base_port: 15432,
-            durability: "protection".into(),
-            run_as: None,
-            pgpass: layout.pgpass(),
-            token_file: None,
-            members: (0..3)
-                .map(|i| layout.member(&format!("m{}", i + 1), Ports::for_member(15432, i, false)))
-                .collect(),
-        };
+        let mut st = LocalState::for_tests(3, false);
         let text = config_text(&st, &st.members[1], &layout);
         assert!(
             text.contains(r#"peers = ["m1=127.0.0.1:15532", "m2=127.0.0.1:15533", "m3=127.0.0.1:15534"]"#),
@@ -212,21 +200,8 @@ mod tests {
 
     #[test]
     fn members_in_network_namespaces_listen_on_their_own_address() {
-        use super::super::state::Ports;
         let layout = Layout { dir: PathBuf::from("/tmp/x") };
-        let mut st = LocalState {
-            version: 1,
-            cluster: CLUSTER.into(),
-            dir: layout.dir.clone(),
-            base_port: 15432,
-            durability: "protection".into(),
-            run_as: None,
-            pgpass: layout.pgpass(),
-            token_file: None,
-            members: (0..2)
-                .map(|i| layout.member(&format!("m{}", i + 1), Ports::for_member(15432, i, true)))
-                .collect(),
-        };
+        let mut st = LocalState::for_tests(2, true);
         for (i, m) in st.members.iter_mut().enumerate() {
             m.host = format!("10.7.0.{}", 10 + i);
             m.netns = Some(format!("ns{i}"));

@@ -245,6 +245,27 @@ pub fn shell_quote(s: &str) -> String {
 }
 
 #[cfg(test)]
+impl LocalState {
+    /// A protection-mode cluster of `n` members under /tmp/x, no token, for unit tests.
+    pub(crate) fn for_tests(n: usize, with_http: bool) -> LocalState {
+        let layout = Layout { dir: PathBuf::from("/tmp/x") };
+        LocalState {
+            version: 1,
+            cluster: CLUSTER.into(),
+            dir: layout.dir.clone(),
+            base_port: 15432,
+            durability: "protection".into(),
+            run_as: None,
+            pgpass: layout.pgpass(),
+            token_file: None,
+            members: (0..n)
+                .map(|i| layout.member(&format!("m{}", i + 1), Ports::for_member(15432, i, with_http)))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -286,25 +286,10 @@ fn report(
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
-    use super::super::state::{Layout, LocalState, Ports};
+    use super::super::state::LocalState;
 
     fn three() -> LocalState {
-        let layout = Layout { dir: PathBuf::from("/tmp/x") };
-        LocalState {
-            version: 1,
-            cluster: "local".into(),
-            dir: layout.dir.clone(),
-            base_port: 15432,
-            durability: "protection".into(),
-            run_as: None,
-            pgpass: layout.pgpass(),
-            token_file: None,
-            members: (0..3)
-                .map(|i| layout.member(&format!("m{}", i + 1), Ports::for_member(15432, i, false)))
-                .collect(),
-        }
+        LocalState::for_tests(3, false)
     }
 
     #[test]
