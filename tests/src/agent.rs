@@ -65,6 +65,11 @@ fn command_in(netns: &Option<String>, program: PathBuf, as_user: bool) -> Comman
 }
 
 impl Agent {
+    /// The port of its Postgres (None for a witness).
+    pub fn postgres_port(&self) -> Option<u16> {
+        self.postgres.as_deref().and_then(|a| a.rsplit_once(':')?.1.parse().ok())
+    }
+
     /// Describes an agent; nothing starts until `start`.
     pub fn new(
         name: &str,

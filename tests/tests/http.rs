@@ -259,10 +259,10 @@ fn haproxy_checking_primary_follows_a_switchover_and_a_kill9_failover() {
         1,
         Duration::from_secs(300),
     );
-    let pg_port =
-        |m: &str| c.agent(m).postgres.as_deref().and_then(|a| a.rsplit_once(':')?.1.parse::<u16>().ok());
-    let (first_port, second_port) =
-        (pg_port(&first).expect("first's Postgres port"), pg_port(&second).expect("second's Postgres port"));
+    let (first_port, second_port) = (
+        c.agent(&first).postgres_port().expect("first's Postgres port"),
+        c.agent(&second).postgres_port().expect("second's Postgres port"),
+    );
     assert!(writer.wait_acked_on(first_port, T), "no write through HAProxy reached {first}");
 
     // Planned: a switchover to the synchronous replica.

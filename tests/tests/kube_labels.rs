@@ -119,7 +119,8 @@ fn sigterm_of_the_primary_agent_hands_over_without_losing_a_write() {
     k.cluster.pg(&first).query(CREATE_TABLE).expect("table");
     let writer =
         Writer::start(conninfo(&k.cluster.postgres_addresses(), true), Duration::from_millis(10), 1, T);
-    std::thread::sleep(Duration::from_millis(500));
+    let first_port = k.cluster.agent(&first).postgres_port().expect("first's Postgres port");
+    assert!(writer.wait_acked_on(first_port, T), "no write reached {first}");
 
     let stopped = Instant::now();
     k.cluster.agent(&first).signal(Signal::TERM);
@@ -129,7 +130,8 @@ fn sigterm_of_the_primary_agent_hands_over_without_losing_a_write() {
     let second = k.cluster.wait_for_primary(T);
     assert_ne!(second, first);
     wait_primary_and_unlabelled(&k, &second, &first);
-    std::thread::sleep(Duration::from_millis(300));
+    let second_port = k.cluster.agent(&second).postgres_port().expect("second's Postgres port");
+    assert!(writer.wait_acked_on(second_port, T), "no write reached {second} after the handover");
     let writes = writer.stop();
     let lost = lost_writes(&k.cluster.pg(&second), &writes).expect("read");
     assert!(lost.is_empty(), "acknowledged writes lost in the handover: {lost:?}");
