@@ -136,7 +136,21 @@ impl Lab {
         for &i in cut {
             ip(&["-n", &self.switch, "link", "set", &format!("p{i}"), "master", "br1"])?;
         }
+        self.forget_neighbours();
         Ok(())
+    }
+
+    /// Drops every learned link-layer address, here and in each member: after a port moved
+    /// between bridges an address learned on the other side would otherwise keep being used
+    /// (for up to 45 s, Linux's reachable time) and the harness would lose a member it should
+    /// reach.
+    fn forget_neighbours(&self) {
+        for dev in [format!("pgqh{}", self.tag), format!("pgqk{}", self.tag)] {
+            let _ = ip(&["neigh", "flush", "dev", &dev]);
+        }
+        for ns in &self.hosts {
+            let _ = ip(&["-n", ns, "neigh", "flush", "all"]);
+        }
     }
 
     /// Reconnects everyone.
@@ -147,6 +161,7 @@ impl Lab {
         for i in 0..self.hosts.len() {
             must(&["-n", &self.switch, "link", "set", &format!("p{i}"), "master", "br0"]);
         }
+        self.forget_neighbours();
     }
 }
 
