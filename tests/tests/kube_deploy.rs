@@ -132,3 +132,80 @@ fn the_api_server_accepts_every_object_and_the_service_account_is_confined_to_it
         assert!(!ok && out.contains("Forbidden"), "the Role must refuse kubectl {}: {out}", args.join(" "));
     }
 }
+
+/// The postgres container's environment from the rendered StatefulSet, `$(VAR)` references
+/// expanded as the kubelet does, for pod `pod` in namespace `ns`.
+fn container_env(pod: &str, ns: &str) -> Vec<(String, String)> {
+    let objs = objects(&render("base"));
+    let sts = objs.iter().find(|o| o["kind"] == "StatefulSet").expect("a StatefulSet");
+    let volumes = sts["spec"]["template"]["spec"]["volumes"].as_array().expect("volumes");
+    let secrets = volumes.iter().find(|v| v["name"] == "secrets").expect("the secrets volume");
+    let mode = secrets["secret"]["defaultMode"].as_u64().expect("the secrets volume sets defaultMode");
+    let containers = sts["spec"]["template"]["spec"]["containers"].as_array().expect("containers");
+    let pg = containers.iter().find(|c| c["name"] == "postgres").expect("the postgres container");
+    let mut env: Vec<(String, String)> = Vec::new();
+    for e in pg["env"].as_array().expect("env") {
+        let name = e["name"].as_str().expect("name").to_string();
+        let value = match name.as_str() {
+            "POD_NAME" => pod.to_string(),
+            "POD_NAMESPACE" => ns.to_string(),
+            _ => {
+                let mut v =
+                    e["value"].as_str().unwrap_or_else(|| panic!("{name} has no plain value")).to_string();
+                for (k, val) in &env {
+                    v = v.replace(&format!("$({k})"), val);
+                }
+                assert!(!v.contains("$("), "{name}={v}: a reference to a variable not defined before it");
+                v
+            }
+        };
+        env.push((name, value));
+    }
+    env.push(("(secrets mode)".into(), mode.to_string()));
+    env
+}
+
+#[test]
+fn kubectl_exec_pgquorumctl_finds_its_agent_and_token_from_the_pods_environment() {
+    let env = container_env("pgquorum-1", "db");
+    let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    // pgquorumctl's endpoint is this pod's own agent, on the port the agent listens on; its
+    // token file is the one the agent checks.
+    let listen_port = get("PGQUORUM_GRPC_LISTEN").rsplit_once(':').map(|(_, p)| p.to_string());
+    assert_eq!(get("PGQUORUM_ENDPOINT"), format!("127.0.0.1:{}", listen_port.expect("grpc.listen port")));
+    assert!(!get("PGQUORUM_TOKEN_FILE").is_empty());
+    assert_eq!(get("PGQUORUM_TOKEN_FILE"), get("PGQUORUM_AUTH_TOKEN_FILE"));
+    assert!(get("PATH").split(':').next() == Some("/pgquorum/bin"), "pgquorumctl on PATH first");
+
+    // The same environment is a valid agent configuration (paths moved into a scratch directory,
+    // as the volumes would provide them): the agent reports where each key came from.
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let secrets = scratch.path().join("secrets");
+    std::fs::create_dir_all(&secrets).expect("secrets dir");
+    let mode: u32 = get("(secrets mode)").parse().expect("mode");
+    for f in ["superuser-password", "replication-password", "application-password", "token"] {
+        use std::os::unix::fs::PermissionsExt;
+        let path = secrets.join(f);
+        std::fs::write(&path, "a-secret-of-thirty-two-characters!!\n").expect("secret");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    let data = scratch.path().join("data");
+    let bin = pgquorum_tests::bins::bin_dir();
+    let mut cmd = std::process::Command::new(bin.join("pgquorum-agent"));
+    cmd.env_clear().arg("check-config");
+    for (k, v) in env.iter().filter(|(k, _)| !k.starts_with('(')) {
+        let v = v
+            .replace("/etc/pgquorum/secrets", &secrets.display().to_string())
+            .replace("/var/lib/pgquorum", &data.display().to_string());
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run pgquorum-agent check-config");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the container's environment is not a valid configuration:\n{text}");
+    for key in
+        ["name", "grpc.listen", "auth.token_file", "kube.pod", "kube.namespace", "statefulset.replicas"]
+    {
+        let line = text.lines().find(|l| l.split_whitespace().next() == Some(key));
+        assert!(line.is_some_and(|l| l.contains("(env ")), "{key} not set from the environment:\n{text}");
+    }
+}
