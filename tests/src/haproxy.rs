@@ -1,6 +1,7 @@
-//! A real HAProxy (Debian's `haproxy`) in front of the cluster's Postgres, configured the way
-//! Patroni's documentation does it: TCP mode, `option httpchk GET /primary`, `http-check expect
-//! status 200`, each server a member's Postgres checked on that member's HTTP port.
+//! A real HAProxy (Debian's `haproxy`) in front of the cluster's Postgres, with the configuration
+//! we ship (`deploy/haproxy/haproxy.cfg`: TCP mode, `option httpchk GET /primary` and
+//! `GET /replica`, each server a member's Postgres checked on that member's HTTP port), pointed
+//! at the cluster's members.
 //!
 //! Listens on 127.0.0.1 only; started by the test, stopped by PID when dropped. The routing
 //! helpers (`routed`, `wait_routes_to_primary`) serve failover and switchover tests alike.
@@ -20,8 +21,10 @@ pub const HAPROXY: &str = "/usr/sbin/haproxy";
 
 /// A running HAProxy.
 pub struct Haproxy {
-    /// Where clients connect (127.0.0.1:port).
+    /// Where clients of the primary connect (127.0.0.1:port).
     pub addr: String,
+    /// Where clients of the replicas connect, when the configuration has that listener.
+    pub replicas: String,
     /// Its configuration file.
     pub config: PathBuf,
     /// Its log (stdout and stderr).
@@ -42,20 +45,48 @@ fn port_of(addr: &str) -> Option<u16> {
     addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
 }
 
-/// The configuration: one TCP listener whose servers are `(name, postgres, http)`, a server
-/// being up while `GET <check>` on its HTTP port answers 200.
-pub fn config(bind: &str, check: &str, servers: &[(String, String, String)]) -> String {
-    let mut cfg = format!(
-        "global\n    maxconn 200\n\ndefaults\n    mode tcp\n    retries 2\n    timeout connect 1s\n    \
-         timeout client 30m\n    timeout server 30m\n    timeout check 1s\n\nlisten postgres\n    bind {bind}\n    \
-         option httpchk GET {check}\n    http-check expect status 200\n    \
-         default-server inter 200ms fastinter 100ms downinter 200ms fall 2 rise 1 on-marked-down shutdown-sessions\n"
-    );
-    for (name, pg, http) in servers {
-        let port = port_of(http).expect("http address has a port");
-        cfg.push_str(&format!("    server {name} {pg} maxconn 100 check port {port}\n"));
+/// The configuration shipped in `deploy/haproxy/haproxy.cfg`, pointed at `servers`
+/// (`(name, postgres, http)`): its primary listener on `primary`, its replicas listener on
+/// `replicas`. With `checks`, that replaces the shipped `default-server` line (to compare other
+/// check timings on the same cluster).
+pub fn shipped_config(
+    primary: &str,
+    replicas: &str,
+    servers: &[(String, String, String)],
+    checks: Option<&str>,
+) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/haproxy/haproxy.cfg");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let mut out = String::new();
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t.starts_with("server ") {
+            continue;
+        }
+        if t == "bind *:5000" || t == "bind *:5001" {
+            let bind = if t.ends_with("5000") { primary } else { replicas };
+            out.push_str(&format!("    bind {bind}\n"));
+            continue;
+        }
+        if let (Some(c), true) = (checks, t.starts_with("default-server ")) {
+            out.push_str(&format!("    default-server {c}\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+        if t.starts_with("default-server ") {
+            for (name, pg, http) in servers {
+                let port = port_of(http).expect("http address has a port");
+                out.push_str(&format!("    server {name} {pg} maxconn 100 check port {port}\n"));
+            }
+        }
     }
-    cfg
+    assert!(
+        out.contains(&format!("bind {primary}")) && out.contains(&format!("bind {replicas}")),
+        "{} no longer has `bind *:5000` and `bind *:5001` listeners",
+        path.display()
+    );
+    out
 }
 
 impl Haproxy {
@@ -85,15 +116,17 @@ impl Haproxy {
             .stderr(out)
             .spawn()
             .expect("spawn haproxy");
-        let h = Haproxy { addr, config, log, child: Some(child) };
+        let h = Haproxy { addr, replicas: String::new(), config, log, child: Some(child) };
         wait_for("haproxy listening", Duration::from_secs(10), || {
             Ok(std::net::TcpStream::connect(&h.addr).is_ok().then_some(()))
         });
         h
     }
 
-    /// HAProxy routing to the cluster's primary, Patroni-style, on a free loopback port.
-    pub fn primary_router(c: &Cluster) -> Haproxy {
+    /// HAProxy with the shipped configuration in front of the cluster, on free loopback ports:
+    /// `addr` routes to the primary, `replicas` to the replicas. `checks` replaces the shipped
+    /// check timings; `tag` names its files (several may serve one cluster).
+    pub fn shipped(c: &Cluster, checks: Option<&str>, tag: &str) -> Haproxy {
         let servers: Vec<(String, String, String)> = c
             .agents
             .iter()
@@ -103,12 +136,31 @@ impl Haproxy {
             })
             .collect();
         let addr = format!("127.0.0.1:{}", free_port());
-        Haproxy::start(c.dir.path(), addr.clone(), &config(&addr, "/primary", &servers))
+        let replicas = loop {
+            let r = format!("127.0.0.1:{}", free_port());
+            if r != addr {
+                break r;
+            }
+        };
+        let dir = c.dir.path().join(format!("haproxy-{tag}"));
+        std::fs::create_dir_all(&dir).expect("haproxy directory");
+        let mut h = Haproxy::start(&dir, addr.clone(), &shipped_config(&addr, &replicas, &servers, checks));
+        h.replicas = replicas;
+        h
     }
 
-    /// Connects through HAProxy and asks the Postgres that answers who it is.
+    /// Connects through HAProxy's primary listener and asks the Postgres that answers who it is.
     pub fn routed(&self, c: &Cluster) -> Result<Routed, String> {
-        let pg = Pg::connect(&conninfo(std::slice::from_ref(&self.addr), false))?;
+        Haproxy::routed_via(c, &self.addr)
+    }
+
+    /// The same through the replicas listener.
+    pub fn routed_replica(&self, c: &Cluster) -> Result<Routed, String> {
+        Haproxy::routed_via(c, &self.replicas)
+    }
+
+    fn routed_via(c: &Cluster, addr: &str) -> Result<Routed, String> {
+        let pg = Pg::connect(&conninfo(&[addr.to_string()], false))?;
         let row = pg.query("SELECT inet_server_port(), pg_is_in_recovery()")?.into_iter().next();
         let row = row.ok_or("no row")?;
         let port: u16 = row[0].as_deref().and_then(|p| p.parse().ok()).ok_or("no server port")?;

@@ -241,3 +241,65 @@ pub fn lost_writes(pg: &Pg, writes: &[Write]) -> Result<Vec<i64>, String> {
         .collect();
     Ok(writes.iter().filter(|w| w.ok && !present.contains(&w.id)).map(|w| w.id).collect())
 }
+
+/// One read: when it was answered, the port of the Postgres that answered, and whether that
+/// Postgres was a primary.
+#[derive(Clone, Debug)]
+pub struct Read {
+    /// Client wall clock, µs.
+    pub at_us: i64,
+    /// `inet_server_port()` of the answering server.
+    pub port: Option<u16>,
+    /// The answering server was not in recovery.
+    pub primary: bool,
+}
+
+/// Readers on long-lived sessions through one address (a load balancer's replicas listener),
+/// each reading every `every` and reconnecting after an error; at most an hour.
+pub struct Readers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<Vec<Read>>>,
+}
+
+impl Readers {
+    /// Starts `n` readers through `addr`.
+    pub fn start(addr: &str, n: usize, every: Duration) -> Readers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let (info, stop) = (conninfo(&[addr.to_string()], false), stop.clone());
+                std::thread::spawn(move || read_loop(&info, every, &stop))
+            })
+            .collect();
+        Readers { stop, threads }
+    }
+
+    /// Stops them and returns every read.
+    pub fn stop(self) -> Vec<Read> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.threads.into_iter().flat_map(|t| t.join().unwrap_or_default()).collect()
+    }
+}
+
+fn read_loop(info: &str, every: Duration, stop: &AtomicBool) -> Vec<Read> {
+    let mut out = Vec::new();
+    let mut session: Option<Pg> = None;
+    let limit = Instant::now() + Duration::from_secs(3600);
+    while !stop.load(Ordering::SeqCst) && Instant::now() < limit {
+        if session.is_none() {
+            session = Pg::connect(info).ok();
+        }
+        if let Some(s) = &session {
+            match s.query("SELECT inet_server_port(), NOT pg_is_in_recovery()") {
+                Ok(rows) if !rows.is_empty() => out.push(Read {
+                    at_us: micros_now(),
+                    port: rows[0][0].as_deref().and_then(|p| p.parse().ok()),
+                    primary: rows[0][1].as_deref() == Some("t"),
+                }),
+                _ => session = None,
+            }
+        }
+        std::thread::sleep(every);
+    }
+    out
+}

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use pgquorum_tests::haproxy::Haproxy;
-use pgquorum_tests::pg::{CREATE_TABLE, Writer, conninfo};
+use pgquorum_tests::pg::{CREATE_TABLE, Readers, Writer, conninfo};
 use pgquorum_tests::{Cluster, ClusterOptions, prom, wait_for};
 use serde_json::Value;
 
@@ -249,7 +249,7 @@ fn primaries_written_to(writes: &[pgquorum_tests::pg::Write]) -> Vec<Option<u16>
 #[test]
 fn haproxy_checking_primary_follows_a_switchover_and_a_kill9_failover() {
     let (mut c, first, second, _) = start();
-    let haproxy = Haproxy::primary_router(&c);
+    let haproxy = Haproxy::shipped(&c, None, "shipped");
     assert_eq!(haproxy.wait_routes_to_primary(&mut c, T), first);
     c.pg(&first).query(CREATE_TABLE).expect("table");
     // A client of the load balancer only: it reconnects through HAProxy after every error.
@@ -277,14 +277,42 @@ fn haproxy_checking_primary_follows_a_switchover_and_a_kill9_failover() {
         "no write through HAProxy reached {second} after the switchover"
     );
 
+    // Readers on long-lived sessions through the replicas listener (leastconn puts one on each
+    // replica, so one sits on the member about to be promoted).
+    wait_for(&format!("{first} back in the replicas listener's pool"), T, || {
+        Ok(haproxy.routed_replica(&c).is_ok_and(|r| r.member == first).then_some(()))
+    });
+    let readers = Readers::start(&haproxy.replicas, 2, Duration::from_millis(10));
+    std::thread::sleep(Duration::from_millis(500));
+
     // Unplanned: kill -9 of the new primary; m3 is nofailover, so the first one comes back.
     let killed_at = Instant::now();
     c.agent_mut(&second).kill9_with_postgres();
     let third = haproxy.wait_routes_to_primary(&mut c, T);
     let routed_after_kill = killed_at.elapsed();
     assert_eq!(third, first);
+    // The replicas listener never hands out the new primary: every new session lands on a
+    // member in recovery (the only one left is m3 until the killed member is back).
+    // (m3 may be out of the pool for a moment while it follows the new primary.)
+    let mut served = 0;
+    wait_for("10 sessions through the replicas listener", T, || {
+        if let Ok(r) = haproxy.routed_replica(&c) {
+            assert!(r.in_recovery && r.member != first, "the replicas listener routed to {r:?}");
+            served += 1;
+        }
+        Ok((served >= 10).then_some(()))
+    });
     assert!(writer.wait_acked_on(first_port, T), "no write through HAProxy reached {first} after the kill");
     let writes = writer.stop();
+    std::thread::sleep(Duration::from_millis(500));
+    let reads = readers.stop();
+    assert!(
+        reads.iter().any(|r| r.port == Some(first_port)),
+        "a reader sat on {first} before its promotion: {} reads",
+        reads.len()
+    );
+    let on_primary: Vec<_> = reads.iter().filter(|r| r.primary).collect();
+    assert!(on_primary.is_empty(), "the replicas listener served reads from a primary: {on_primary:?}");
 
     let misrouted: Vec<_> =
         writes.iter().filter(|w| w.error.as_deref().is_some_and(|e| e.contains("read-only"))).collect();

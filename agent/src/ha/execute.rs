@@ -180,7 +180,16 @@ impl Ha {
                 self.local.conf_standby = false;
                 let pg = self.pg().clone();
                 tracing::info!(epoch = %obs.cluster.epoch, "promoting with synchronous_standby_names = {:?}", self.local.conf_sync);
+                let shared = self.shared.clone();
                 self.spawn_task(Task::Promote, async move {
+                    // Load balancers that route reads here learn it is no replica first (it
+                    // answers 503 since the grant): reads never reach the new primary.
+                    let left = shared.read_balancers.drained(|| shared.now()).await;
+                    if !left.is_empty() {
+                        tracing::warn!(
+                            "promoting although {left:?} asked /replica recently and has not asked since the grant: it may route reads to the new primary until its next check"
+                        );
+                    }
                     let mut sql = Sql::new(&pg.socket_dir, pg.port, &pg.superuser, &pg.secrets.superuser);
                     sql.promote().await.map(|_| None)
                 });

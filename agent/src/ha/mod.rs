@@ -14,6 +14,7 @@ pub(crate) mod observe;
 pub mod peers;
 mod pg;
 mod problems;
+pub mod read_balancers;
 mod renew;
 
 use std::sync::{Arc, Mutex};
@@ -69,6 +70,8 @@ pub struct Shared {
     pub unsettled: Notify,
     /// The WAL archive, when `archive.enabled` (status and metrics read it).
     pub archive: std::sync::OnceLock<Arc<crate::archive::Archive>>,
+    /// Load balancers that route reads here (promotion waits until they were told otherwise).
+    pub read_balancers: read_balancers::ReadBalancers,
 }
 
 impl Shared {
@@ -90,6 +93,7 @@ impl Shared {
             settled: std::sync::atomic::AtomicBool::new(false),
             unsettled: Notify::new(),
             archive: std::sync::OnceLock::new(),
+            read_balancers: read_balancers::ReadBalancers::default(),
         })
     }
 

@@ -36,6 +36,11 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// Whether a balancer asking this routes reads to replicas only (never to a primary).
+    pub fn routes_reads_to_replicas(self) -> bool {
+        matches!(self, Endpoint::Replica | Endpoint::Sync | Endpoint::Async)
+    }
+
     /// The endpoint a path names (a trailing `/` is ignored), if any.
     pub fn from_path(path: &str) -> Option<Endpoint> {
         let p = if path.len() > 1 { path.trim_end_matches('/') } else { path };

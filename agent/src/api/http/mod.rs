@@ -16,11 +16,12 @@ mod mutate;
 mod schedule;
 mod view;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt;
@@ -50,7 +51,10 @@ pub async fn serve_http(
     guard: Guard,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let app = Router::new().fallback(handle).with_state(App { cluster, shared, guard: Arc::new(guard) });
+    let app = Router::new()
+        .fallback(handle)
+        .with_state(App { cluster, shared, guard: Arc::new(guard) })
+        .into_make_service_with_connect_info::<SocketAddr>();
     // Health checks are one small request and answer per connection: without TCP_NODELAY an
     // answer may wait for the client's delayed ACK.
     let listener = listener.tap_io(|s| {
@@ -72,19 +76,27 @@ pub const GRPC_ADDRESS_HEADER: &str = "x-pgquorum-grpc-address";
 
 async fn handle(
     State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut resp = answer_request(&app, method, uri, headers, body).await;
+    let mut resp = answer_request(&app, peer, method, uri, headers, body).await;
     if let Ok(v) = HeaderValue::from_str(&app.cluster.me.grpc) {
         resp.headers_mut().insert(GRPC_ADDRESS_HEADER, v);
     }
     resp
 }
 
-async fn answer_request(app: &App, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn answer_request(
+    app: &App,
+    peer: SocketAddr,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let status_only = match method {
         Method::GET => false,
         Method::HEAD | Method::OPTIONS => true,
@@ -102,7 +114,7 @@ async fn answer_request(app: &App, method: Method, uri: Uri, headers: HeaderMap,
             return respond(StatusCode::NOT_IMPLEMENTED, Body::Json(body), false);
         }
     };
-    let (code, body) = answer(app, uri.path(), uri.query().unwrap_or(""));
+    let (code, body) = answer(app, peer, uri.path(), uri.query().unwrap_or(""));
     respond(code, body, status_only)
 }
 
@@ -120,8 +132,8 @@ fn respond(code: StatusCode, body: Body, status_only: bool) -> Response {
     resp
 }
 
-/// The status and body for `path` with `query`.
-fn answer(app: &App, path: &str, query: &str) -> (StatusCode, Body) {
+/// The status and body for `path` with `query`, asked by `peer`.
+fn answer(app: &App, peer: SocketAddr, path: &str, query: &str) -> (StatusCode, Body) {
     let view = View::gather(&app.cluster, &app.shared);
     match path {
         "/patroni" => (StatusCode::OK, Body::Json(documents::patroni(&view))),
@@ -150,6 +162,10 @@ fn answer(app: &App, path: &str, query: &str) -> (StatusCode, Body) {
                     if let Err(why) = &verdict.0 {
                         tracing::debug!("GET {path}?{query}: 503, {why}");
                         doc["reason"] = json!(why);
+                    }
+                    if endpoint.routes_reads_to_replicas() {
+                        let replica = verdict.0.is_ok();
+                        app.shared.read_balancers.record(peer.ip(), replica, app.shared.now());
                     }
                     verdict.code()
                 }

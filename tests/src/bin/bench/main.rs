@@ -5,12 +5,13 @@
 //! measurements live in the modules: `raft` (leader failover, commit latency) and `idle` talk to
 //! the agents' management gRPC API directly, so polling is cheap enough to time in milliseconds;
 //! `pg_failover` kills the Postgres primary, or switches it over, under a steady writer; `health`
-//! times the HTTP health checks; `lease` changes ttl under a writer and cuts the primary's network. Each starts real agents through the harness (`Cluster`, which
+//! times the HTTP health checks; `haproxy` failover through HAProxy; `lease` changes ttl under a writer and cuts the primary's network. Each starts real agents through the harness (`Cluster`, which
 //! stops everything it started by PID when dropped), and every loop is bounded by a count and a
 //! deadline. Before measuring it waits (at most 20 minutes) for the 1-minute load average to drop
 //! to `--max-load`, and prints the load it ran under.
 
 mod archive;
+mod haproxy;
 mod health;
 mod idle;
 mod idle_pg;
@@ -78,6 +79,13 @@ enum Cmd {
         /// kill times (`<mode>-kills.csv`).
         #[arg(long)]
         logs: Option<std::path::PathBuf>,
+    },
+    /// 3 agents with Postgres and two HAProxy instances in front (the shipped configuration and
+    /// the same with Patroni's usual check timings): kill -9 the primary N times; write outage
+    /// directly and through each, and reads each replicas listener served from a primary.
+    HaproxyFailover {
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+        trials: u64,
     },
     /// 3 agents with Postgres: N HTTP health checks (new connection each) on the primary and a
     /// replica; latency p50, p99 and max.
@@ -168,6 +176,7 @@ fn main() -> Result<()> {
             pg_failover::run(mode.as_str(), pg_failover::Action::Kill, trials as usize, logs)
         }
         Cmd::Health { requests } => health::run(requests as usize),
+        Cmd::HaproxyFailover { trials } => haproxy::run(trials as usize),
         Cmd::LeaseTtlChanges { changes, seed } => lease::ttl_changes(changes as usize, seed),
         Cmd::LeaseCuts { lengths, trials, seed } => {
             if lengths.iter().any(|l| !(0.01..=30.0).contains(l)) {
@@ -205,6 +214,7 @@ fn on_raft_group(cmd: Cmd) -> Result<()> {
             Cmd::Failover { .. }
             | Cmd::Switchover { .. }
             | Cmd::Health { .. }
+            | Cmd::HaproxyFailover { .. }
             | Cmd::LeaseTtlChanges { .. }
             | Cmd::LeaseCuts { .. }
             | Cmd::KubeLabelLag { .. }

@@ -19,7 +19,7 @@ use crate::timeline::{self, Events};
 use crate::{median, ms, pct};
 
 /// Deadline for each wait (a primary, replicas streaming, a rejoin).
-const T: Duration = Duration::from_secs(120);
+pub(crate) const T: Duration = Duration::from_secs(120);
 /// The writer's interval.
 const EVERY: Duration = Duration::from_millis(10);
 /// How long the writer runs before each kill.
@@ -60,21 +60,21 @@ struct Trial {
     events: Events,
 }
 
-fn micros_now() -> i64 {
+pub(crate) fn micros_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
-fn port_of(c: &Cluster, name: &str) -> Result<u16> {
+pub(crate) fn port_of(c: &Cluster, name: &str) -> Result<u16> {
     let addr = c.agent(name).postgres.clone().with_context(|| format!("{name} has no Postgres"))?;
     addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).with_context(|| format!("port of {addr}"))
 }
 
-fn others(c: &Cluster, not: &str) -> Vec<String> {
+pub(crate) fn others(c: &Cluster, not: &str) -> Vec<String> {
     c.agents.iter().map(|a| a.name.clone()).filter(|n| n != not).collect()
 }
 
 /// Waits for a primary and both other members streaming from it; returns the primary.
-fn steady(c: &mut Cluster) -> String {
+pub(crate) fn steady(c: &mut Cluster) -> String {
     let p = c.wait_for_primary(T);
     let rest = others(c, &p);
     c.wait_for_streaming(&[&rest[0], &rest[1]], T);
@@ -200,9 +200,30 @@ struct Gap<'a> {
     error: Option<String>,
 }
 
-fn gap<'a>(t: &Trial, start_us: i64, writes: &'a [Write]) -> Option<Gap<'a>> {
+/// The event at `kill_us` on the primary at `old_port`, and the window of writes (sent after
+/// `start_us`, until `end_us`) that belong to it.
+pub(crate) struct Event {
+    pub kill_us: i64,
+    pub old_port: u16,
+    pub start_us: i64,
+    pub end_us: i64,
+}
+
+impl Event {
+    fn of(t: &Trial, start_us: i64) -> Event {
+        Event { kill_us: t.kill_us, old_port: t.old_port, start_us, end_us: t.end_us }
+    }
+
+    /// How long this client was without an acknowledged write around the event (see `Gap`).
+    pub(crate) fn unavailable(&self, writes: &[Write]) -> Option<Duration> {
+        let g = gap(self, writes)?;
+        Some(us(g.first.acked_us? - g.last_before))
+    }
+}
+
+fn gap<'a>(t: &Event, writes: &'a [Write]) -> Option<Gap<'a>> {
     let window: Vec<&Write> =
-        writes.iter().filter(|w| w.sent_us > start_us && w.sent_us <= t.end_us).collect();
+        writes.iter().filter(|w| w.sent_us > t.start_us && w.sent_us <= t.end_us).collect();
     let after_kill = |w: &&&Write| w.acked_us.is_some_and(|a| a > t.kill_us);
     let first = *window
         .iter()
@@ -249,8 +270,8 @@ fn report(
     let mut gaps = Vec::with_capacity(trials.len());
     let mut start_us = 0;
     for (i, t) in trials.iter().enumerate() {
-        let g =
-            gap(t, start_us, writes).with_context(|| format!("trial {}: no acknowledged write", i + 1))?;
+        let g = gap(&Event::of(t, start_us), writes)
+            .with_context(|| format!("trial {}: no acknowledged write", i + 1))?;
         start_us = t.end_us;
         let first_ack = g.first.acked_us.unwrap_or_default();
         let d = us(first_ack - g.last_before);
