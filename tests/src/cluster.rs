@@ -245,14 +245,20 @@ impl Cluster {
         })
     }
 
-    /// Waits until `names` all stream from the primary.
+    /// Waits until `names` all stream from the primary: each says it streams, and the primary's
+    /// own replication report lists it (its `sync_state`), as a switchover to it requires. A
+    /// member's own "streaming" alone may still describe its previous upstream.
     pub fn wait_for_streaming(&mut self, names: &[&str], timeout: Duration) {
         wait_for(&format!("{names:?} streaming"), timeout, || {
             let st = self.status()?;
             let streaming = |n: &&str| {
-                st["members"]
-                    .as_array()
-                    .is_some_and(|m| m.iter().any(|m| m["name"] == *n && m["state"] == "streaming"))
+                st["members"].as_array().is_some_and(|m| {
+                    m.iter().any(|m| {
+                        m["name"] == *n
+                            && m["state"] == "streaming"
+                            && m["sync_state"].as_str().is_some_and(|s| !s.is_empty())
+                    })
+                })
             };
             if names.iter().all(streaming) {
                 Ok(Some(()))

@@ -120,8 +120,14 @@ fn primary_upkeep(obs: &Observation, r: &Running) -> Decision {
     if obs.local.restart_requested {
         return Decision::act(Reason::RestartRequested, vec![Action::RestartPostgres]);
     }
+    let sync = &obs.cluster.sync;
+    // A change of the synchronous set in flight is finished first: the next primary is chosen
+    // by the recorded set, and a member recorded but not yet streaming (an old primary still
+    // rejoining) would leave no provably complete candidate once this one stops.
+    let sync_settled = sync.recorded == sync.target && r.synchronous_standby_names == sync.target.to_postgres();
     if let Some(req) = switchover::due(obs, &obs.me)
         && let Some(to) = &req.to
+        && sync_settled
     {
         if switchover::target_caught_up(r, to) {
             return Decision::act(Reason::Switchover, vec![Action::StopForSwitchover]);
@@ -129,7 +135,7 @@ fn primary_upkeep(obs: &Observation, r: &Running) -> Decision {
         return Decision::wait(Reason::WaitingForSwitchoverTarget);
     }
     let mut actions = Vec::new();
-    let target = &obs.cluster.sync.target;
+    let target = &sync.target;
     if r.synchronous_standby_names != target.to_postgres() {
         actions.push(Action::ApplySync { sync: target.clone() });
     }
