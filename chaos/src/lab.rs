@@ -25,6 +25,15 @@ fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
+fn tc(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("tc").args(args).output().map_err(|e| format!("tc {args:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("tc {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
 fn must(args: &[&str]) {
     if let Err(e) = ip(args) {
         panic!("network lab setup failed: {e}");
@@ -153,8 +162,26 @@ impl Lab {
         }
     }
 
+    /// Makes member `i`'s link slow, both ways: at most `kbit` kbit/s with up to `queue_ms` of
+    /// queue (a token-bucket filter, `tc tbf`), so its packets wait in the queue and, once the
+    /// queue is full, are dropped: delay and loss on one link. `heal` undoes it. (The closest
+    /// to `tc netem` on kernels without `sch_netem`.)
+    pub fn slow_link(&self, i: usize, kbit: u32, queue_ms: u32) -> Result<(), String> {
+        let (rate, latency) = (format!("{kbit}kbit"), format!("{queue_ms}ms"));
+        let tbf = ["root", "tbf", "rate", &rate, "burst", "1600", "latency", &latency];
+        for (ns, dev) in [(self.switch.clone(), format!("p{i}")), (self.hosts[i].clone(), "eth0".to_string())]
+        {
+            tc(&[&["-n", &ns, "qdisc", "replace", "dev", &dev][..], &tbf[..]].concat())?;
+        }
+        Ok(())
+    }
+
     /// Reconnects everyone.
     pub fn heal(&self) {
+        for i in 0..self.hosts.len() {
+            let _ = tc(&["-n", &self.switch, "qdisc", "del", "dev", &format!("p{i}"), "root"]);
+            let _ = tc(&["-n", &self.hosts[i], "qdisc", "del", "dev", "eth0", "root"]);
+        }
         for i in 0..self.hosts.len() {
             let _ = ip(&["route", "del", &format!("{}/32", self.ip(i)), "dev", &format!("pgqk{}", self.tag)]);
         }

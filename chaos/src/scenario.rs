@@ -34,6 +34,9 @@ pub enum FaultKind {
     ColdRestart,
     /// A planned switchover to a replica.
     Switchover,
+    /// The target's link made slow for `hold` (16 kbit/s, 300 ms of queue, both ways): its
+    /// packets are delayed and, past the queue, dropped (network namespaces only).
+    SlowLink,
 }
 
 impl FaultKind {
@@ -44,7 +47,7 @@ impl FaultKind {
 
     /// Whether it needs members in network namespaces.
     pub fn needs_network(self) -> bool {
-        matches!(self, FaultKind::Partition | FaultKind::PartitionDuringSwitchover)
+        matches!(self, FaultKind::Partition | FaultKind::PartitionDuringSwitchover | FaultKind::SlowLink)
     }
 }
 

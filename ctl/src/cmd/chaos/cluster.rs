@@ -135,6 +135,13 @@ impl Under {
             .map_err(|e| Failure::failed(format!("partitioning {name}: {e}")))
     }
 
+    /// Makes member `name`'s link slow both ways (delay, and loss past the queue).
+    pub fn slow_link(&self, name: &str) -> Result<(), Failure> {
+        let lab = self.lab.as_ref().ok_or_else(|| Failure::failed("a slow link needs network namespaces"))?;
+        lab.slow_link(self.index(name), 16, 300)
+            .map_err(|e| Failure::failed(format!("slowing {name}'s link: {e}")))
+    }
+
     /// Reconnects every member.
     pub fn heal(&self) {
         if let Some(lab) = &self.lab {

@@ -1,5 +1,5 @@
 //! Injecting one scheduled fault into the cluster under test and healing it: kills, freezes,
-//! an old primary returning mid-failover, a cold restart, a switchover. Records when it was
+//! an old primary returning mid-failover, a slow link, a cold restart, a switchover. Records when it was
 //! injected and healed; the run waits for convergence afterwards.
 //!
 //! Every wait is bounded; every process is found and signalled by PID.
@@ -110,6 +110,12 @@ pub async fn inject(c: &mut Under, p: &Planned, recover: Duration) -> Result<Fau
         }
         FaultKind::Partition => {
             c.isolate(&name)?;
+            tokio::time::sleep(hold).await;
+            c.heal();
+            fault.healed = Some(now());
+        }
+        FaultKind::SlowLink => {
+            c.slow_link(&name)?;
             tokio::time::sleep(hold).await;
             c.heal();
             fault.healed = Some(now());
