@@ -104,7 +104,19 @@ fn init_logging(cfg: &AgentConfig) {
     }
 }
 
+/// `fence-guard --data DIR`, recognised before the command-line parser runs: the guard is a
+/// process of its own for as long as the agent runs, and everything it touches while starting
+/// stays in its resident memory (issue 10: the guard within 3 MB).
+fn fence_guard_data() -> Option<PathBuf> {
+    let mut args = std::env::args_os().skip(1);
+    let (sub, flag, data) = (args.next()?, args.next()?, args.next()?);
+    (sub == "fence-guard" && flag == "--data" && args.next().is_none()).then(|| PathBuf::from(data))
+}
+
 fn main() -> ExitCode {
+    if let Some(data) = fence_guard_data() {
+        pgquorum_agent::fence::guard::run(data);
+    }
     let cli = Cli::parse();
     match cli.command {
         Some(Cmd::FenceGuard { data }) => pgquorum_agent::fence::guard::run(data),

@@ -26,18 +26,23 @@ pub struct Sample {
     pub child_ticks: u64,
     /// Bytes this process caused to be written to storage (/proc/<pid>/io).
     pub write_bytes: u64,
+    /// Proportional set size in kB: each shared page divided among the processes mapping it
+    /// (/proc/<pid>/smaps_rollup).
+    pub pss_kb: u64,
+    /// Private pages in kB (clean and dirty): what this process alone holds.
+    pub private_kb: u64,
 }
 
 fn field(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
-/// Reads `/proc/<pid>/{status,stat,io}`.
+/// Reads `/proc/<pid>/{status,stat,io,smaps_rollup}`.
 pub fn sample(pid: u32) -> Result<Sample> {
     let read = |f: &str| {
         std::fs::read_to_string(format!("/proc/{pid}/{f}")).with_context(|| format!("/proc/{pid}/{f}"))
     };
-    let (status, stat, io) = (read("status")?, read("stat")?, read("io")?);
+    let (status, stat, io, rollup) = (read("status")?, read("stat")?, read("io")?, read("smaps_rollup")?);
     let get = |text: &str, key: &str| field(text, key).with_context(|| format!("{key} of pid {pid}"));
     // Fields after the command name: state is field 3, utime 14, stime 15, cutime 16, cstime 17.
     let rest: Vec<&str> = stat.rsplit_once(')').context("stat")?.1.split_whitespace().collect();
@@ -50,6 +55,8 @@ pub fn sample(pid: u32) -> Result<Sample> {
         ticks: tick(14)? + tick(15)?,
         child_ticks: tick(16)? + tick(17)?,
         write_bytes: get(&io, "write_bytes:")?,
+        pss_kb: get(&rollup, "Pss:")?,
+        private_kb: get(&rollup, "Private_Clean:")? + get(&rollup, "Private_Dirty:")?,
     })
 }
 
