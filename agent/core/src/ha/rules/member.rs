@@ -124,7 +124,8 @@ fn primary_upkeep(obs: &Observation, r: &Running) -> Decision {
     // A change of the synchronous set in flight is finished first: the next primary is chosen
     // by the recorded set, and a member recorded but not yet streaming (an old primary still
     // rejoining) would leave no provably complete candidate once this one stops.
-    let sync_settled = sync.recorded == sync.target && r.synchronous_standby_names == sync.target.to_postgres();
+    let sync_settled =
+        sync.recorded == sync.target && r.synchronous_standby_names == sync.target.to_postgres();
     if let Some(req) = switchover::due(obs, &obs.me)
         && let Some(to) = &req.to
         && sync_settled
