@@ -60,6 +60,16 @@ impl KubeCluster {
         KubeCluster { cluster, api, _secrets: secrets }
     }
 
+    /// Scales up by one: a new pod object and an agent bound to it, started with the cluster's
+    /// settings and every existing member as a peer (as a StatefulSet's next ordinal gets them);
+    /// it joins by itself. Returns its name.
+    pub fn add_member(&mut self) -> String {
+        let name = format!("m{}", self.cluster.agents.len() + 1);
+        self.api.create_pod(NS, &name, "pgquorum", &[("pgquorum.io/cluster", CLUSTER)]);
+        let pod = format!("kube.pod={name}");
+        self.cluster.add_agent_with(&[&pod]).name.clone()
+    }
+
     /// Pod name → role label ("" when unlabelled), or an error while the API server is away.
     pub fn roles(&self) -> Result<BTreeMap<String, String>, String> {
         let out = self.api.kubectl(&[

@@ -159,3 +159,27 @@ fn sigterm_of_a_primary_without_replicas_still_stops_within_the_grace_period() {
     let log = c.agent(&only).log_text();
     assert!(log.contains("no replica able to take over"), "{log}");
 }
+
+#[test]
+fn scaling_three_to_five_members_join_by_themselves_clone_and_are_labelled_replica() {
+    let (mut k, watcher, _, _) = labelled_cluster();
+    let added = [k.add_member(), k.add_member()];
+    // Each joins as a learner, becomes a voter, clones from the primary and streams.
+    let voters = wait_for("five voters", Duration::from_secs(240), || {
+        let st = k.cluster.status()?;
+        let members = st["members"].as_array().cloned().unwrap_or_default();
+        let voters = members.iter().filter(|m| m["raft"]["voter"] == true).count();
+        Ok((voters == 5).then_some(voters))
+    });
+    assert_eq!(voters, 5);
+    let (primary, replicas) = k.settle(Duration::from_secs(240));
+    assert_eq!(replicas.len(), 4, "four replicas streaming and labelled: {replicas:?}");
+    for m in &added {
+        assert!(replicas.contains(m) || primary == *m, "{m} is part of the cluster");
+        let ev = k.event_reasons(m);
+        assert!(ev.iter().any(|r| r == "Cloning"), "{m} has a Cloning event: {ev:?}");
+    }
+    let seen = watcher.stop();
+    assert!(seen.violations.is_empty(), "two primaries seen: {:?}", seen.violations);
+    k.cluster.check_logs(&[]);
+}
