@@ -16,22 +16,22 @@ pub struct Lab {
     switch: String,
 }
 
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip {args:?}: {e}"))?;
+/// Runs `program` with `args`; its error output when it fails.
+fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(program).args(args).output().map_err(|e| format!("{program} {args:?}: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!("{program} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
     }
 }
 
+fn ip(args: &[&str]) -> Result<(), String> {
+    run("ip", args)
+}
+
 fn tc(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("tc").args(args).output().map_err(|e| format!("tc {args:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("tc {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
-    }
+    run("tc", args)
 }
 
 fn must(args: &[&str]) {
