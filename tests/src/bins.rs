@@ -71,6 +71,21 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// Whether tests that cut the network can run (network namespaces need root); without them
+/// the test says so and passes, unless the run requires them (`PGQUORUM_REQUIRE_NETNS`, set by
+/// `.ci/run` as root).
+pub fn netns_available() -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("PGQUORUM_REQUIRE_NETNS").is_none(),
+        "this run requires network-namespace tests"
+    );
+    eprintln!("SKIPPED: cutting the network needs root (network namespaces)");
+    false
+}
+
 /// Whether this process runs as root (network namespaces need it).
 pub fn is_root() -> bool {
     pgquorum_chaos::is_root()

