@@ -65,9 +65,6 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     };
     let cluster = Cluster::new(node.clone(), me);
     let shared = Shared::new();
-    if let Some(pg) = &pg {
-        let _ = shared.pg_tools.set((pg.bin.clone(), pg.scratch.clone()));
-    }
     let cfg = std::sync::Arc::new(cfg);
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();

@@ -58,6 +58,9 @@ enum Command {
     /// List, add or remove members.
     #[command(subcommand)]
     Member(cmd::member::Args),
+    /// Base backups into the WAL archive's store, and restore points.
+    #[command(subcommand)]
+    Backup(cmd::backup::Args),
     /// Hand the primary role over to another member (planned; no acknowledged write lost).
     Switchover(cmd::switchover::Args),
     /// Promote a member when there is no healthy primary.
@@ -142,6 +145,7 @@ fn main() -> ExitCode {
             Command::Status(a) => cmd::status::run(&cli.endpoint, cli.output, a).await,
             Command::Config(a) => cmd::config::run(&cli.endpoint, cli.output, a).await,
             Command::Member(a) => cmd::member::run(&cli.endpoint, cli.output, a).await,
+            Command::Backup(a) => cmd::backup::run(&cli.endpoint, cli.output, a).await,
             Command::Switchover(a) => cmd::switchover::run(&cli.endpoint, cli.output, a).await,
             Command::Failover(a) => cmd::failover::run(&cli.endpoint, cli.output, a).await,
             Command::Pause => cmd::pause::run(&cli.endpoint, cli.output, true).await,

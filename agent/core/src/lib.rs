@@ -6,6 +6,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod backup;
+pub mod cron;
 pub mod duration;
 pub mod ha;
 pub mod state;

@@ -98,6 +98,36 @@ fn diff(old: &DynamicConfig, new: &DynamicConfig) -> Vec<String> {
 
 #[tonic::async_trait]
 impl Management for ManagementApi {
+    type CreateBackupStream = super::backups::ProgressStream;
+
+    async fn create_backup(
+        &self,
+        req: Request<pgquorum_proto::management::CreateBackupRequest>,
+    ) -> Result<Response<Self::CreateBackupStream>, Status> {
+        self.create_backup_call(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn list_backups(
+        &self,
+        _req: Request<pgquorum_proto::management::ListBackupsRequest>,
+    ) -> Result<Response<pgquorum_proto::management::ListBackupsReply>, Status> {
+        self.list_backups_call().await.map(Response::new)
+    }
+
+    async fn delete_backup(
+        &self,
+        req: Request<pgquorum_proto::management::DeleteBackupRequest>,
+    ) -> Result<Response<pgquorum_proto::management::DeleteBackupReply>, Status> {
+        self.delete_backup_call(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn create_restore_point(
+        &self,
+        req: Request<pgquorum_proto::management::RestorePointRequest>,
+    ) -> Result<Response<pgquorum_proto::management::RestorePointReply>, Status> {
+        self.restore_point_call(req.into_inner()).await.map(Response::new)
+    }
+
     async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
         if req.into_inner().local_only {
             return Ok(Response::new(local_status(&self.cluster, &self.shared)));

@@ -4,6 +4,7 @@
 //! Owns serving and request plumbing. Answers come from the cluster handle; this module must
 //! not decide anything about the cluster itself.
 
+mod backups;
 pub mod http;
 mod management;
 mod ops;

@@ -17,8 +17,8 @@ impl ManagementApi {
         req: &SetConfigRequest,
         new: &DynamicConfig,
     ) -> Result<Option<SetConfigReply>, Status> {
-        if let Some((bin, scratch)) = self.shared.pg_tools.get() {
-            params::check(bin, scratch, &new.postgres_parameters).await.map_err(|e| {
+        if let Some(pg) = self.shared.pg.get() {
+            params::check(&pg.bin, &pg.scratch, &new.postgres_parameters).await.map_err(|e| {
                 // Exit 1 in pgquorumctl: the cluster refused the change (docs/ctl.md).
                 Status::failed_precondition(format!(
                     "postgres_parameters: Postgres refuses them: {e}. Nothing was stored; correct the value \
@@ -68,7 +68,7 @@ impl ManagementApi {
         new: &DynamicConfig,
         changes: &mut Vec<String>,
     ) {
-        let Some((bin, _)) = self.shared.pg_tools.get() else { return };
+        let Some(bin) = self.shared.pg.get().map(|pg| &pg.bin) else { return };
         let changed: Vec<String> = new
             .postgres_parameters
             .iter()

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::store::{Entry, Put, Store, StoreError};
+use super::store::{Download, Entry, Put, Store, StoreError, Upload};
 
 /// A store in a local directory.
 #[derive(Clone, Debug)]
@@ -171,7 +171,103 @@ impl Store for DirStore {
         .boxed()
     }
 
+    fn upload<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Box<dyn Upload>, StoreError>> {
+        let (me, key) = (self.clone(), key.to_string());
+        blocking(move || {
+            let path = me.path(&key)?;
+            let tmp = Self::write_temp(&path, &[])?;
+            let file =
+                std::fs::OpenOptions::new().append(true).open(&tmp).map_err(|e| err("opening", &tmp, e))?;
+            Ok(Box::new(DirUpload { file: Some(file), tmp, path }) as Box<dyn Upload>)
+        })
+        .boxed()
+    }
+
+    fn download<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Box<dyn Download>>, StoreError>> {
+        let (me, key) = (self.clone(), key.to_string());
+        blocking(move || {
+            let path = me.path(&key)?;
+            match std::fs::File::open(&path) {
+                Ok(f) => Ok(Some(Box::new(DirDownload { file: Some(f), path }) as Box<dyn Download>)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(err("opening", &path, e)),
+            }
+        })
+        .boxed()
+    }
+
     fn describe(&self) -> String {
         self.root.display().to_string()
+    }
+}
+
+/// A large object being written to a temporary file beside its final name.
+struct DirUpload {
+    file: Option<std::fs::File>,
+    tmp: PathBuf,
+    path: PathBuf,
+}
+
+impl Upload for DirUpload {
+    fn part(&mut self, bytes: Vec<u8>) -> BoxFuture<'_, Result<(), StoreError>> {
+        let (file, tmp) = (self.file.take(), self.tmp.clone());
+        async move {
+            let mut file = file.ok_or_else(|| StoreError::Permanent("upload already failed".into()))?;
+            let file = blocking(move || {
+                file.write_all(&bytes).map_err(|e| err("writing", &tmp, e))?;
+                Ok(file)
+            })
+            .await?;
+            self.file = Some(file);
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn finish(self: Box<Self>) -> BoxFuture<'static, Result<(), StoreError>> {
+        blocking(move || {
+            let file = self.file.ok_or_else(|| StoreError::Permanent("upload already failed".into()))?;
+            file.sync_all().map_err(|e| err("syncing", &self.tmp, e))?;
+            std::fs::rename(&self.tmp, &self.path).map_err(|e| {
+                let _ = std::fs::remove_file(&self.tmp);
+                err("renaming into", &self.path, e)
+            })?;
+            DirStore::sync_dir(self.path.parent().expect("under the root"))
+        })
+        .boxed()
+    }
+
+    fn abort(self: Box<Self>) -> BoxFuture<'static, ()> {
+        let _ = std::fs::remove_file(&self.tmp);
+        async {}.boxed()
+    }
+}
+
+/// A large object read from its file.
+struct DirDownload {
+    file: Option<std::fs::File>,
+    path: PathBuf,
+}
+
+impl Download for DirDownload {
+    fn next(&mut self) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
+        let (file, path) = (self.file.take(), self.path.clone());
+        async move {
+            let Some(mut file) = file else { return Ok(None) };
+            let (file, chunk) = blocking(move || {
+                use std::io::Read;
+                let mut buf = vec![0u8; 1 << 20];
+                let n = file.read(&mut buf).map_err(|e| err("reading", &path, e))?;
+                buf.truncate(n);
+                Ok((file, buf))
+            })
+            .await?;
+            if chunk.is_empty() {
+                return Ok(None);
+            }
+            self.file = Some(file);
+            Ok(Some(chunk))
+        }
+        .boxed()
     }
 }

@@ -10,12 +10,14 @@
 pub mod ahead;
 #[cfg(test)]
 mod archive_tests;
+pub mod backup;
 pub mod codec;
 pub mod dir;
 pub mod fetch;
 pub mod layout;
 pub mod metrics;
 pub mod push;
+pub mod restore;
 pub mod role;
 pub mod s3;
 pub mod socket;
@@ -142,7 +144,7 @@ pub fn postgres_settings_for(cfg: &crate::config::AgentConfig) -> Result<Vec<(St
 }
 
 /// Quotes `s` for /bin/sh (Postgres runs the commands through the shell).
-fn shell_quote(s: &str) -> String {
+pub(super) fn shell_quote(s: &str) -> String {
     if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c)) {
         s.to_string()
     } else {

@@ -14,7 +14,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::store::{Entry, Put, Store, StoreError};
+use super::store::{Download, Entry, Put, Store, StoreError, Upload};
 
 /// How to reach the bucket.
 #[derive(Clone, Default)]
@@ -229,7 +229,137 @@ impl Store for S3Store {
         .boxed()
     }
 
+    fn upload<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Box<dyn Upload>, StoreError>> {
+        async move {
+            let full = self.full(key);
+            let mut req = self.client.create_multipart_upload().bucket(&self.bucket).key(&full);
+            if !self.sse.is_empty() {
+                req = req.server_side_encryption(self.sse.as_str().into());
+            }
+            let out = req.send().await.map_err(|e| classify("CreateMultipartUpload", &full, e))?;
+            let id = out.upload_id().ok_or_else(|| {
+                StoreError::Unavailable(format!("S3 CreateMultipartUpload {full}: no upload id"))
+            })?;
+            Ok(Box::new(S3Upload {
+                client: self.client.clone(),
+                bucket: self.bucket.clone(),
+                key: full,
+                id: id.to_string(),
+                parts: Vec::new(),
+            }) as Box<dyn Upload>)
+        }
+        .boxed()
+    }
+
+    fn download<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Box<dyn Download>>, StoreError>> {
+        async move {
+            let full = self.full(key);
+            match self.client.get_object().bucket(&self.bucket).key(&full).send().await {
+                Ok(o) => Ok(Some(Box::new(S3Download { body: o.body, key: full }) as Box<dyn Download>)),
+                Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => Ok(None),
+                Err(e) => Err(classify("GET", &full, e)),
+            }
+        }
+        .boxed()
+    }
+
     fn describe(&self) -> String {
         format!("s3://{}/{}", self.bucket, self.root)
+    }
+}
+
+/// A multipart upload in progress.
+struct S3Upload {
+    client: Client,
+    bucket: String,
+    key: String,
+    id: String,
+    parts: Vec<aws_sdk_s3::types::CompletedPart>,
+}
+
+impl Upload for S3Upload {
+    fn part(&mut self, bytes: Vec<u8>) -> BoxFuture<'_, Result<(), StoreError>> {
+        async move {
+            let n = self.parts.len() as i32 + 1;
+            let out = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(&self.key)
+                .upload_id(&self.id)
+                .part_number(n)
+                .body(ByteStream::from(bytes))
+                .send()
+                .await
+                .map_err(|e| classify("UploadPart", &self.key, e))?;
+            self.parts.push(
+                aws_sdk_s3::types::CompletedPart::builder()
+                    .part_number(n)
+                    .set_e_tag(out.e_tag().map(str::to_string))
+                    .build(),
+            );
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn finish(mut self: Box<Self>) -> BoxFuture<'static, Result<(), StoreError>> {
+        async move {
+            if self.parts.is_empty() {
+                self.part(Vec::new()).await?;
+            }
+            let done = aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                .set_parts(Some(std::mem::take(&mut self.parts)))
+                .build();
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&self.key)
+                .upload_id(&self.id)
+                .multipart_upload(done)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| classify("CompleteMultipartUpload", &self.key, e))
+        }
+        .boxed()
+    }
+
+    fn abort(self: Box<Self>) -> BoxFuture<'static, ()> {
+        async move {
+            let res = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&self.key)
+                .upload_id(&self.id)
+                .send()
+                .await;
+            if let Err(e) = res {
+                tracing::warn!("S3 AbortMultipartUpload {}: {}", self.key, DisplayErrorContext(&e));
+            }
+        }
+        .boxed()
+    }
+}
+
+/// An object body being read.
+struct S3Download {
+    body: ByteStream,
+    key: String,
+}
+
+impl Download for S3Download {
+    fn next(&mut self) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
+        async move {
+            match self.body.next().await {
+                None => Ok(None),
+                Some(Ok(b)) => Ok(Some(b.to_vec())),
+                Some(Err(e)) => {
+                    Err(StoreError::Unavailable(format!("S3 GET {}: reading the body: {e}", self.key)))
+                }
+            }
+        }
+        .boxed()
     }
 }

@@ -43,6 +43,26 @@ pub struct Entry {
     pub size: u64,
 }
 
+/// A large object written in parts (base backups), never held whole in memory. Nothing is
+/// visible under the key until `finish` returns.
+pub trait Upload: Send {
+    /// Appends `bytes` (every part but the last at least `PART_BYTES`).
+    fn part(&mut self, bytes: Vec<u8>) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Makes the object durable under its key.
+    fn finish(self: Box<Self>) -> BoxFuture<'static, Result<(), StoreError>>;
+    /// Gives the parts up.
+    fn abort(self: Box<Self>) -> BoxFuture<'static, ()>;
+}
+
+/// A large object read in chunks.
+pub trait Download: Send {
+    /// The next chunk; `None` at the end.
+    fn next(&mut self) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>>;
+}
+
+/// The size of every part of an `Upload` but the last (S3 needs at least 5 MiB).
+pub const PART_BYTES: usize = 8 << 20;
+
 /// A place objects are stored, addressed by `/`-separated keys.
 pub trait Store: Send + Sync {
     /// Stores `bytes` under `key` unless an object already exists there (then `Put::Exists`).
@@ -56,6 +76,10 @@ pub trait Store: Send + Sync {
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<Entry>, StoreError>>;
     /// Removes the object under `key` (no error when absent).
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Starts writing a large object under `key` (replacing what is there once finished).
+    fn upload<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Box<dyn Upload>, StoreError>>;
+    /// Reads a large object in chunks; `None` when there is none.
+    fn download<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Box<dyn Download>>, StoreError>>;
     /// Where the store is, for messages (`/mnt/archive`, `s3://bucket/prefix`).
     fn describe(&self) -> String;
 }

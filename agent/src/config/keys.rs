@@ -309,6 +309,7 @@ pub fn all() -> impl Iterator<Item = &'static KeyDef> {
         .chain(super::keys_security::SECURITY_KEYS.iter())
         .chain(super::keys_kube::KUBE_KEYS.iter())
         .chain(super::keys_archive::ARCHIVE_KEYS.iter())
+        .chain(super::keys_restore::RESTORE_KEYS.iter())
 }
 
 /// The definition of `key`, if it is one (exact keys win over `prefix.*` ones).

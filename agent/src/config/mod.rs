@@ -9,6 +9,7 @@ mod keys_archive;
 mod keys_http;
 mod keys_kube;
 mod keys_postgres;
+mod keys_restore;
 mod keys_security;
 mod pg;
 mod source;
@@ -86,6 +87,8 @@ pub struct AgentConfig {
     pub kube: crate::kube::KubeSettings,
     /// The WAL archive (`archive.*`).
     pub archive: crate::archive::ArchiveSettings,
+    /// Bootstrap from a base backup (`restore.*`).
+    pub restore: crate::archive::restore::RestoreSettings,
     /// File holding the archive's S3 secret key (read by validation).
     pub archive_secret_file: Option<PathBuf>,
     /// Where each key's value came from, for `check-config`.
@@ -157,6 +160,7 @@ impl AgentConfig {
             handover_timeout: Duration::from_secs(30),
             archive: Default::default(),
             archive_secret_file: None,
+            restore: Default::default(),
             origins: Vec::new(),
         }
     }

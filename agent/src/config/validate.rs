@@ -58,6 +58,7 @@ pub(super) fn validate(c: &mut AgentConfig) -> Vec<String> {
     super::keys_http::resolve(c, &mut errs);
     super::keys_security::resolve(c, &mut errs);
     super::keys_archive::resolve(c, &mut errs);
+    super::keys_restore::resolve(c, &mut errs);
     check_postgres(c, &mut errs);
     c.kube.cluster = c.cluster.clone();
     errs.extend(c.kube.check());

@@ -89,6 +89,13 @@ impl Ha {
             Action::Initdb => {
                 let pg = self.pg().clone();
                 self.spawn_task(Task::Initdb, async move {
+                    if let Some((restore, archive)) = &pg.restore {
+                        let agent = std::env::current_exe()
+                            .map_err(|e| format!("restore: cannot find the agent's own binary: {e}"))?;
+                        return crate::archive::restore::run(restore, archive, &pg, &agent)
+                            .await
+                            .map(|_| None);
+                    }
                     let (enc, locale, checksums) = &pg.initdb;
                     let o = tools::InitdbOptions {
                         superuser: &pg.superuser,

@@ -61,15 +61,17 @@ pub struct Shared {
     pub reload_requested: std::sync::atomic::AtomicBool,
     /// The coordinator's latest decision, for status (empty unless this agent leads).
     pub coordinator_reason: Mutex<String>,
-    /// This member's Postgres binaries and the agent's own directory (unset on a witness): the
-    /// management API checks Postgres parameters with them.
-    pub pg_tools: std::sync::OnceLock<(std::path::PathBuf, std::path::PathBuf)>,
+    /// This member's Postgres context (unset on a witness): the management API checks Postgres
+    /// parameters with its binaries and takes base backups with it.
+    pub pg: std::sync::OnceLock<Arc<PgCtx>>,
     /// The last tick found this member settled (`cadence::settled`): peers are polled slower.
     pub settled: std::sync::atomic::AtomicBool,
     /// Wakes the peer poller when the member stops being settled.
     pub unsettled: Notify,
     /// The WAL archive, when `archive.enabled` (status and metrics read it).
     pub archive: std::sync::OnceLock<Arc<crate::archive::Archive>>,
+    /// A base backup is being taken on this member.
+    pub backup_running: std::sync::atomic::AtomicBool,
     /// Load balancers that route reads here (promotion waits until they were told otherwise).
     pub read_balancers: read_balancers::ReadBalancers,
 }
@@ -89,7 +91,8 @@ impl Shared {
             restart_requested: std::sync::atomic::AtomicBool::new(false),
             reload_requested: std::sync::atomic::AtomicBool::new(false),
             coordinator_reason: Mutex::new(String::new()),
-            pg_tools: std::sync::OnceLock::new(),
+            pg: std::sync::OnceLock::new(),
+            backup_running: Default::default(),
             settled: std::sync::atomic::AtomicBool::new(false),
             unsettled: Notify::new(),
             archive: std::sync::OnceLock::new(),
@@ -195,11 +198,15 @@ impl Ha {
         } else {
             local.witness = true;
         }
+        let pg = pg.map(Arc::new);
+        if let Some(p) = &pg {
+            let _ = shared.pg.set(p.clone());
+        }
         Ok(Ha {
             cfg,
             cluster,
             shared,
-            pg: pg.map(Arc::new),
+            pg,
             sql,
             local,
             guard,

@@ -52,6 +52,8 @@ pub struct PgCtx {
     pub initdb: (String, String, bool),
     /// archive_mode, archive_command, restore_command (empty when the agent does not archive).
     pub archive_params: Vec<(String, String)>,
+    /// Bootstrap from a backup (`restore.*`), with the archive settings its S3 source shares.
+    pub restore: Option<(crate::archive::restore::RestoreSettings, crate::archive::ArchiveSettings)>,
 }
 
 impl PgCtx {
@@ -89,6 +91,7 @@ impl PgCtx {
             application,
             initdb: (cfg.pg.initdb_encoding.clone(), cfg.pg.initdb_locale.clone(), cfg.pg.initdb_checksums),
             archive_params: crate::archive::postgres_settings_for(cfg)?,
+            restore: cfg.restore.enabled().then(|| (cfg.restore.clone(), cfg.archive.clone())),
         })
     }
 

@@ -263,6 +263,55 @@ impl Sql {
         self.run(async |c| c.batch_execute(&stmt).await).await
     }
 
+    /// The size of every database together, in bytes (a base backup's progress estimate).
+    pub async fn database_bytes(&mut self) -> Result<u64, String> {
+        let n: i64 = self
+            .run(async |c| {
+                c.query_one("SELECT sum(pg_database_size(oid))::bigint FROM pg_database", &[]).await
+            })
+            .await?
+            .get(0);
+        Ok(n.max(0) as u64)
+    }
+
+    /// Creates a named restore point (`pg_create_restore_point`); returns its position.
+    pub async fn restore_point(&mut self, name: &str) -> Result<String, String> {
+        self.run(async |c| c.query_one("SELECT pg_create_restore_point($1)::text", &[&name]).await)
+            .await
+            .map(|r| r.get(0))
+    }
+
+    /// Makes `role` log in with `password` and `attrs` (`SUPERUSER`, `REPLICATION`), creating
+    /// it when missing (a restored cluster keeps its source's roles and passwords; its agents
+    /// must log in with their own).
+    pub async fn ensure_login(&mut self, role: &str, password: &str, attrs: &str) -> Result<(), String> {
+        let exists: bool = self
+            .run(async |c| {
+                c.query_one("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", &[&role]).await
+            })
+            .await?
+            .get(0);
+        let verb = if exists { "ALTER" } else { "CREATE" };
+        let stmt: String = self
+            .run(async |c| {
+                c.query_one(
+                    &format!(
+                        "SELECT format('{verb} ROLE %I WITH {attrs} LOGIN PASSWORD %L', $1::text, $2::text)"
+                    ),
+                    &[&role, &password],
+                )
+                .await
+            })
+            .await?
+            .get(0);
+        self.run(async |c| c.batch_execute(&stmt).await).await
+    }
+
+    /// Whether the server is in recovery.
+    pub async fn in_recovery(&mut self) -> Result<bool, String> {
+        Ok(self.run(async |c| c.query_one("SELECT pg_is_in_recovery()", &[]).await).await?.get(0))
+    }
+
     /// Creates database `db` owned by `owner` if missing.
     pub async fn ensure_database(&mut self, db: &str, owner: &str) -> Result<(), String> {
         let exists: bool = self

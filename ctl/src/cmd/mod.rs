@@ -1,5 +1,6 @@
 //! One subcommand per file (`local` is a folder: one file per `local` subcommand).
 
+pub mod backup;
 pub mod chaos;
 pub mod completions;
 pub mod config;

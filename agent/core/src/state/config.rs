@@ -76,6 +76,19 @@ pub struct DynamicConfig {
     pub reclone_on_rewind_failure: bool,
     /// Postgres parameters applied on every member (`postgresql.conf` syntax values).
     pub postgres_parameters: BTreeMap<String, String>,
+    /// Base backups: schedule and retention.
+    pub backup: BackupPolicy,
+}
+
+/// When base backups are taken and how long they are kept (`backup.schedule`,
+/// `backup.retention`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupPolicy {
+    /// Cron expression, UTC (`0 0 * * *`); empty: no scheduled backups.
+    pub schedule: String,
+    /// `forever` (empty), a count of backups (`7`) or a recovery window (`90d`).
+    pub retention: String,
 }
 
 impl Default for DynamicConfig {
@@ -90,6 +103,7 @@ impl Default for DynamicConfig {
             use_pg_rewind: true,
             reclone_on_rewind_failure: true,
             postgres_parameters: BTreeMap::new(),
+            backup: BackupPolicy::default(),
         }
     }
 }
@@ -206,6 +220,14 @@ impl DynamicConfig {
                 errs.push(format!("postgres_parameters: value of {k} must be a single line"));
             }
         }
+        if !self.backup.schedule.is_empty()
+            && let Err(e) = crate::cron::Schedule::parse(&self.backup.schedule)
+        {
+            errs.push(format!("backup.schedule: {e}"));
+        }
+        if let Err(e) = crate::backup::Retention::parse(&self.backup.retention) {
+            errs.push(format!("backup.retention: {e}"));
+        }
         if errs.is_empty() { Ok(()) } else { Err(errs) }
     }
 
@@ -241,6 +263,16 @@ impl DynamicConfig {
             "primary_start_timeout" => self.primary_start_timeout = dur(value)?,
             "use_pg_rewind" => self.use_pg_rewind = boolean(value)?,
             "reclone_on_rewind_failure" => self.reclone_on_rewind_failure = boolean(value)?,
+            "backup.schedule" => {
+                if !value.trim().is_empty() {
+                    crate::cron::Schedule::parse(value).map_err(|e| format!("{key}: {e}"))?;
+                }
+                self.backup.schedule = value.trim().to_string()
+            }
+            "backup.retention" => {
+                crate::backup::Retention::parse(value).map_err(|e| format!("{key}: {e}"))?;
+                self.backup.retention = value.trim().to_string()
+            }
             _ => {
                 return Err(format!(
                     "unknown key {key:?}: use one of {} or postgres_parameters.NAME",
@@ -261,6 +293,8 @@ impl DynamicConfig {
         "primary_start_timeout",
         "use_pg_rewind",
         "reclone_on_rewind_failure",
+        "backup.schedule",
+        "backup.retention",
     ];
 }
 
