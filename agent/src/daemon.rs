@@ -156,6 +156,10 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
             }),
         );
     }
+    if cfg.pg.enabled {
+        let schedule = crate::archive::schedule::run(cluster.clone(), shared.clone(), cancel.clone());
+        spawn("backup-schedule", false, Box::pin(schedule));
+    }
     let ha = Ha::new(cfg.clone(), cluster.clone(), shared.clone(), pg).await?;
     spawn("ha", true, Box::pin(ha.run(cancel.clone())));
     if cfg.kube.active() {

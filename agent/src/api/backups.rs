@@ -4,12 +4,10 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::Stream;
 use pgquorum_core::MemberName;
-use pgquorum_core::backup::Retention;
 use pgquorum_core::ha::observation::Postgres;
 use pgquorum_proto::management as pb;
 use tonic::Status;
@@ -18,7 +16,6 @@ use super::ManagementApi;
 use super::management::forwarded;
 use crate::archive::Archive;
 use crate::archive::backup;
-use crate::ha::PgCtx;
 use crate::postgres::sql::Sql;
 
 /// The progress stream of `CreateBackup`.
@@ -84,38 +81,9 @@ impl ManagementApi {
             let stream = client.create_backup(fwd).await.map_err(forwarded)?.into_inner();
             return Ok(Box::pin(futures::StreamExt::map(stream, |r| r.map_err(forwarded))));
         }
-        let archive = self.archive()?;
-        let pg: Arc<PgCtx> = self
-            .shared
-            .pg
-            .get()
-            .cloned()
-            .ok_or_else(|| precondition(format!("{source} is a witness (no Postgres)")))?;
-        let running = self
-            .shared
-            .report
-            .lock()
-            .expect("lock is never poisoned")
-            .as_ref()
-            .and_then(|r| r.postgres.running().cloned());
-        let Some(state) = running else {
-            return Err(precondition(format!("Postgres on {source} is not running; see pgquorumctl status")));
-        };
-        if self.shared.backup_running.swap(true, Ordering::SeqCst) {
-            return Err(Status::already_exists(format!("{source} is taking a backup already")));
-        }
-        let (tx, rx) = tokio::sync::watch::channel(backup::Progress::default());
-        let shared = self.shared.clone();
         let policy = self.cluster.applied().state.config.backup.retention.clone();
+        let (job, rx) = backup::start(&self.shared, policy).map_err(|(code, msg)| Status::new(code, msg))?;
         let member = source.to_string();
-        let job = tokio::spawn(async move {
-            let res = backup::create(&archive, &pg, !state.in_recovery, tx).await;
-            shared.backup_running.store(false, Ordering::SeqCst);
-            if res.is_ok() {
-                apply_retention(&archive, &policy).await;
-            }
-            res
-        });
         Ok(progress_stream(member, job, rx))
     }
 
@@ -162,16 +130,6 @@ impl ManagementApi {
             .map_err(|e| precondition(format!("pg_create_restore_point: {e}")))?;
         tracing::info!(name, %lsn, "restore point created");
         Ok(pb::RestorePointReply { lsn, member: primary.to_string() })
-    }
-}
-
-/// Applies the retention policy after a backup; failures are logged (the backup stands).
-async fn apply_retention(archive: &Archive, policy: &str) {
-    let Ok(policy) = Retention::parse(policy) else { return };
-    let Some(layout) = archive.layout() else { return };
-    let now = crate::ha::observe::wall().0;
-    if let Err(e) = backup::prune(archive.store.as_ref(), &layout, policy, now).await {
-        tracing::warn!("backup retention: {e}");
     }
 }
 

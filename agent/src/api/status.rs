@@ -185,6 +185,26 @@ pub fn local_status(cluster: &Cluster, shared: &Shared) -> StatusReply {
             lag_ms: a.lag_ms,
             last_error: a.last_error,
         });
+    let policy = &state.config.backup;
+    let backup = (!policy.schedule.is_empty() || state.scheduled_backup.is_some()).then(|| {
+        let last = state.scheduled_backup.as_ref();
+        let next = pgquorum_core::cron::Schedule::parse(&policy.schedule)
+            .ok()
+            .and_then(|s| s.next_after(crate::ha::observe::wall().0));
+        pb::BackupSchedule {
+            schedule: policy.schedule.clone(),
+            retention: policy.retention.clone(),
+            last_due_ms: last.map(|b| b.due.0).unwrap_or_default(),
+            last_member: last.map(|b| b.member.to_string()).unwrap_or_default(),
+            last_outcome: match last.map(|b| &b.outcome) {
+                None => String::new(),
+                Some(None) => "running".into(),
+                Some(Some(Ok(id))) => format!("ok {id}"),
+                Some(Some(Err(e))) => format!("failed: {e}"),
+            },
+            next_due_ms: next.unwrap_or_default(),
+        }
+    });
     let switchover = state.switchover.as_ref().map(|s| match &s.to {
         Some(to) => format!("from {} to {to}", s.from),
         None => format!("from {}", s.from),
@@ -221,6 +241,7 @@ pub fn local_status(cluster: &Cluster, shared: &Shared) -> StatusReply {
                 .map(|f| format!("to {}{}", f.to, if f.force { " (forced)" } else { "" }))
                 .unwrap_or_default(),
             archiver,
+            backup,
         }),
     }
 }

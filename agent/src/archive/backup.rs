@@ -150,6 +150,70 @@ pub async fn create(
     }
 }
 
+/// A backup running on this member: its result and its progress.
+pub type Job = (tokio::task::JoinHandle<Result<Manifest, String>>, tokio::sync::watch::Receiver<Progress>);
+
+/// Starts a base backup of this member's Postgres (one at a time), then applies retention
+/// `policy`. Refusals carry the gRPC code that fits them.
+pub fn start(shared: &Arc<crate::ha::Shared>, policy: String) -> Result<Job, (tonic::Code, String)> {
+    use std::sync::atomic::Ordering;
+    let me = || {
+        shared
+            .report
+            .lock()
+            .expect("lock is never poisoned")
+            .as_ref()
+            .map(|r| r.member.to_string())
+            .unwrap_or_default()
+    };
+    let archive = shared.archive.get().cloned().ok_or_else(|| {
+        (
+            tonic::Code::FailedPrecondition,
+            format!(
+                "{} does not archive: backups go to the WAL archive's store; set archive.enabled=true with \
+                 archive.dir or archive.s3.bucket on every member",
+                me()
+            ),
+        )
+    })?;
+    let pg =
+        shared.pg.get().cloned().ok_or_else(|| {
+            (tonic::Code::FailedPrecondition, format!("{} is a witness (no Postgres)", me()))
+        })?;
+    let running = shared
+        .report
+        .lock()
+        .expect("lock is never poisoned")
+        .as_ref()
+        .and_then(|r| r.postgres.running().cloned());
+    let Some(state) = running else {
+        return Err((
+            tonic::Code::FailedPrecondition,
+            format!("Postgres on {} is not running; see pgquorumctl status", me()),
+        ));
+    };
+    if shared.backup_running.swap(true, Ordering::SeqCst) {
+        return Err((tonic::Code::AlreadyExists, format!("{} is taking a backup already", me())));
+    }
+    let (tx, rx) = tokio::sync::watch::channel(Progress::default());
+    let shared = shared.clone();
+    let job = tokio::spawn(async move {
+        let res = create(&archive, &pg, !state.in_recovery, tx).await;
+        shared.backup_running.store(false, Ordering::SeqCst);
+        if res.is_ok()
+            && let (Ok(policy), Some(layout)) = (Retention::parse(&policy), archive.layout())
+            && let Err(e) = prune(archive.store.as_ref(), &layout, policy, crate::ha::observe::wall().0).await
+        {
+            tracing::warn!("backup retention: {e}");
+        }
+        if let Err(e) = &res {
+            tracing::warn!("base backup failed: {e}");
+        }
+        res
+    });
+    Ok((job, rx))
+}
+
 /// Runs pg_basebackup and streams its tar into `upload`; returns the tar's size, the stored
 /// size, the tar's SHA-256 and pg_basebackup's stderr.
 async fn stream(

@@ -20,6 +20,7 @@ pub mod push;
 pub mod restore;
 pub mod role;
 pub mod s3;
+pub mod schedule;
 pub mod socket;
 pub mod status;
 pub mod store;

@@ -40,6 +40,9 @@ pub struct StatusDoc {
     /// The primary's `pg_stat_archiver`; absent when archiving is off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archiver: Option<ArchiverDoc>,
+    /// Scheduled base backups; absent when none is scheduled and none was taken.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupDoc>,
     pub raft: RaftDoc,
     pub members: Vec<MemberDoc>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -70,6 +73,18 @@ pub struct ArchiverDoc {
     /// The agent's last archive failure.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct BackupDoc {
+    pub schedule: Option<String>,
+    pub retention: Option<String>,
+    /// The latest scheduled backup's due time, member and outcome (`running`, `ok ID`,
+    /// `failed: why`).
+    pub last_due: Option<String>,
+    pub last_member: Option<String>,
+    pub last_outcome: Option<String>,
+    pub next_due: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -157,6 +172,14 @@ pub fn doc(r: StatusReply) -> StatusDoc {
             pending_files: a.pending_files,
             lag_seconds: a.lag_ms as f64 / 1000.0,
             last_error: opt(a.last_error),
+        }),
+        backup: ha.backup.map(|b| BackupDoc {
+            schedule: opt(b.schedule),
+            retention: opt(b.retention),
+            last_due: (b.last_due_ms != 0).then(|| time::utc(b.last_due_ms)),
+            last_member: opt(b.last_member),
+            last_outcome: opt(b.last_outcome),
+            next_due: (b.next_due_ms != 0).then(|| time::utc(b.next_due_ms)),
         }),
         raft: RaftDoc {
             leader: opt(raft.leader_name),
@@ -281,6 +304,18 @@ fn render(d: &StatusDoc) -> String {
     }
     if let Some(a) = &d.archiver {
         out.push_str(&archiver_line(a));
+    }
+    if let Some(b) = &d.backup {
+        let last = match (&b.last_due, &b.last_member, &b.last_outcome) {
+            (Some(due), Some(m), Some(o)) => format!("; last due {due} on {m}: {o}"),
+            _ => String::new(),
+        };
+        out.push_str(&format!(
+            "Backups:       schedule {}, retention {}{last}; next {}\n",
+            b.schedule.as_deref().map_or("none".to_string(), |s| format!("{s:?} UTC")),
+            b.retention.as_deref().unwrap_or("forever"),
+            b.next_due.as_deref().unwrap_or("none")
+        ));
     }
     out.push_str(&format!(
         "Raft:          leader {}, term {}, commit index {}\n\n",

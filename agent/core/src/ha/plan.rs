@@ -154,6 +154,8 @@ pub enum Reason {
     NoSafeCandidate(String),
     /// Coordinator: the synchronous set needs to change.
     SyncChange,
+    /// Coordinator: a scheduled base backup is due (or its member stalled).
+    ScheduledBackup,
     /// Coordinator: keep the Raft leader off the primary's node.
     LeadershipOffPrimary,
     /// Coordinator: carrying out a requested switchover.

@@ -4,7 +4,7 @@
 //! compare-and-set, version compare-and-set, containment of sync sets). Must stay deterministic.
 
 use super::command::{Command, CommandError, CommandOk, CommandResult, GrantReason};
-use super::{ClusterState, HISTORY_LIMIT, HistoryEntry, PrimaryGrant, SyncState};
+use super::{ClusterState, HISTORY_LIMIT, HistoryEntry, PrimaryGrant, ScheduledBackup, SyncState};
 
 pub(super) fn apply(s: &mut ClusterState, cmd: Command) -> CommandResult {
     if s.cluster_id.is_none() && !matches!(cmd, Command::InitCluster { .. }) {
@@ -161,6 +161,33 @@ pub(super) fn apply(s: &mut ClusterState, cmd: Command) -> CommandResult {
             s.paused = paused;
             Ok(CommandOk::Done)
         }
+        Command::ClaimBackup { due, member, at } => {
+            let handover = s
+                .scheduled_backup
+                .as_ref()
+                .is_some_and(|b| b.due == due && b.outcome.is_none() && b.member != member);
+            if let Some(b) = &s.scheduled_backup
+                && b.due >= due
+                && !handover
+            {
+                return Err(CommandError::Invalid(format!(
+                    "the scheduled backup due at {} is claimed already (by {})",
+                    due.0, b.member
+                )));
+            }
+            s.scheduled_backup = Some(ScheduledBackup { due, member, claimed_at: at, outcome: None });
+            Ok(CommandOk::Done)
+        }
+        Command::FinishBackup { due, member, outcome } => match &mut s.scheduled_backup {
+            Some(b) if b.due == due && b.member == member && b.outcome.is_none() => {
+                b.outcome = Some(outcome);
+                Ok(CommandOk::Done)
+            }
+            _ => Err(CommandError::Invalid(format!(
+                "no unfinished scheduled backup due at {} is claimed by {member}",
+                due.0
+            ))),
+        },
     }
 }
 
@@ -274,6 +301,31 @@ mod tests {
         s.apply(Command::SetPaused { paused: true }).expect("paused");
         assert_eq!(s.apply(grant(1, "b", GrantReason::Failover)), Err(CommandError::Paused));
         assert!(s.apply(grant(1, "b", GrantReason::ManualFailover)).is_ok());
+    }
+
+    #[test]
+    fn a_due_backup_is_claimed_once_and_handed_over_only_while_unfinished() {
+        let mut s = initialized();
+        let claim = |due: u64, who: &str| Command::ClaimBackup {
+            due: crate::UnixMillis(due),
+            member: m(who),
+            at: crate::UnixMillis(due),
+        };
+        let finish = |due: u64, who: &str| Command::FinishBackup {
+            due: crate::UnixMillis(due),
+            member: m(who),
+            outcome: Ok("id".into()),
+        };
+        s.apply(claim(60_000, "a")).expect("first claim");
+        // Another coordinator (after a failover) proposing the same due time is refused...
+        assert!(s.apply(claim(60_000, "a")).is_err());
+        assert!(s.apply(claim(0, "b")).is_err());
+        // ...unless it hands the unfinished claim to another member.
+        s.apply(claim(60_000, "b")).expect("handover");
+        assert!(s.apply(finish(60_000, "a")).is_err(), "only the current claimant finishes");
+        s.apply(finish(60_000, "b")).expect("finished");
+        assert!(s.apply(claim(60_000, "c")).is_err(), "a finished due time is never taken again");
+        s.apply(claim(120_000, "c")).expect("the next due time");
     }
 
     #[test]

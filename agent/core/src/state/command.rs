@@ -153,6 +153,25 @@ pub enum Command {
         /// On or off.
         paused: bool,
     },
+    /// Have `member` take the scheduled base backup due at `due`. Refused for a due time at or
+    /// before the last one claimed, unless it hands an unfinished claim to another member.
+    ClaimBackup {
+        /// The schedule's due time.
+        due: UnixMillis,
+        /// Who takes it.
+        member: MemberName,
+        /// When (coordinator's wall clock).
+        at: UnixMillis,
+    },
+    /// The scheduled backup due at `due` ended.
+    FinishBackup {
+        /// The due time it was claimed for.
+        due: UnixMillis,
+        /// The member that took it.
+        member: MemberName,
+        /// The backup id, or why it failed.
+        outcome: Result<String, String>,
+    },
 }
 
 /// What a successful command did.
@@ -261,6 +280,12 @@ impl fmt::Display for Command {
             }
             Command::ClearFailover => f.write_str("clear failover request"),
             Command::SetPaused { paused } => write!(f, "set paused={paused}"),
+            Command::ClaimBackup { due, member, .. } => {
+                write!(f, "scheduled backup due at {} taken by {member}", due.0)
+            }
+            Command::FinishBackup { due, member, outcome } => {
+                write!(f, "scheduled backup due at {} by {member} ended: {outcome:?}", due.0)
+            }
         }
     }
 }

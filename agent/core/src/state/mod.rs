@@ -139,6 +139,22 @@ pub struct ClusterState {
     /// Every grant ever made, by reason (unlike `history`, never trimmed: for counters).
     #[serde(default)]
     pub grants: std::collections::BTreeMap<GrantReason, u64>,
+    /// The latest scheduled base backup: which due time, who takes it, how it ended.
+    #[serde(default)]
+    pub scheduled_backup: Option<ScheduledBackup>,
+}
+
+/// One due time of `backup.schedule`, claimed by the coordinator for one member.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduledBackup {
+    /// The due time (the schedule's minute).
+    pub due: UnixMillis,
+    /// The member that takes it.
+    pub member: MemberName,
+    /// When it was claimed (a stalled claim is handed to another member).
+    pub claimed_at: UnixMillis,
+    /// How it ended: `Ok(backup id)` or `Err(why)`; `None` while it runs.
+    pub outcome: Option<Result<String, String>>,
 }
 
 impl ClusterState {

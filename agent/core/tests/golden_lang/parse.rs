@@ -86,6 +86,23 @@ fn cluster(rest: &str, cs: &mut ClusterState) -> R<()> {
             "start-timeout" => cs.config.set("primary_start_timeout", t.val()?)?,
             "rewind" => cs.config.set("use_pg_rewind", t.val()?)?,
             "reclone" => cs.config.set("reclone_on_rewind_failure", t.val()?)?,
+            // A cron expression with `_` for spaces: backup-schedule=*/5_*_*_*_*
+            "backup-schedule" => cs.config.set("backup.schedule", &t.val()?.replace('_', " "))?,
+            // backup-claim=MEMBER@DUE/CLAIMED (wall offsets); backup-done marks it finished.
+            "backup-claim" => {
+                let (who, times) = t.val()?.split_once('@').ok_or("backup-claim=MEMBER@DUE/CLAIMED")?;
+                let (due, at) = times.split_once('/').ok_or("backup-claim=MEMBER@DUE/CLAIMED")?;
+                cs.scheduled_backup = Some(pgquorum_core::state::ScheduledBackup {
+                    due: wall_offset(due)?,
+                    member: m(who),
+                    claimed_at: wall_offset(at)?,
+                    outcome: None,
+                });
+            }
+            "backup-done" => {
+                let b = cs.scheduled_backup.as_mut().ok_or("backup-done needs backup-claim first")?;
+                b.outcome = Some(Ok("20260101T000000Z".into()));
+            }
             k => return Err(format!("unknown cluster key {k:?}")),
         }
     }

@@ -5,7 +5,7 @@
 use crate::ha::config::HaConfig;
 use crate::ha::observation::{Coordinator, Data, Observation, Postgres};
 use crate::ha::plan::{Action, Decision, Reason};
-use crate::ha::rules::{candidate, lease, member, switchover, sync};
+use crate::ha::rules::{candidate, lease, member, schedule, switchover, sync};
 use crate::state::{Command, GrantReason, PrimaryGrant, SyncSet};
 use crate::{Epoch, MemberName};
 
@@ -230,6 +230,9 @@ fn steady(obs: &Observation, cfg: &HaConfig, c: &Coordinator, p: &PrimaryGrant) 
     }
     if let Some(cmd) = sync::next_change(obs, cfg, p.epoch, &p.member, report) {
         return Decision::act(Reason::SyncChange, vec![Action::Propose(cmd)]);
+    }
+    if let Some(cmd) = schedule::next(obs, cfg, &p.member) {
+        return Decision::act(Reason::ScheduledBackup, vec![Action::Propose(cmd)]);
     }
     if p.member == obs.me && c.last_transfer.is_none_or(|t| obs.now >= t + cfg.transfer_interval) {
         // Prefer a member without Postgres (a witness), then any caught-up voter with a fresh report.

@@ -7,5 +7,6 @@ pub mod lease;
 pub mod member;
 pub mod rejoin;
 pub mod restart;
+pub mod schedule;
 pub mod switchover;
 pub mod sync;
