@@ -74,6 +74,18 @@ impl Moto {
         assert!(a.status == 200, "creating bucket {name}: {} {}", a.status, a.body);
     }
 
+    /// Keys in `bucket` under `prefix` (up to 1000; moto answers unsigned listings).
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let a =
+            crate::http::get(&self.addr, &format!("/{bucket}?list-type=2&prefix={prefix}")).expect("list");
+        assert!(a.status == 200, "listing {bucket}/{prefix}: {} {}", a.status, a.body);
+        a.body
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|k| k.split_once("</Key>").map(|(k, _)| k.to_string()))
+            .collect()
+    }
+
     /// Freezes the server (SIGSTOP): S3 stops answering, nothing stored is lost.
     pub fn freeze(&self) {
         crate::procs::signal(self.child.id(), Signal::STOP);

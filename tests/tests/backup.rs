@@ -167,3 +167,193 @@ fn a_restore_that_would_archive_into_its_source_is_refused_before_anything_start
     assert!(!out.status.success(), "accepted: {err}");
     assert!(err.contains("must never write into its source"), "{err}");
 }
+
+/// The backup ids `backup list` shows on `agent`.
+fn backup_ids(c: &Cluster, agent: &str) -> Vec<String> {
+    let list = c.agent(agent).ctl_json(&["backup", "list"]).expect("backup list");
+    list.as_array().expect("a list").iter().map(|m| m["id"].as_str().expect("id").to_string()).collect()
+}
+
+#[test]
+fn s3_retention_keeps_the_newest_two_with_their_wal_and_the_oldest_kept_still_restores() {
+    let Some(moto) = pgquorum_tests::moto::Moto::start() else { return };
+    moto.create_bucket("bkp");
+    let secrets = pgquorum_tests::secrets::SecretDir::new();
+    let secret = secrets.write("s3-secret", &format!("{}\n", pgquorum_tests::moto::SECRET_KEY));
+    let mut settings = moto.agent_settings("bkp", &secret);
+    settings.push("archive.s3.prefix=prod".into());
+    settings.push("bootstrap.backup.retention=2".into());
+    let mut c =
+        Cluster::start(ClusterOptions { members: 1, settings: settings.clone(), ..Default::default() });
+    let p = c.wait_for_primary(T);
+    c.pg(&p).query("CREATE TABLE t (id serial PRIMARY KEY, v text)").expect("table");
+    let mut made = Vec::new();
+    for v in ["one", "two", "three"] {
+        insert(&c, &p, v);
+        archive_everything(&c, &p);
+        // Ids are start times in whole seconds.
+        std::thread::sleep(Duration::from_millis(1100));
+        let b = c.agent(&p).ctl_json(&["backup", "create"]).expect("backup create");
+        assert_eq!(b["member"], p.as_str(), "one member: the primary takes it");
+        made.push(b);
+    }
+    let ids: Vec<String> = made.iter().map(|b| b["id"].as_str().expect("id").to_string()).collect();
+    assert_eq!(backup_ids(&c, &p), ids[1..], "retention 2 keeps the newest two");
+    let keys = moto.keys("bkp", "prod/e2e/");
+    assert!(!keys.iter().any(|k| k.contains(&ids[0])), "the first backup's objects remain: {keys:?}");
+    // No WAL segment before the oldest kept backup's start remains; everything after it does.
+    let start: u64 = {
+        let l = made[1]["start_lsn"].as_str().expect("lsn");
+        let (hi, lo) = l.split_once('/').expect("X/Y");
+        (u64::from_str_radix(hi, 16).expect("hex") << 32 | u64::from_str_radix(lo, 16).expect("hex")) >> 24
+    };
+    let segments: Vec<u64> = keys
+        .iter()
+        .filter_map(|k| k.split("/wal/").nth(1))
+        .filter(|n| n.len() == 24)
+        .map(|n| {
+            u64::from_str_radix(&n[8..16], 16).expect("hex") * 256
+                + u64::from_str_radix(&n[16..24], 16).expect("hex")
+        })
+        .collect();
+    assert!(segments.iter().all(|s| *s >= start), "WAL before segment {start:X} remains: {segments:X?}");
+    assert!(segments.contains(&start), "the oldest kept backup's own start segment is gone: {segments:X?}");
+
+    // A new cluster from the oldest kept backup, to its end (the LSN it names).
+    let end = made[1]["end_lsn"].as_str().expect("lsn").to_string();
+    let mut r = restored_s3(&settings, &ids[1], &end);
+    assert_eq!(rows(&mut r), ["one", "two"], "restore from {} to {end}", ids[1]);
+}
+
+fn restored_s3(settings: &[String], backup: &str, lsn: &str) -> Cluster {
+    let mut s: Vec<String> =
+        settings.iter().filter(|s| !s.starts_with("archive.s3.prefix")).cloned().collect();
+    s.push("archive.s3.prefix=restored".into());
+    s.push("restore.from=s3://bkp/prod".into());
+    s.push("restore.cluster=e2e".into());
+    s.push(format!("restore.backup={backup}"));
+    s.push(format!("restore.target_lsn={lsn}"));
+    Cluster::start(ClusterOptions { members: 1, cluster: "r-s3".into(), settings: s, ..Default::default() })
+}
+
+#[test]
+fn a_damaged_wal_file_or_backup_stops_the_restore_naming_it_and_leaves_no_data_directory() {
+    let archive = archive_dir();
+    let opts = ClusterOptions {
+        members: 1,
+        settings: vec!["archive.enabled=true".into(), format!("archive.dir={}", archive.path().display())],
+        ..Default::default()
+    };
+    let mut c = Cluster::start(opts);
+    let p = c.wait_for_primary(T);
+    c.pg(&p).query("CREATE TABLE t (id serial PRIMARY KEY, v text)").expect("table");
+    let b = c.agent(&p).ctl_json(&["backup", "create"]).expect("backup create");
+    insert(&c, &p, "after");
+    archive_everything(&c, &p);
+
+    // A flipped byte in the first WAL segment after the backup's end.
+    let end = b["end_lsn"].as_str().expect("lsn").to_string();
+    let wal_dir = archive.path().join(format!("e2e/{}/wal", b["system_identifier"]));
+    let mut names: Vec<String> = std::fs::read_dir(&wal_dir)
+        .expect("wal dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() == 24)
+        .collect();
+    names.sort();
+    let end_seg = {
+        let (hi, lo) = end.split_once('/').expect("X/Y");
+        (u64::from_str_radix(hi, 16).expect("hex") << 32 | u64::from_str_radix(lo, 16).expect("hex")) >> 24
+    };
+    let victim = names
+        .iter()
+        .find(|n| u64::from_str_radix(&n[16..24], 16).expect("hex") > end_seg)
+        .expect("a segment after the backup")
+        .clone();
+    flip_a_byte(&wal_dir.join(&victim));
+    let mut r = restored("r-bad-wal", 1, archive.path(), &[]);
+    let agent = r.agents[0].name.clone();
+    wait_for("the restore to stop naming the damaged segment", T, || {
+        let log = r.agent(&agent).log_text();
+        Ok((log.contains(&victim) && log.contains("damaged")).then_some(()))
+    });
+    assert!(!r.agent(&agent).pgdata().exists(), "a failed restore left a data directory");
+    r.agent_mut(&agent).kill9();
+    drop(r);
+
+    // A flipped byte in the backup itself.
+    let data = archive.path().join(format!(
+        "e2e/{}/{}",
+        b["system_identifier"],
+        b["data_key"].as_str().expect("key")
+    ));
+    flip_a_byte(&data);
+    let mut r = restored("r-bad-backup", 1, archive.path(), &[]);
+    let agent = r.agents[0].name.clone();
+    let id = b["id"].as_str().expect("id").to_string();
+    wait_for("the restore to stop naming the damaged backup", T, || {
+        let log = r.agent(&agent).log_text();
+        Ok(log.contains(&format!("backup {id} is damaged")).then_some(()))
+    });
+    assert!(!r.agent(&agent).pgdata().exists(), "a failed restore left a data directory");
+    r.agent_mut(&agent).kill9();
+}
+
+fn flip_a_byte(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x55;
+    std::fs::write(path, bytes).expect("write back");
+}
+
+/// The status's `backup` section: (last due, member, outcome).
+fn last_scheduled(c: &Cluster, via: &str) -> Option<(String, String, String)> {
+    let s = c.agent(via).ctl_json(&["status"]).ok()?;
+    let b = &s["backup"];
+    Some((
+        b["last_due"].as_str()?.to_string(),
+        b["last_member"].as_str()?.to_string(),
+        b["last_outcome"].as_str()?.to_string(),
+    ))
+}
+
+#[test]
+fn a_scheduled_backup_runs_once_per_due_time_across_a_raft_leader_failover() {
+    let archive = archive_dir();
+    let opts = ClusterOptions {
+        settings: vec![
+            "archive.enabled=true".into(),
+            format!("archive.dir={}", archive.path().display()),
+            "bootstrap.backup.schedule=* * * * *".into(),
+        ],
+        ..Default::default()
+    };
+    let mut c = Cluster::start(opts);
+    let p = healthy(&mut c);
+    let minute = Duration::from_secs(150);
+    let (due1, taker1, _) = wait_for("a scheduled backup to be taken", minute, || {
+        Ok(last_scheduled(&c, &p).filter(|(_, _, o)| o.starts_with("ok")))
+    });
+    // Between two due times the coordinator that claimed it dies (agent and Postgres, kill -9).
+    // Its successor finds due1 inside its catch-up window: only the claim in Raft keeps it from
+    // taking due1 again.
+    let leader = c.wait_for_leader(T);
+    c.agent_mut(&leader).kill9_with_postgres();
+    let alive: Vec<String> = c.agents.iter().map(|a| a.name.clone()).filter(|n| *n != leader).collect();
+    let via = alive[0].clone();
+    let (due2, _, _) = wait_for("the next due backup, under the new coordinator", minute, || {
+        Ok(last_scheduled(&c, &via).filter(|(d, _, o)| *d != due1 && o.starts_with("ok")))
+    });
+    let ids = backup_ids(&c, &via);
+    // Ids are start times (YYYYMMDDTHHMMSSZ): one backup per due minute, never two.
+    let mut minutes: Vec<String> = ids.iter().map(|i| i[..13].to_string()).collect();
+    let n = minutes.len();
+    minutes.dedup();
+    assert_eq!(
+        minutes.len(),
+        n,
+        "two backups in one due minute: {ids:?} (due {due1} by {taker1}, then {due2})"
+    );
+    assert!(n >= 2, "expected the backups of {due1} and {due2}: {ids:?}");
+    c.agent_mut(&leader).start();
+}

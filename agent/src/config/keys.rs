@@ -293,6 +293,18 @@ pub const AGENT_KEYS: &[KeyDef] = &[
         set: bootstrap,
     },
     KeyDef {
+        key: "bootstrap.backup.schedule",
+        default: "",
+        help: "Dynamic setting seeded at initialisation: scheduled base backups, a cron expression in UTC (0 0 * * *).",
+        set: bootstrap,
+    },
+    KeyDef {
+        key: "bootstrap.backup.retention",
+        default: "",
+        help: "Dynamic setting seeded at initialisation: backups kept, a count (7) or a recovery window (90d).",
+        set: bootstrap,
+    },
+    KeyDef {
         key: "bootstrap.postgres_parameters.*",
         default: "",
         help: "Dynamic setting seeded at initialisation: Postgres parameters for every member.",
