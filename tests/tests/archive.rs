@@ -240,3 +240,51 @@ fn s3_archive_holds_wal_back_while_s3_is_down_and_drains_the_backlog_when_it_ret
     let compared = assert_restorable(&c, &p, &names);
     assert!(compared >= 1, "no archived file could be compared with a local copy");
 }
+
+#[test]
+fn a_replica_away_while_its_wal_was_recycled_catches_up_from_the_archive_without_a_reclone() {
+    let archive = archive_dir();
+    // Three members: one away leaves a Raft majority.
+    let opts = ClusterOptions {
+        settings: vec![
+            "archive.enabled=true".into(),
+            format!("archive.dir={}", archive.path().display()),
+            // The primary keeps little WAL for an absent replica: its slot is invalidated.
+            "bootstrap.postgres_parameters.wal_keep_size=0".into(),
+            "bootstrap.postgres_parameters.max_slot_wal_keep_size=64MB".into(),
+        ],
+        ..Default::default()
+    };
+    let mut c = Cluster::start(opts);
+    let p = healthy(&mut c);
+    let r = others(&c, &p)[0].clone();
+    let marker = c.agent(&r).pgdata().join("pgquorum-test-marker");
+    std::fs::write(&marker, "a clone would remove this").expect("marker");
+    c.agent_mut(&r).stop();
+
+    let pg = c.pg(&p);
+    pg.query("CREATE TABLE filler (v text)").expect("table");
+    for _ in 0..8 {
+        pg.query("INSERT INTO filler SELECT repeat('x', 1000) FROM generate_series(1, 16000); SELECT pg_switch_wal()")
+            .expect("fill");
+    }
+    pg.query("CHECKPOINT").expect("checkpoint");
+    pg.query("CHECKPOINT").expect("checkpoint");
+    let slot = format!("pgquorum_{r}");
+    let status = pg
+        .value(&format!("SELECT wal_status FROM pg_replication_slots WHERE slot_name = '{slot}'"))
+        .expect("slot status");
+    assert_eq!(status.as_deref(), Some("lost"), "the replica's slot should have been invalidated");
+    write_and_switch(&c, &p, 1);
+    wait_drained(&c, &p);
+
+    c.agent_mut(&r).start();
+    c.wait_for_streaming(&[r.as_str()], DRAIN);
+    let rows = c.pg(&p).value("SELECT count(*) FROM filler").expect("count");
+    wait_for("the replica to hold every row", T, || {
+        Ok((c.pg(&r).value("SELECT count(*) FROM filler").ok().flatten() == rows).then_some(()))
+    });
+    assert!(marker.exists(), "the replica was cloned again instead of catching up");
+    let log = std::fs::read_to_string(c.agent(&r).dir.join("postgres.log")).unwrap_or_default();
+    assert!(log.contains("restored log file"), "the replica did not read the archive");
+}
