@@ -505,3 +505,38 @@ fn a_dead_member_shows_unreachable_and_local_start_fails_with_the_agents_own_err
     l.ok(&["down"]);
     assert!(l.processes().is_empty(), "{:?}", l.processes());
 }
+
+#[test]
+fn local_up_archives_by_default_and_from_backup_restores_another_local_cluster() {
+    let a = LocalDir::new();
+    let out = a.up();
+    psql(&out, "-c 'CREATE TABLE t (id serial PRIMARY KEY, v text)'").expect("create");
+    psql(&out, "-c \"INSERT INTO t (v) VALUES ('before')\"").expect("insert");
+    let b = ctl_as_told(&out, true, &["--output", "json", "backup", "create"]);
+    assert!(b.status.success(), "backup create: {}", text(&b));
+    psql(&out, "-c \"INSERT INTO t (v) VALUES ('after')\"").expect("insert");
+    let segment = psql(&out, "-c 'SELECT pg_walfile_name(pg_switch_wal())'").expect("switch");
+    wait_for("the local archive to hold the switched segment", T, || {
+        let found = std::fs::read_dir(a.dir.join("archive/local"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|sys| sys.path().join("wal").join(&segment).exists());
+        Ok(found.then_some(()))
+    });
+
+    let drill = LocalDir::new();
+    let base = free_base(3).to_string();
+    let from = a.dir.display().to_string();
+    let out2 = drill.ok(&["up", "--base-port", &base, "--timeout", "120s", "--from-backup", &from]);
+    let rows = psql(&out2, "-c 'SELECT v FROM t ORDER BY id'").expect("rows");
+    assert_eq!(rows, "before\nafter", "the drill cluster holds every archived row");
+    let again = drill.ctl(&["up", "--from-backup", &from], T);
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "a restore into an existing cluster is refused: {}",
+        text(&again)
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("only goes into a new one"), "{}", text(&again));
+}

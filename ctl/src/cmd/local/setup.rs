@@ -106,6 +106,13 @@ pub fn config_text(st: &LocalState, m: &MemberState, layout: &Layout) -> String 
     if let Some(http) = m.ports.http {
         lines.push(format!("http.listen = {}", toml_str(&format!("{}:{http}", m.host))));
     }
+    if let Some(archive) = &st.archive {
+        lines.push("archive.enabled = true".into());
+        lines.push(format!("archive.dir = {}", toml_str(&archive.display().to_string())));
+    }
+    for (k, v) in &st.restore {
+        lines.push(format!("{k} = {}", toml_str(v)));
+    }
     lines.join("\n") + "\n"
 }
 
@@ -125,6 +132,9 @@ pub fn create(st: &LocalState, layout: &Layout, owner: Option<&RunAs>) -> Result
     hosts.dedup();
     let lines: String = hosts.iter().map(|h| format!("{h}:*:*:postgres:{superuser}\n")).collect();
     write_file(&st.pgpass, &lines, 0o600, None)?;
+    if let Some(archive) = &st.archive {
+        make_dir(archive, 0o700, owner)?;
+    }
     for m in &st.members {
         make_dir(&m.data_dir, 0o700, owner)?;
         write_file(&m.config, &config_text(st, m, layout), 0o644, owner)?;

@@ -42,6 +42,13 @@ pub struct LocalState {
     /// through `PGQUORUM_TOKEN_FILE`. `None` for a cluster made before tokens existed.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// The WAL archive and base backups (`archive.dir`, shared by every member). `None` for a
+    /// cluster made before `local` archived.
+    #[serde(default)]
+    pub archive: Option<PathBuf>,
+    /// `restore.*` keys the first member bootstraps from (`local up --from-backup`).
+    #[serde(default)]
+    pub restore: Vec<(String, String)>,
     /// Members in order.
     pub members: Vec<MemberState>,
 }
@@ -135,6 +142,10 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// `DIR/archive`: the WAL archive and base backups.
+    pub fn archive(&self) -> PathBuf {
+        self.dir.join("archive")
+    }
     /// `DIR/secrets`: password and token files the agents read (0700).
     pub fn secrets(&self) -> PathBuf {
         self.dir.join("secrets")
@@ -258,6 +269,8 @@ impl LocalState {
             run_as: None,
             pgpass: layout.pgpass(),
             token_file: None,
+            archive: None,
+            restore: Vec::new(),
             members: (0..n)
                 .map(|i| layout.member(&format!("m{}", i + 1), Ports::for_member(15432, i, with_http)))
                 .collect(),

@@ -52,6 +52,27 @@ pub struct Args {
     /// Give up waiting for a healthy cluster after this long (the agents keep running).
     #[arg(long, default_value = "120s", value_parser = super::parse_timeout)]
     pub timeout: Duration,
+    /// Bootstrap from a base backup instead of initdb (a restore drill): another local
+    /// cluster's DIR/archive, any archive directory, or s3://bucket/prefix (with the
+    /// PGQUORUM_ARCHIVE_S3_* settings in the environment). The new cluster archives into its own
+    /// DIR/archive.
+    #[arg(long, value_name = "SOURCE")]
+    pub from_backup: Option<String>,
+    /// With --from-backup: the source cluster's name [default: local].
+    #[arg(long, value_name = "NAME", requires = "from_backup")]
+    pub source_cluster: Option<String>,
+    /// With --from-backup: the backup id to start from [default: the newest before the target].
+    #[arg(long, value_name = "ID", requires = "from_backup")]
+    pub backup: Option<String>,
+    /// With --from-backup: recover up to this UTC time (2026-12-06T10:00:00Z).
+    #[arg(long, value_name = "TIME", requires = "from_backup", conflicts_with_all = ["target_lsn", "target_name"])]
+    pub target_time: Option<String>,
+    /// With --from-backup: recover up to this WAL position.
+    #[arg(long, value_name = "LSN", requires = "from_backup", conflicts_with = "target_name")]
+    pub target_lsn: Option<String>,
+    /// With --from-backup: recover up to this restore point (`pgquorumctl backup restore-point`).
+    #[arg(long, value_name = "NAME", requires = "from_backup")]
+    pub target_name: Option<String>,
     /// For `chaos run` as root: each member's network namespace and address, in order
     /// (NS=IP,NS=IP,...). The namespaces must exist and reach each other.
     #[arg(long, hide = true, value_name = "NS=IP", value_delimiter = ',')]
@@ -139,6 +160,13 @@ fn existing(st: LocalState, args: &Args) -> Result<LocalState, Failure> {
         "that cluster keeps its layout; to start over: `pgquorumctl local down --dir {dir} && rm -rf {dir}`, \
          or choose another --dir"
     );
+    if let Some(from) = &args.from_backup {
+        return Err(Failure::usage(format!(
+            "--from-backup {from}: {} already holds a cluster, and a restore only goes into a new one; \
+             choose another --dir, or {start_over}",
+            st.dir.display()
+        )));
+    }
     if let Some(n) = args.members.filter(|n| *n != st.members.len()) {
         return Err(Failure::usage(format!(
             "--members {n}: {} already holds a cluster of {} members; {start_over}",
@@ -192,6 +220,8 @@ fn create(
         run_as: run_as.map(|u| u.name.clone()),
         pgpass: layout.pgpass(),
         token_file: token.then(|| layout.token()),
+        archive: Some(layout.archive()),
+        restore: restore_keys(args)?,
         members: (0..members)
             .map(|i| layout.member(&format!("m{}", i + 1), Ports::for_member(base, i, http)))
             .collect(),
@@ -212,6 +242,38 @@ fn create(
     setup::create(&st, &layout, run_as)?;
     st.save()?;
     Ok(st)
+}
+
+/// The `restore.*` keys of `--from-backup` and its companions.
+fn restore_keys(args: &Args) -> Result<Vec<(String, String)>, Failure> {
+    let Some(from) = &args.from_backup else { return Ok(Vec::new()) };
+    let from = if from.starts_with("s3://") {
+        from.clone()
+    } else {
+        let p = std::path::Path::new(from);
+        let abs = std::path::absolute(p).map_err(|e| Failure::usage(format!("--from-backup {from}: {e}")))?;
+        // Another local cluster's DIR: its archive is DIR/archive.
+        let abs = if abs.join(state::STATE_FILE).exists() { abs.join("archive") } else { abs };
+        if !abs.is_dir() {
+            return Err(Failure::usage(format!(
+                "--from-backup {from}: no such directory; give another local cluster's --dir, its archive \
+                 directory, or s3://bucket/prefix"
+            )));
+        }
+        abs.display().to_string()
+    };
+    let mut keys = vec![
+        ("restore.from".to_string(), from),
+        ("restore.cluster".to_string(), args.source_cluster.clone().unwrap_or_else(|| state::CLUSTER.into())),
+    ];
+    let opt = [
+        ("restore.backup", &args.backup),
+        ("restore.target_time", &args.target_time),
+        ("restore.target_lsn", &args.target_lsn),
+        ("restore.target_name", &args.target_name),
+    ];
+    keys.extend(opt.into_iter().filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v))));
+    Ok(keys)
 }
 
 /// Puts member i in the i-th `NS=IP` of `--netns` (none given: all stay on loopback).
