@@ -13,13 +13,14 @@ pub fn kube_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes")
 }
 
-/// Every rendering users apply: the base, each overlay, and the base with the pooler.
-pub const RENDERINGS: &[&str] = &["base", "overlays/k3s-raspberry-pi", "overlays/eks", "base+pooler"];
+/// Every rendering users apply: the base, each overlay, and the base with each component.
+pub const RENDERINGS: &[&str] =
+    &["base", "overlays/k3s-raspberry-pi", "overlays/eks", "base+pooler", "base+s3-backup"];
 
 /// Renders one of `RENDERINGS` with `kubectl kustomize`.
 pub fn render(which: &str) -> String {
     let dir = kube_dir();
-    let (target, _tmp) = if which == "base+pooler" {
+    let (target, _tmp) = if let Some(component) = which.strip_prefix("base+") {
         // A component needs a kustomization that includes it: the one a user would write.
         let tmp = tempfile::Builder::new().prefix("pgq-kustomize-").tempdir().expect("tempdir");
         // kustomize takes relative paths only: climb from the temporary directory to `/`.
@@ -31,7 +32,7 @@ pub fn render(which: &str) -> String {
         let k = format!(
             "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - {}\ncomponents:\n  - {}\n",
             rel(dir.join("base")),
-            rel(dir.join("components/pooler"))
+            rel(dir.join("components").join(component))
         );
         std::fs::write(tmp.path().join("kustomization.yaml"), k).expect("write kustomization");
         (tmp.path().to_path_buf(), Some(tmp))

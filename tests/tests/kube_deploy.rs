@@ -136,7 +136,13 @@ fn the_api_server_accepts_every_object_and_the_service_account_is_confined_to_it
 /// The postgres container's environment from the rendered StatefulSet, `$(VAR)` references
 /// expanded as the kubelet does, for pod `pod` in namespace `ns`.
 fn container_env(pod: &str, ns: &str) -> Vec<(String, String)> {
-    let objs = objects(&render("base"));
+    container_env_of("base", pod, ns)
+}
+
+/// The postgres container's environment in rendering `which`, with `$(VAR)` references
+/// expanded; values from a Secret read `(secret NAME/KEY)`.
+fn container_env_of(which: &str, pod: &str, ns: &str) -> Vec<(String, String)> {
+    let objs = objects(&render(which));
     let sts = objs.iter().find(|o| o["kind"] == "StatefulSet").expect("a StatefulSet");
     let volumes = sts["spec"]["template"]["spec"]["volumes"].as_array().expect("volumes");
     let secrets = volumes.iter().find(|v| v["name"] == "secrets").expect("the secrets volume");
@@ -149,6 +155,10 @@ fn container_env(pod: &str, ns: &str) -> Vec<(String, String)> {
         let value = match name.as_str() {
             "POD_NAME" => pod.to_string(),
             "POD_NAMESPACE" => ns.to_string(),
+            _ if e["valueFrom"]["secretKeyRef"].is_object() => {
+                let r = &e["valueFrom"]["secretKeyRef"];
+                format!("(secret {}/{})", r["name"].as_str().unwrap_or("?"), r["key"].as_str().unwrap_or("?"))
+            }
             _ => {
                 let mut v =
                     e["value"].as_str().unwrap_or_else(|| panic!("{name} has no plain value")).to_string();
@@ -204,6 +214,48 @@ fn kubectl_exec_pgquorumctl_finds_its_agent_and_token_from_the_pods_environment(
     assert!(out.status.success(), "the container's environment is not a valid configuration:\n{text}");
     for key in
         ["name", "grpc.listen", "auth.token_file", "kube.pod", "kube.namespace", "statefulset.replicas"]
+    {
+        let line = text.lines().find(|l| l.split_whitespace().next() == Some(key));
+        assert!(line.is_some_and(|l| l.contains("(env ")), "{key} not set from the environment:\n{text}");
+    }
+}
+
+#[test]
+fn the_s3_backup_component_archives_with_secret_credentials_and_seeds_a_daily_90_day_schedule() {
+    let env = container_env_of("base+s3-backup", "pgquorum-0", "db");
+    let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    assert_eq!(get("PGQUORUM_ARCHIVE_ENABLED"), "true");
+    assert_eq!(get("PGQUORUM_ARCHIVE_S3_PREFIX"), "db", "objects under the namespace");
+    assert_eq!(get("PGQUORUM_ARCHIVE_S3_SECRET_ACCESS_KEY"), "(secret pgquorum-s3/secret-access-key)");
+    assert_eq!(get("PGQUORUM_BOOTSTRAP_BACKUP_SCHEDULE"), "0 0 * * *");
+    assert_eq!(get("PGQUORUM_BOOTSTRAP_BACKUP_RETENTION"), "90d");
+
+    // With the Secret's values in place, the environment is a valid agent configuration.
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let secrets = scratch.path().join("secrets");
+    std::fs::create_dir_all(&secrets).expect("secrets dir");
+    let mode: u32 = get("(secrets mode)").parse().expect("mode");
+    for f in ["superuser-password", "replication-password", "application-password", "token"] {
+        use std::os::unix::fs::PermissionsExt;
+        let path = secrets.join(f);
+        std::fs::write(&path, "a-secret-of-thirty-two-characters!!\n").expect("secret");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    let data = scratch.path().join("data");
+    let mut cmd = std::process::Command::new(pgquorum_tests::bins::bin_dir().join("pgquorum-agent"));
+    cmd.env_clear().arg("check-config");
+    for (k, v) in env.iter().filter(|(k, _)| !k.starts_with('(')) {
+        let v = if v.starts_with("(secret ") { "from-the-secret".to_string() } else { v.clone() };
+        let v = v
+            .replace("/etc/pgquorum/secrets", &secrets.display().to_string())
+            .replace("/var/lib/pgquorum", &data.display().to_string());
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run pgquorum-agent check-config");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the component's environment is not a valid configuration:\n{text}");
+    for key in
+        ["archive.enabled", "archive.s3.bucket", "bootstrap.backup.schedule", "bootstrap.backup.retention"]
     {
         let line = text.lines().find(|l| l.split_whitespace().next() == Some(key));
         assert!(line.is_some_and(|l| l.contains("(env ")), "{key} not set from the environment:\n{text}");
