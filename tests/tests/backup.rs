@@ -344,6 +344,9 @@ fn a_scheduled_backup_runs_once_per_due_time_across_a_raft_leader_failover() {
     let (due2, _, _) = wait_for("the next due backup, under the new coordinator", minute, || {
         Ok(last_scheduled(&c, &via).filter(|(d, _, o)| *d != due1 && o.starts_with("ok")))
     });
+    let metrics = c.agent(&via).http("GET", "/metrics").expect("metrics").body;
+    assert!(metrics.contains("pgquorum_backup_last_scheduled_succeeded 1"), "{metrics}");
+    assert!(metrics.contains("pgquorum_backup_next_scheduled_seconds "), "{metrics}");
     let ids = backup_ids(&c, &via);
     // Ids are start times (YYYYMMDDTHHMMSSZ): one backup per due minute, never two.
     let mut minutes: Vec<String> = ids.iter().map(|i| i[..13].to_string()).collect();

@@ -77,6 +77,19 @@ pub struct Sample {
     pub kube: Option<crate::kube::status::KubeStatus>,
     /// The agent's WAL archive, when `archive.enabled`.
     pub archive: Option<crate::archive::ArchiveStatus>,
+    /// Scheduled backups: the latest due time claimed and whether it succeeded (`None` while it
+    /// runs), and the next due time (Unix seconds); absent without a schedule or a claim.
+    pub backup: Option<BackupSample>,
+}
+
+/// Scheduled backups in a sample: the latest due time claimed (Unix seconds) and whether it
+/// succeeded (`None` while it runs), and the next due time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackupSample {
+    /// Latest claimed due time and its outcome.
+    pub last: Option<(u64, Option<bool>)>,
+    /// Next due time.
+    pub next: Option<u64>,
 }
 
 impl Sample {
@@ -130,8 +143,23 @@ impl Sample {
             peers_unreachable: view.peers_unreachable.iter().map(|(n, u)| (n.to_string(), *u)).collect(),
             kube: Some(crate::kube::status::get()).filter(|k| k.active),
             archive: None,
+            backup: backup_sample(state),
         }
     }
+}
+
+fn backup_sample(state: &pgquorum_core::state::ClusterState) -> Option<BackupSample> {
+    let schedule = &state.config.backup.schedule;
+    if schedule.is_empty() && state.scheduled_backup.is_none() {
+        return None;
+    }
+    let last =
+        state.scheduled_backup.as_ref().map(|b| (b.due.0 / 1000, b.outcome.as_ref().map(Result::is_ok)));
+    let next = pgquorum_core::cron::Schedule::parse(schedule)
+        .ok()
+        .and_then(|s| s.next_after(crate::ha::observe::wall().0))
+        .map(|ms| ms / 1000);
+    Some(BackupSample { last, next })
 }
 
 fn flag(b: bool) -> ConstGauge<i64> {
@@ -220,6 +248,29 @@ pub fn encode(s: &Sample) -> String {
             "Failed attempts of Postgres's archiver (pg_stat_archiver; only when archiving is on)",
             ConstCounter::new(failed),
         );
+    }
+    if let Some(BackupSample { last, next }) = s.backup {
+        if let Some((due, ok)) = last {
+            r.register_with_unit(
+                "backup_last_scheduled",
+                "Due time of the latest scheduled base backup, Unix time",
+                Unit::Seconds,
+                ConstGauge::new(i64::try_from(due).unwrap_or(i64::MAX)),
+            );
+            r.register(
+                "backup_last_scheduled_succeeded",
+                "1 if the latest scheduled base backup was stored, 0 if it failed or still runs",
+                flag(ok == Some(true)),
+            );
+        }
+        if let Some(next) = next {
+            r.register_with_unit(
+                "backup_next_scheduled",
+                "Next due time of backup.schedule, Unix time",
+                Unit::Seconds,
+                ConstGauge::new(i64::try_from(next).unwrap_or(i64::MAX)),
+            );
+        }
     }
     if !s.peers_unreachable.is_empty() {
         let peers: Family<Vec<(String, String)>, Gauge> = Family::default();
