@@ -18,6 +18,7 @@ pub mod kube_cluster;
 pub mod lease;
 pub mod moto;
 pub mod pg;
+pub mod pgbench;
 pub mod prom;
 pub mod secrets;
 pub mod wait;

@@ -157,7 +157,7 @@ fn archive_dir() -> tempfile::TempDir {
 }
 
 #[test]
-fn directory_archive_is_complete_and_restorable_across_switchover_and_kill9_failover() {
+fn directory_archive_under_pgbench_is_complete_and_restorable_across_switchover_and_kill9_failover() {
     let archive = archive_dir();
     let opts = ClusterOptions {
         settings: vec!["archive.enabled=true".into(), format!("archive.dir={}", archive.path().display())],
@@ -165,6 +165,11 @@ fn directory_archive_is_complete_and_restorable_across_switchover_and_kill9_fail
     };
     let mut c = Cluster::start(opts);
     let first = healthy(&mut c);
+    // pgbench runs through the switchover and the failover (short runs on whichever member is
+    // primary): WAL is produced while the archiver changes hands.
+    let hosts = c.postgres_addresses();
+    pgquorum_tests::pgbench::init(&hosts, 2);
+    let load = pgquorum_tests::pgbench::Load::start(hosts, 4, Duration::from_secs(300));
     write_and_switch(&c, &first, 3);
     wait_drained(&c, &first);
 
@@ -179,6 +184,9 @@ fn directory_archive_is_complete_and_restorable_across_switchover_and_kill9_fail
     let third = c.wait_for_primary(T);
     assert_ne!(third, target);
     write_and_switch(&c, &third, 3);
+    let transactions = load.stop();
+    assert!(transactions > 100, "pgbench did little: {transactions} transactions");
+    write_and_switch(&c, &third, 1);
     wait_drained(&c, &third);
 
     let names = dir_archive_names(archive.path(), "e2e");
