@@ -165,12 +165,7 @@ pub async fn run(
     pg: &PgCtx,
     agent: &Path,
 ) -> Result<(), String> {
-    if std::fs::read_dir(&pg.data).is_ok_and(|mut d| d.next().is_some()) {
-        return Err(format!(
-            "refusing to restore into {}: it is not empty (move it away to restore, or unset restore.from)",
-            pg.data.display()
-        ));
-    }
+    refuse_non_empty(&pg.data)?;
     let store = settings.open_source(archive).await;
     let name = if settings.cluster.is_empty() { pg.cluster.as_str() } else { settings.cluster.as_str() };
     let backups = source_backups(store.as_ref(), name).await?;
@@ -189,6 +184,17 @@ pub async fn run(
     std::fs::rename(&work, &pg.data)
         .map_err(|e| format!("moving the restored data into {}: {e}", pg.data.display()))?;
     tracing::info!(backup = %m.id, "restored and promoted; starting as the new cluster's primary");
+    Ok(())
+}
+
+/// A restore goes only into a data directory that is missing or empty.
+fn refuse_non_empty(data: &Path) -> Result<(), String> {
+    if std::fs::read_dir(data).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(format!(
+            "refusing to restore into {}: it is not empty (move it away to restore, or unset restore.from)",
+            data.display()
+        ));
+    }
     Ok(())
 }
 
@@ -441,6 +447,16 @@ mod tests {
                 .contains("ends after")
         );
         assert!(choose(&[], "", &Target::Latest).expect_err("refused").contains("no backup"));
+    }
+
+    #[test]
+    fn a_restore_into_a_directory_that_is_not_empty_is_refused() {
+        let d = tempfile::tempdir().expect("tempdir");
+        refuse_non_empty(&d.path().join("missing")).expect("a missing directory is fine");
+        refuse_non_empty(d.path()).expect("an empty directory is fine");
+        std::fs::write(d.path().join("PG_VERSION"), "15").expect("write");
+        let e = refuse_non_empty(d.path()).expect_err("refused");
+        assert!(e.contains("is not empty"), "{e}");
     }
 
     #[test]
