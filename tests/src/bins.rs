@@ -42,13 +42,24 @@ fn shared_copy(p: &std::path::Path) -> std::io::Result<PathBuf> {
         meta.ino(),
         meta.mtime()
     ));
-    let target = dir.join(p.file_name().expect("binary has a name"));
-    if target.exists() {
-        return Ok(target);
-    }
     std::fs::create_dir_all(&dir)?;
     for d in [dir.parent().expect("has a parent"), dir.as_path()] {
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
+    }
+    // The agent starts its fence guard from its own directory: it goes along.
+    let guard = p.with_file_name("pgquorum-fence-guard");
+    if p.file_name().is_some_and(|n| n == "pgquorum-agent") && guard.exists() {
+        place(&guard, &dir)?;
+    }
+    place(p, &dir)
+}
+
+/// Hard-links (or copies) `p` into `dir` under its own name, once.
+fn place(p: &std::path::Path, dir: &std::path::Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let target = dir.join(p.file_name().expect("binary has a name"));
+    if target.exists() {
+        return Ok(target);
     }
     let tmp = dir.join(format!(
         ".{}.{}",

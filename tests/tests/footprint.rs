@@ -21,6 +21,10 @@ const MAX_PER_SECOND: f64 = 3.0;
 /// was about 30 MiB.
 const MAX_AGENT_MIB: u64 = 16;
 const MAX_GUARD_MIB: u64 = 4;
+/// Largest resident size of the fence guard, in MiB, shared pages included: the small
+/// `pgquorum-fence-guard` executable holds about 2.3 MiB even in a debug build; the agent
+/// binary run as the guard (what it replaced) held 6-7 MiB.
+const MAX_GUARD_RSS_MIB: u64 = 3;
 
 /// The cluster's epoch (it changes with every failover).
 fn epoch(c: &mut Cluster) -> u64 {
@@ -76,6 +80,13 @@ fn idle_members_query_postgres_about_once_a_second_and_stay_small() {
             "{}: agent heap and stacks (RssAnon) {} kB exceed {MAX_AGENT_MIB} MiB",
             a.name,
             m.agent.anon_kb
+        );
+        assert!(
+            guard.rss_kb <= MAX_GUARD_RSS_MIB * 1024,
+            "{}: fence guard resident {} kB exceeds {MAX_GUARD_RSS_MIB} MiB: is the agent binary running as the \
+             guard (pgquorum-fence-guard missing next to it)?",
+            a.name,
+            guard.rss_kb
         );
         assert!(
             guard.anon_kb <= MAX_GUARD_MIB * 1024,

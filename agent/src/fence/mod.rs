@@ -1,12 +1,12 @@
 //! Fencing: making sure a primary that lost its lease stops acknowledging writes before its
 //! deadline, even if the agent hangs or dies.
 //!
-//! The agent fences itself `fence_lead` before the deadline; the guard process (a child running
-//! this same binary) kills Postgres at half that lead before the deadline as a backstop. Both use
-//! `kill::kill_instance`.
+//! The agent fences itself `fence_lead` before the deadline; the guard process (a child: the
+//! small `pgquorum-fence-guard` executable next to the agent's, else this same binary) kills
+//! Postgres at half that lead before the deadline as a backstop. Both use
+//! `kill::kill_instance` (crate `pgquorum-fence`).
 
-pub mod guard;
-pub mod kill;
+pub use pgquorum_fence::{guard, kill};
 
 use std::path::Path;
 use std::process::Stdio;
@@ -16,6 +16,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::time::Instant;
 
+/// The guard executable's file name, looked for next to the agent's binary.
+pub const GUARD_BINARY: &str = "pgquorum-fence-guard";
+
 /// The agent's handle on its guard process.
 pub struct Guard {
     child: Child,
@@ -24,11 +27,23 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// Starts the guard for the instance in `data`.
+    /// Starts the guard for the instance in `data`: `pgquorum-fence-guard` from the agent's own
+    /// directory (a few hundred kB resident), else the agent binary itself (several MB).
     pub fn spawn(data: &Path) -> std::io::Result<Guard> {
         let exe = std::env::current_exe()?;
-        let mut child = Command::new(exe)
-            .arg("fence-guard")
+        let small = exe.with_file_name(GUARD_BINARY);
+        let mut cmd = if small.is_file() {
+            Command::new(small)
+        } else {
+            tracing::info!(
+                "{GUARD_BINARY} is not next to {}: the agent binary runs the fence guard",
+                exe.display()
+            );
+            let mut c = Command::new(exe);
+            c.arg("fence-guard");
+            c
+        };
+        let mut child = cmd
             .arg("--data")
             .arg(kill::canonical(data))
             .stdin(Stdio::piped())

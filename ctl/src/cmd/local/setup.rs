@@ -162,11 +162,22 @@ pub fn agent_for(agent: &Path, layout: &Layout, owner: Option<&RunAs>) -> Result
     }
     let bin = layout.bin();
     make_dir(&bin, 0o755, None)?;
-    let target = bin.join("pgquorum-agent");
-    let tmp = bin.join(format!(".pgquorum-agent.{}", std::process::id()));
+    // The agent starts its small fence guard from its own directory: it goes along.
+    let guard = agent.with_file_name("pgquorum-fence-guard");
+    if guard.is_file() {
+        place(&guard, &bin)?;
+    }
+    place(agent, &bin)
+}
+
+/// Hard-links (or copies) the binary `src` into `bin`, replacing what is there.
+fn place(src: &Path, bin: &Path) -> Result<PathBuf, Failure> {
+    let name = src.file_name().and_then(|n| n.to_str()).unwrap_or("binary");
+    let target = bin.join(name);
+    let tmp = bin.join(format!(".{name}.{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
-    if std::fs::hard_link(agent, &tmp).is_err() {
-        std::fs::copy(agent, &tmp).map_err(io("copy the agent binary to", &tmp))?;
+    if std::fs::hard_link(src, &tmp).is_err() {
+        std::fs::copy(src, &tmp).map_err(io("copy the binary to", &tmp))?;
     }
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).map_err(io("chmod", &tmp))?;
     std::fs::rename(&tmp, &target).map_err(io("rename to", &target))?;

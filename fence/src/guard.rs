@@ -1,5 +1,5 @@
-//! The fence guard: a separate process (the agent binary run as `pgquorum-agent fence-guard`)
-//! that kills the primary's Postgres at the lease deadline even when the agent is frozen
+//! The fence guard: a separate process (`pgquorum-fence-guard`, or the agent binary run as
+//! `pgquorum-agent fence-guard` when that executable is missing) that kills the primary's Postgres at the lease deadline even when the agent is frozen
 //! (SIGSTOP) or dead. The agent arms it with every renewal and disarms it on demotion.
 //!
 //! Protocol on stdin, one line per command: `arm <postmaster-pid> <fire-at>` where fire-at is
