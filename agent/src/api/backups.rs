@@ -82,7 +82,8 @@ impl ManagementApi {
             return Ok(Box::pin(futures::StreamExt::map(stream, |r| r.map_err(forwarded))));
         }
         let policy = self.cluster.applied().state.config.backup.retention.clone();
-        let (job, rx) = backup::start(&self.shared, policy).map_err(|(code, msg)| Status::new(code, msg))?;
+        let (job, rx) = backup::start(&self.shared, self.cluster.clone(), policy)
+            .map_err(|(code, msg)| Status::new(code, msg))?;
         let member = source.to_string();
         Ok(progress_stream(member, job, rx))
     }

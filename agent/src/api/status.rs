@@ -186,7 +186,8 @@ pub fn local_status(cluster: &Cluster, shared: &Shared) -> StatusReply {
             last_error: a.last_error,
         });
     let policy = &state.config.backup;
-    let backup = (!policy.schedule.is_empty() || state.scheduled_backup.is_some()).then(|| {
+    let any = !policy.schedule.is_empty() || state.scheduled_backup.is_some() || state.last_backup.is_some();
+    let backup = any.then(|| {
         let last = state.scheduled_backup.as_ref();
         let next = pgquorum_core::cron::Schedule::parse(&policy.schedule)
             .ok()
@@ -203,6 +204,9 @@ pub fn local_status(cluster: &Cluster, shared: &Shared) -> StatusReply {
                 Some(Some(Err(e))) => format!("failed: {e}"),
             },
             next_due_ms: next.unwrap_or_default(),
+            last_backup_id: state.last_backup.as_ref().map(|b| b.id.clone()).unwrap_or_default(),
+            last_backup_member: state.last_backup.as_ref().map(|b| b.member.to_string()).unwrap_or_default(),
+            last_backup_ms: state.last_backup.as_ref().map(|b| b.at.0).unwrap_or_default(),
         }
     });
     let switchover = state.switchover.as_ref().map(|s| match &s.to {

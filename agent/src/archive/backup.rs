@@ -155,7 +155,11 @@ pub type Job = (tokio::task::JoinHandle<Result<Manifest, String>>, tokio::sync::
 
 /// Starts a base backup of this member's Postgres (one at a time), then applies retention
 /// `policy`. Refusals carry the gRPC code that fits them.
-pub fn start(shared: &Arc<crate::ha::Shared>, policy: String) -> Result<Job, (tonic::Code, String)> {
+pub fn start(
+    shared: &Arc<crate::ha::Shared>,
+    cluster: crate::cluster::Cluster,
+    policy: String,
+) -> Result<Job, (tonic::Code, String)> {
     use std::sync::atomic::Ordering;
     let me = || {
         shared
@@ -206,8 +210,19 @@ pub fn start(shared: &Arc<crate::ha::Shared>, policy: String) -> Result<Job, (to
         {
             tracing::warn!("backup retention: {e}");
         }
-        if let Err(e) = &res {
-            tracing::warn!("base backup failed: {e}");
+        match &res {
+            Ok(m) => {
+                let record = pgquorum_core::state::BackupRecord {
+                    id: m.id.clone(),
+                    member: cluster.me.name.clone(),
+                    at: pgquorum_core::UnixMillis(m.end_ms),
+                };
+                // For status only: a lost proposal leaves an older record, nothing else.
+                if let Err(e) = cluster.propose(pgquorum_core::state::Command::RecordBackup(record)).await {
+                    tracing::info!("recording backup {} for status: {e}", m.id);
+                }
+            }
+            Err(e) => tracing::warn!("base backup failed: {e}"),
         }
         res
     });

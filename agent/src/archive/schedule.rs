@@ -25,8 +25,11 @@ pub async fn run(cluster: Cluster, shared: Arc<Shared>, cancel: CancellationToke
         {
             started = Some(b.due);
             tracing::info!(due = b.due.0, "taking the scheduled base backup");
-            let outcome = match crate::archive::backup::start(&shared, state.config.backup.retention.clone())
-            {
+            let outcome = match crate::archive::backup::start(
+                &shared,
+                cluster.clone(),
+                state.config.backup.retention.clone(),
+            ) {
                 Ok((job, _)) => Some(job),
                 Err((_, why)) => {
                     tracing::warn!("scheduled base backup: {why}");

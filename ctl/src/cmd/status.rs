@@ -85,6 +85,10 @@ pub struct BackupDoc {
     pub last_member: Option<String>,
     pub last_outcome: Option<String>,
     pub next_due: Option<String>,
+    /// The newest backup stored (scheduled or not): id, member and end time.
+    pub last_backup: Option<String>,
+    pub last_backup_member: Option<String>,
+    pub last_backup_at: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -180,6 +184,9 @@ pub fn doc(r: StatusReply) -> StatusDoc {
             last_member: opt(b.last_member),
             last_outcome: opt(b.last_outcome),
             next_due: (b.next_due_ms != 0).then(|| time::utc(b.next_due_ms)),
+            last_backup: opt(b.last_backup_id),
+            last_backup_member: opt(b.last_backup_member),
+            last_backup_at: (b.last_backup_ms != 0).then(|| time::utc(b.last_backup_ms)),
         }),
         raft: RaftDoc {
             leader: opt(raft.leader_name),
@@ -310,8 +317,12 @@ fn render(d: &StatusDoc) -> String {
             (Some(due), Some(m), Some(o)) => format!("; last due {due} on {m}: {o}"),
             _ => String::new(),
         };
+        let newest = match (&b.last_backup, &b.last_backup_member, &b.last_backup_at) {
+            (Some(id), Some(m), Some(at)) => format!("newest {id} from {m} at {at}; "),
+            _ => String::new(),
+        };
         out.push_str(&format!(
-            "Backups:       schedule {}, retention {}{last}; next {}\n",
+            "Backups:       {newest}schedule {}, retention {}{last}; next {}\n",
             b.schedule.as_deref().map_or("none".to_string(), |s| format!("{s:?} UTC")),
             b.retention.as_deref().unwrap_or("forever"),
             b.next_due.as_deref().unwrap_or("none")

@@ -178,6 +178,12 @@ pub(super) fn apply(s: &mut ClusterState, cmd: Command) -> CommandResult {
             s.scheduled_backup = Some(ScheduledBackup { due, member, claimed_at: at, outcome: None });
             Ok(CommandOk::Done)
         }
+        Command::RecordBackup(b) => {
+            if s.last_backup.as_ref().is_none_or(|l| l.at <= b.at) {
+                s.last_backup = Some(b);
+            }
+            Ok(CommandOk::Done)
+        }
         Command::FinishBackup { due, member, outcome } => match &mut s.scheduled_backup {
             Some(b) if b.due == due && b.member == member && b.outcome.is_none() => {
                 b.outcome = Some(outcome);

@@ -163,6 +163,8 @@ pub enum Command {
         /// When (coordinator's wall clock).
         at: UnixMillis,
     },
+    /// A base backup was stored (kept for status when it is newer than the one recorded).
+    RecordBackup(super::BackupRecord),
     /// The scheduled backup due at `due` ended.
     FinishBackup {
         /// The due time it was claimed for.
@@ -280,6 +282,7 @@ impl fmt::Display for Command {
             }
             Command::ClearFailover => f.write_str("clear failover request"),
             Command::SetPaused { paused } => write!(f, "set paused={paused}"),
+            Command::RecordBackup(b) => write!(f, "backup {} stored by {}", b.id, b.member),
             Command::ClaimBackup { due, member, .. } => {
                 write!(f, "scheduled backup due at {} taken by {member}", due.0)
             }

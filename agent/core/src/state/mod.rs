@@ -142,6 +142,20 @@ pub struct ClusterState {
     /// The latest scheduled base backup: which due time, who takes it, how it ended.
     #[serde(default)]
     pub scheduled_backup: Option<ScheduledBackup>,
+    /// The newest base backup stored (scheduled or not), for status.
+    #[serde(default)]
+    pub last_backup: Option<BackupRecord>,
+}
+
+/// A stored base backup, as status shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupRecord {
+    /// Its id (`backup list`).
+    pub id: String,
+    /// The member that took it.
+    pub member: MemberName,
+    /// When it ended.
+    pub at: UnixMillis,
 }
 
 /// One due time of `backup.schedule`, claimed by the coordinator for one member.
