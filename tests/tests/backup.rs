@@ -91,6 +91,11 @@ fn restores_to_a_time_a_restore_point_an_lsn_and_the_latest_point_after_a_switch
     let list = c.agent(&first).ctl_json(&["backup", "list"]).expect("backup list");
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
     assert_eq!(list[0]["id"], b["id"]);
+    wait_for("status to show the newest backup", T, || {
+        let st = c.agent(&first).ctl_json(&["status"]).map_err(|e| e.to_string())?;
+        Ok((st["backup"]["last_backup"] == b["id"] && st["backup"]["last_backup_member"] == b["member"])
+            .then_some(()))
+    });
 
     insert(&c, &first, "A");
     let at = c
