@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use pgquorum_tests::secrets::give_to_agents;
 use pgquorum_tests::{Cluster, ClusterOptions, wait_for};
+use serde_json::Value;
 
 const T: Duration = Duration::from_secs(120);
 
@@ -180,35 +181,38 @@ fn backup_ids(c: &Cluster, agent: &str) -> Vec<String> {
 }
 
 #[test]
-fn s3_retention_keeps_the_newest_two_with_their_wal_and_the_oldest_kept_still_restores() {
+fn s3_retention_keeps_a_window_whole_then_the_newest_two_with_their_wal_and_the_oldest_kept_restores() {
     let Some(moto) = pgquorum_tests::moto::Moto::start() else { return };
     moto.create_bucket("bkp");
     let secrets = pgquorum_tests::secrets::SecretDir::new();
     let secret = secrets.write("s3-secret", &format!("{}\n", pgquorum_tests::moto::SECRET_KEY));
     let mut settings = moto.agent_settings("bkp", &secret);
     settings.push("archive.s3.prefix=prod".into());
-    settings.push("bootstrap.backup.retention=2".into());
+    settings.push("bootstrap.backup.retention=1h".into());
     let mut c =
         Cluster::start(ClusterOptions { members: 1, settings: settings.clone(), ..Default::default() });
     let p = c.wait_for_primary(T);
     c.pg(&p).query("CREATE TABLE t (id serial PRIMARY KEY, v text)").expect("table");
     let mut made = Vec::new();
     for v in ["one", "two", "three"] {
-        insert(&c, &p, v);
-        archive_everything(&c, &p);
-        // Ids are start times in whole seconds.
-        std::thread::sleep(Duration::from_millis(1100));
-        let b = c.agent(&p).ctl_json(&["backup", "create"]).expect("backup create");
-        assert_eq!(b["member"], p.as_str(), "one member: the primary takes it");
-        made.push(b);
+        made.push(backup_after_a_row(&c, &p, v));
     }
-    let ids: Vec<String> = made.iter().map(|b| b["id"].as_str().expect("id").to_string()).collect();
-    assert_eq!(backup_ids(&c, &p), ids[1..], "retention 2 keeps the newest two");
+    let ids =
+        |made: &[Value]| made.iter().map(|b| b["id"].as_str().expect("id").to_string()).collect::<Vec<_>>();
+    assert_eq!(backup_ids(&c, &p), ids(&made), "a 1h window keeps every backup of the last hour");
+    let wal_before = moto.keys("bkp", "prod/e2e/").iter().filter(|k| k.contains("/wal/")).count();
+
+    c.agent(&p).ctl_json(&["config", "set", "backup.retention=2"]).expect("config set");
+    made.push(backup_after_a_row(&c, &p, "four"));
+    let all = ids(&made);
+    assert_eq!(backup_ids(&c, &p), all[2..], "retention 2 keeps the newest two");
     let keys = moto.keys("bkp", "prod/e2e/");
-    assert!(!keys.iter().any(|k| k.contains(&ids[0])), "the first backup's objects remain: {keys:?}");
+    for gone in &all[..2] {
+        assert!(!keys.iter().any(|k| k.contains(gone.as_str())), "backup {gone}'s objects remain: {keys:?}");
+    }
     // No WAL segment before the oldest kept backup's start remains; everything after it does.
     let start: u64 = {
-        let l = made[1]["start_lsn"].as_str().expect("lsn");
+        let l = made[2]["start_lsn"].as_str().expect("lsn");
         let (hi, lo) = l.split_once('/').expect("X/Y");
         (u64::from_str_radix(hi, 16).expect("hex") << 32 | u64::from_str_radix(lo, 16).expect("hex")) >> 24
     };
@@ -221,13 +225,25 @@ fn s3_retention_keeps_the_newest_two_with_their_wal_and_the_oldest_kept_still_re
                 + u64::from_str_radix(&n[16..24], 16).expect("hex")
         })
         .collect();
+    assert!(segments.len() < wal_before, "no WAL was removed with the expired backups");
     assert!(segments.iter().all(|s| *s >= start), "WAL before segment {start:X} remains: {segments:X?}");
     assert!(segments.contains(&start), "the oldest kept backup's own start segment is gone: {segments:X?}");
 
     // A new cluster from the oldest kept backup, to its end (the LSN it names).
-    let end = made[1]["end_lsn"].as_str().expect("lsn").to_string();
-    let mut r = restored_s3(&settings, &ids[1], &end);
-    assert_eq!(rows(&mut r), ["one", "two"], "restore from {} to {end}", ids[1]);
+    let end = made[2]["end_lsn"].as_str().expect("lsn").to_string();
+    let mut r = restored_s3(&settings, &all[2], &end);
+    assert_eq!(rows(&mut r), ["one", "two", "three"], "restore from {} to {end}", all[2]);
+}
+
+/// Inserts `v`, archives it, and takes a backup on the primary `p` (one member).
+fn backup_after_a_row(c: &Cluster, p: &str, v: &str) -> Value {
+    insert(c, p, v);
+    archive_everything(c, p);
+    // Ids are start times in whole seconds.
+    std::thread::sleep(Duration::from_millis(1100));
+    let b = c.agent(p).ctl_json(&["backup", "create"]).expect("backup create");
+    assert_eq!(b["member"], p, "one member: the primary takes it");
+    b
 }
 
 fn restored_s3(settings: &[String], backup: &str, lsn: &str) -> Cluster {
