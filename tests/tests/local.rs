@@ -540,3 +540,16 @@ fn local_up_archives_by_default_and_from_backup_restores_another_local_cluster()
     );
     assert!(String::from_utf8_lossy(&again.stderr).contains("only goes into a new one"), "{}", text(&again));
 }
+
+#[test]
+fn a_one_member_cluster_is_primary_again_after_local_down_and_up() {
+    let d = LocalDir::new();
+    let base = d.base.to_string();
+    let out = d.ok(&["up", "--members", "1", "--base-port", &base, "--timeout", "120s"]);
+    psql(&out, "-c 'CREATE TABLE kept (v int); INSERT INTO kept VALUES (1)'").expect("write");
+    d.ok(&["down"]);
+    // Its only member released the role on the way down; nobody else can take it.
+    let again = d.ok(&["up", "--timeout", "60s"]);
+    assert_eq!(psql(&again, "-c 'SELECT v FROM kept'").expect("read"), "1");
+    psql(&again, "-c 'INSERT INTO kept VALUES (2)'").expect("writable again");
+}

@@ -65,18 +65,60 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 /// Packs `data` into an object: header line, then the compressed body.
 pub fn encode(data: &[u8], compression: Compression) -> std::io::Result<Vec<u8>> {
-    let header = format!("{MAGIC} {} {} {}\n", compression.name(), sha256_hex(data), data.len());
-    let mut out = header.into_bytes();
-    match compression {
-        Compression::None => out.extend_from_slice(data),
-        Compression::Zstd => out.extend_from_slice(&zstd::bulk::compress(data, 3)?),
-        Compression::Gzip => {
-            let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::new(6));
-            enc.write_all(data)?;
-            out = enc.finish()?;
+    encode_from(data, compression)
+}
+
+/// Room left before the body for the header, written once the checksum is known.
+const HEADER_ROOM: usize = 128;
+
+/// Packs what `src` yields into an object, reading it in 256 KiB pieces: only the compressed
+/// object is ever held whole (a 16 MiB WAL segment is not read into memory first).
+pub fn encode_from(mut src: impl Read, compression: Compression) -> std::io::Result<Vec<u8>> {
+    let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut len = 0u64;
+    let mut out = vec![0u8; HEADER_ROOM];
+    let mut buf = vec![0u8; 256 << 10];
+    {
+        let mut sink: Box<dyn Write + '_> = match compression {
+            Compression::None => Box::new(&mut out),
+            Compression::Zstd => Box::new(zstd::stream::write::Encoder::new(&mut out, 3)?.auto_finish()),
+            Compression::Gzip => {
+                Box::new(flate2::write::GzEncoder::new(&mut out, flate2::Compression::new(6)))
+            }
+        };
+        loop {
+            let n = src.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            sha.update(&buf[..n]);
+            len += n as u64;
+            sink.write_all(&buf[..n])?;
         }
+        sink.flush()?;
     }
+    let hex: String = sha.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let header = format!("{MAGIC} {} {hex} {len}\n", compression.name());
+    assert!(header.len() <= HEADER_ROOM, "the header fits the room kept for it");
+    let start = HEADER_ROOM - header.len();
+    out[start..HEADER_ROOM].copy_from_slice(header.as_bytes());
+    out.drain(..start);
     Ok(out)
+}
+
+/// SHA-256 (hex) and length of what `src` yields, read in 256 KiB pieces.
+pub fn sha256_from(mut src: impl Read) -> std::io::Result<(String, u64)> {
+    let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
+    let (mut len, mut buf) = (0u64, vec![0u8; 256 << 10]);
+    loop {
+        let n = src.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        sha.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((sha.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect(), len))
 }
 
 /// Reads an object's header (without the body); `Err` when it is not a pgquorum object.

@@ -140,11 +140,13 @@ impl Archive {
         let Some(existing) = self.store.get(&key).await.map_err(|_| not_yet())? else {
             return Err(not_yet());
         };
-        let data = tokio::fs::read(path)
+        let file = path.to_path_buf();
+        let (sha, len) = tokio::task::spawn_blocking(move || codec::sha256_from(std::fs::File::open(&file)?))
             .await
+            .map_err(|e| PushError::refused(format!("reading {}: {e}", path.display())))?
             .map_err(|e| PushError::refused(format!("reading {}: {e}", path.display())))?;
         match codec::header(&existing) {
-            Ok((h, _)) if h.len == data.len() as u64 && h.sha256 == codec::sha256_hex(&data) => Ok(()),
+            Ok((h, _)) if h.len == len && h.sha256 == sha => Ok(()),
             _ => Err(PushError::new(
                 FailureKind::Conflict,
                 format!("{key} holds different content than this member's {name} (a diverged history?)"),
@@ -189,14 +191,18 @@ impl Archive {
     async fn store_file(&self, name: &str, path: &Path) -> Result<(), PushError> {
         let _permit = self.limit.acquire().await.expect("the semaphore is never closed");
         let layout = self.checked_layout().await?;
-        let data = tokio::fs::read(path).await.map_err(|e| {
-            PushError::new(FailureKind::LocalFile, format!("reading {}: {e}", path.display()))
-        })?;
-        let compression = self.compression;
-        let object = tokio::task::spawn_blocking(move || codec::encode(&data, compression))
-            .await
-            .map_err(|e| PushError::new(FailureKind::LocalFile, format!("compressing: {e}")))?
-            .map_err(|e| PushError::new(FailureKind::LocalFile, format!("compressing: {e}")))?;
+        // Read and compressed in pieces: only the compressed object is held whole.
+        let (compression, file) = (self.compression, path.to_path_buf());
+        let object =
+            tokio::task::spawn_blocking(move || codec::encode_from(std::fs::File::open(&file)?, compression))
+                .await
+                .map_err(|e| PushError::new(FailureKind::LocalFile, format!("compressing: {e}")))?
+                .map_err(|e| {
+                    PushError::new(
+                        FailureKind::LocalFile,
+                        format!("reading and compressing {}: {e}", path.display()),
+                    )
+                })?;
         let (header, _) = codec::header(&object).expect("encode writes a header");
         let key = layout.wal(name);
         match self.store.put_new(&key, object).await? {

@@ -174,14 +174,32 @@ proptest! {
             if g.reason != GrantReason::Reacquire {
                 continue;
             }
-            let p = obs.cluster.primary.as_ref().expect("only a grant is reacquired");
-            prop_assert!(p.expired && g.member == p.member);
-            let rep = fresh(&obs, &cfg, &p.member).expect("a fresh report");
+            let epoch = match obs.cluster.primary.as_ref() {
+                Some(p) => {
+                    prop_assert!(p.expired && g.member == p.member);
+                    p.epoch
+                }
+                None => {
+                    // Released: only its last holder, and only while no other member runs Postgres.
+                    let last = obs.cluster.history.iter().rev().find(|h| h.epoch == obs.cluster.epoch);
+                    prop_assert!(last.is_some_and(|h| h.member == g.member), "not the last holder");
+                    let others_run = obs.peers.iter().any(|(m, _)| {
+                        *m != g.member
+                            && fresh(&obs, &cfg, m).is_some_and(|r| {
+                                matches!(r.postgres, Postgres::Running(_) | Postgres::Starting { .. })
+                            })
+                    });
+                    prop_assert!(!others_run, "released role taken back while another member runs Postgres");
+                    obs.cluster.epoch
+                }
+            };
+            let p_member = g.member.clone();
+            let rep = fresh(&obs, &cfg, &p_member).expect("a fresh report");
             let down = matches!(rep.postgres, Postgres::Stopped | Postgres::Crashed { .. });
             // Or still a standby: it never promoted in its epoch, so it wrote nothing there.
             let standby = rep.postgres.running().filter(|r| r.in_recovery);
             prop_assert!(down || standby.is_some(), "{:?}", rep.postgres);
-            prop_assert!(rep.lease.is_none_or(|(e, _)| e != p.epoch), "still holds {:?}", rep.lease);
+            prop_assert!(rep.lease.is_none_or(|(e, _)| e != epoch), "still holds {:?}", rep.lease);
             prop_assert!(!rep.tags.nofailover);
             let Data::Present(d) = &rep.data else {
                 return Err(TestCaseError::fail("reacquired without data"));

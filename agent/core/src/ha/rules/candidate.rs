@@ -259,10 +259,22 @@ pub fn former_primary(
         obs.cluster.primary.as_ref().is_some_and(|p| p.epoch == epoch && p.expired && &p.member == old);
     // A primary that gave its role up for a switchover takes it back when no replica got its
     // last WAL (one that gave up because it could not start would only fail again).
-    let switched =
-        obs.cluster.history.iter().rev().find(|h| h.epoch == epoch).is_some_and(|h| &h.member == old)
-            && switch_point(obs, cfg, old).is_some();
-    let expired = expired || switched;
+    let last_holder =
+        obs.cluster.history.iter().rev().find(|h| h.epoch == epoch).is_some_and(|h| &h.member == old);
+    let switched = last_holder && switch_point(obs, cfg, old).is_some();
+    // A primary that released its role (on shutdown, or after failing to start) takes it back
+    // when no other member runs Postgres at all (a one-member cluster restarted, every member
+    // stopped): nobody was granted since, so its data is the newest. While replicas run, the
+    // cluster waits for them instead (one that could not start would only fail again).
+    let others_run = obs.peers.iter().any(|(m, s)| {
+        m != old
+            && s.as_ref().is_some_and(|s| {
+                obs.now.saturating_sub(s.received) <= cfg.report_stale_after
+                    && matches!(s.report.postgres, Postgres::Running(_) | Postgres::Starting { .. })
+            })
+    });
+    let released = last_holder && obs.cluster.primary.is_none() && !others_run;
+    let expired = expired || switched || released;
     let seen = obs.peers.get(old)?.as_ref()?;
     if !expired || obs.now.saturating_sub(seen.received) > cfg.report_stale_after {
         return None;
