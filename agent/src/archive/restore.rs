@@ -174,8 +174,10 @@ pub async fn run(
     let work = pg.data.with_extension("restoring");
     let _ = std::fs::remove_dir_all(&work);
     let layout = Layout { cluster: m.cluster.clone(), system: SystemId(m.system_identifier) };
-    unpack(store.clone(), &layout, &m, &work).await?;
-    let res = recover(settings, pg, agent, store, &layout, &work).await;
+    let res = match unpack(store.clone(), &layout, &m, &work).await {
+        Ok(()) => recover(settings, pg, agent, store, &layout, &work).await,
+        Err(e) => Err(e),
+    };
     if let Err(e) = res {
         let _ = std::fs::remove_dir_all(&work);
         return Err(e);
@@ -207,7 +209,9 @@ async fn unpack(store: Arc<dyn Store>, layout: &Layout, m: &Manifest, dest: &Pat
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("backup data {key} is missing"))?;
     let compression = Compression::parse(&m.compression)?;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    // A bounded async channel: the download waits (without blocking a runtime thread) while
+    // the unpacking thread is behind.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
     let (dest, id, want) = (dest.to_path_buf(), m.id.clone(), m.sha256.clone());
     let worker = tokio::task::spawn_blocking(move || {
         extract(ChannelReader { rx, buf: Vec::new(), at: 0 }, compression, &dest, &id, &want)
@@ -216,7 +220,7 @@ async fn unpack(store: Arc<dyn Store>, layout: &Layout, m: &Manifest, dest: &Pat
     loop {
         match dl.next().await {
             Ok(Some(chunk)) => {
-                if tx.send(chunk).is_err() {
+                if tx.send(chunk).await.is_err() {
                     break; // the worker stopped: its error says why
                 }
             }
@@ -234,7 +238,7 @@ async fn unpack(store: Arc<dyn Store>, layout: &Layout, m: &Manifest, dest: &Pat
 
 /// Bytes arriving over a channel, as a reader.
 struct ChannelReader {
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
     buf: Vec<u8>,
     at: usize,
 }
@@ -242,9 +246,9 @@ struct ChannelReader {
 impl Read for ChannelReader {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         while self.at >= self.buf.len() {
-            match self.rx.recv() {
-                Ok(b) => (self.buf, self.at) = (b, 0),
-                Err(_) => return Ok(0),
+            match self.rx.blocking_recv() {
+                Some(b) => (self.buf, self.at) = (b, 0),
+                None => return Ok(0),
             }
         }
         let n = out.len().min(self.buf.len() - self.at);
