@@ -115,8 +115,15 @@ pub async fn create(
     let mut upload = archive.store.upload(&full_key).await.map_err(|e| e.to_string())?;
     match stream(archive, pg, &mut upload, &progress).await {
         Ok((size, stored_size, sha256, stderr)) => {
+            // Understood before the data is made visible: nothing is left without a manifest.
+            let range = match parse_wal_range(&stderr) {
+                Ok(r) => r,
+                Err(e) => {
+                    upload.abort().await;
+                    return Err(e);
+                }
+            };
             upload.finish().await.map_err(|e| format!("storing {full_key}: {e}"))?;
-            let range = parse_wal_range(&stderr)?;
             let m = Manifest {
                 id: id.clone(),
                 cluster: layout.cluster.clone(),
