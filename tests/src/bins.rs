@@ -74,12 +74,23 @@ fn place(p: &std::path::Path, dir: &std::path::Path) -> std::io::Result<PathBuf>
     Ok(target)
 }
 
-/// A TCP port free on 127.0.0.1 right now.
+/// A TCP port free on 127.0.0.1 right now, and never handed out before by this process: the
+/// kernel may offer a port again as soon as its probe is closed, and two members of one
+/// cluster must not both get it (one Postgres then cannot listen).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no loopback port this process has not handed out already");
 }
 
 /// Whether tests that cut the network can run (network namespaces need root); without them
