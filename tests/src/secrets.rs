@@ -57,3 +57,11 @@ impl Default for SecretDir {
         SecretDir::new()
     }
 }
+
+/// A temporary directory the agents' OS user may write (an archive directory shared by every
+/// member), removed when dropped.
+pub fn agents_tempdir(prefix: &str) -> tempfile::TempDir {
+    let d = tempfile::Builder::new().prefix(prefix).tempdir().expect("tempdir");
+    give_to_agents(d.path());
+    d
+}

@@ -151,9 +151,7 @@ fn assert_restorable(c: &Cluster, via: &str, names: &[String]) -> usize {
 }
 
 fn archive_dir() -> tempfile::TempDir {
-    let d = tempfile::Builder::new().prefix("pgq-archive-").tempdir().expect("tempdir");
-    give_to_agents(d.path());
-    d
+    pgquorum_tests::secrets::agents_tempdir("pgq-archive-")
 }
 
 #[test]

@@ -7,16 +7,13 @@
 use std::path::Path;
 use std::time::Duration;
 
-use pgquorum_tests::secrets::give_to_agents;
 use pgquorum_tests::{Cluster, ClusterOptions, wait_for};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(120);
 
 fn archive_dir() -> tempfile::TempDir {
-    let d = tempfile::Builder::new().prefix("pgq-backup-").tempdir().expect("tempdir");
-    give_to_agents(d.path());
-    d
+    pgquorum_tests::secrets::agents_tempdir("pgq-backup-")
 }
 
 fn healthy(c: &mut Cluster) -> String {

@@ -189,29 +189,8 @@ fn kubectl_exec_pgquorumctl_finds_its_agent_and_token_from_the_pods_environment(
 
     // The same environment is a valid agent configuration (paths moved into a scratch directory,
     // as the volumes would provide them): the agent reports where each key came from.
-    let scratch = tempfile::tempdir().expect("tempdir");
-    let secrets = scratch.path().join("secrets");
-    std::fs::create_dir_all(&secrets).expect("secrets dir");
-    let mode: u32 = get("(secrets mode)").parse().expect("mode");
-    for f in ["superuser-password", "replication-password", "application-password", "token"] {
-        use std::os::unix::fs::PermissionsExt;
-        let path = secrets.join(f);
-        std::fs::write(&path, "a-secret-of-thirty-two-characters!!\n").expect("secret");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
-    }
-    let data = scratch.path().join("data");
-    let bin = pgquorum_tests::bins::bin_dir();
-    let mut cmd = std::process::Command::new(bin.join("pgquorum-agent"));
-    cmd.env_clear().arg("check-config");
-    for (k, v) in env.iter().filter(|(k, _)| !k.starts_with('(')) {
-        let v = v
-            .replace("/etc/pgquorum/secrets", &secrets.display().to_string())
-            .replace("/var/lib/pgquorum", &data.display().to_string());
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run pgquorum-agent check-config");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "the container's environment is not a valid configuration:\n{text}");
+    let (ok, text) = check_config(&env);
+    assert!(ok, "the container's environment is not a valid configuration:\n{text}");
     for key in
         ["name", "grpc.listen", "auth.token_file", "kube.pod", "kube.namespace", "statefulset.replicas"]
     {
@@ -231,6 +210,21 @@ fn the_s3_backup_component_archives_with_secret_credentials_and_seeds_a_daily_90
     assert_eq!(get("PGQUORUM_BOOTSTRAP_BACKUP_RETENTION"), "90d");
 
     // With the Secret's values in place, the environment is a valid agent configuration.
+    let (ok, text) = check_config(&env);
+    assert!(ok, "the component's environment is not a valid configuration:\n{text}");
+    for key in
+        ["archive.enabled", "archive.s3.bucket", "bootstrap.backup.schedule", "bootstrap.backup.retention"]
+    {
+        let line = text.lines().find(|l| l.split_whitespace().next() == Some(key));
+        assert!(line.is_some_and(|l| l.contains("(env ")), "{key} not set from the environment:\n{text}");
+    }
+}
+
+/// Runs `pgquorum-agent check-config` with the container environment `env`: secret files at
+/// the volume's mode and data paths moved into a scratch directory, as the volumes would
+/// provide them, and values from a Secret replaced by a stand-in. Returns success and output.
+fn check_config(env: &[(String, String)]) -> (bool, String) {
+    let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
     let scratch = tempfile::tempdir().expect("tempdir");
     let secrets = scratch.path().join("secrets");
     std::fs::create_dir_all(&secrets).expect("secrets dir");
@@ -253,11 +247,5 @@ fn the_s3_backup_component_archives_with_secret_credentials_and_seeds_a_daily_90
     }
     let out = cmd.output().expect("run pgquorum-agent check-config");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "the component's environment is not a valid configuration:\n{text}");
-    for key in
-        ["archive.enabled", "archive.s3.bucket", "bootstrap.backup.schedule", "bootstrap.backup.retention"]
-    {
-        let line = text.lines().find(|l| l.split_whitespace().next() == Some(key));
-        assert!(line.is_some_and(|l| l.contains("(env ")), "{key} not set from the environment:\n{text}");
-    }
+    (out.status.success(), text)
 }

@@ -292,9 +292,7 @@ async fn stream(
     let last = enc.finish().map_err(|e| format!("compressing: {e}"))?;
     stored += last.len() as u64;
     upload.part(last).await.map_err(|e| format!("uploading: {e}"))?;
-    let digest = sha.finish();
-    let hex = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    Ok((size, stored, hex, stderr))
+    Ok((size, stored, super::codec::hex(sha.finish()), stderr))
 }
 
 /// Every backup stored for `layout`, oldest first (unreadable manifests are logged and skipped).

@@ -59,8 +59,30 @@ pub struct Corrupt(pub String);
 
 /// SHA-256 of `data`, lower-case hex.
 pub fn sha256_hex(data: &[u8]) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, data);
+    hex(ring::digest::digest(&ring::digest::SHA256, data))
+}
+
+/// A digest in lower-case hex.
+pub fn hex(d: ring::digest::Digest) -> String {
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Copies `src` into `sink` in 256 KiB pieces; returns the SHA-256 (hex) and length of what
+/// passed.
+fn copy_hashed(mut src: impl Read, sink: &mut dyn Write) -> std::io::Result<(String, u64)> {
+    let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
+    let (mut len, mut buf) = (0u64, vec![0u8; 256 << 10]);
+    loop {
+        let n = src.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        sha.update(&buf[..n]);
+        len += n as u64;
+        sink.write_all(&buf[..n])?;
+    }
+    sink.flush()?;
+    Ok((hex(sha.finish()), len))
 }
 
 /// Packs `data` into an object: header line, then the compressed body.
@@ -73,12 +95,9 @@ const HEADER_ROOM: usize = 128;
 
 /// Packs what `src` yields into an object, reading it in 256 KiB pieces: only the compressed
 /// object is ever held whole (a 16 MiB WAL segment is not read into memory first).
-pub fn encode_from(mut src: impl Read, compression: Compression) -> std::io::Result<Vec<u8>> {
-    let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut len = 0u64;
+pub fn encode_from(src: impl Read, compression: Compression) -> std::io::Result<Vec<u8>> {
     let mut out = vec![0u8; HEADER_ROOM];
-    let mut buf = vec![0u8; 256 << 10];
-    {
+    let (hex, len) = {
         let mut sink: Box<dyn Write + '_> = match compression {
             Compression::None => Box::new(&mut out),
             Compression::Zstd => Box::new(zstd::stream::write::Encoder::new(&mut out, 3)?.auto_finish()),
@@ -86,18 +105,8 @@ pub fn encode_from(mut src: impl Read, compression: Compression) -> std::io::Res
                 Box::new(flate2::write::GzEncoder::new(&mut out, flate2::Compression::new(6)))
             }
         };
-        loop {
-            let n = src.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            sha.update(&buf[..n]);
-            len += n as u64;
-            sink.write_all(&buf[..n])?;
-        }
-        sink.flush()?;
-    }
-    let hex: String = sha.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        copy_hashed(src, &mut sink)?
+    };
     let header = format!("{MAGIC} {} {hex} {len}\n", compression.name());
     assert!(header.len() <= HEADER_ROOM, "the header fits the room kept for it");
     let start = HEADER_ROOM - header.len();
@@ -107,18 +116,8 @@ pub fn encode_from(mut src: impl Read, compression: Compression) -> std::io::Res
 }
 
 /// SHA-256 (hex) and length of what `src` yields, read in 256 KiB pieces.
-pub fn sha256_from(mut src: impl Read) -> std::io::Result<(String, u64)> {
-    let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
-    let (mut len, mut buf) = (0u64, vec![0u8; 256 << 10]);
-    loop {
-        let n = src.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        sha.update(&buf[..n]);
-        len += n as u64;
-    }
-    Ok((sha.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect(), len))
+pub fn sha256_from(src: impl Read) -> std::io::Result<(String, u64)> {
+    copy_hashed(src, &mut std::io::sink())
 }
 
 /// Reads an object's header (without the body); `Err` when it is not a pgquorum object.

@@ -139,7 +139,9 @@ pub fn choose<'a>(backups: &'a [Manifest], wanted: &str, target: &Target) -> Res
     let ids = || backups.iter().map(|m| m.id.as_str()).collect::<Vec<_>>().join(", ");
     if backups.is_empty() {
         return Err(
-            "the source holds no backup of this cluster (see pgquorumctl backup list on the source)".into()
+            "the source holds no backup of that cluster: check restore.from and restore.cluster (`pgquorumctl \
+             backup list` on the source shows its backups)"
+                .into()
         );
     }
     if !wanted.is_empty() && wanted != "latest" {
@@ -169,7 +171,9 @@ pub async fn run(
     let store = settings.open_source(archive).await;
     let name = if settings.cluster.is_empty() { pg.cluster.as_str() } else { settings.cluster.as_str() };
     let backups = source_backups(store.as_ref(), name).await?;
-    let m = choose(&backups, &settings.backup, &settings.target)?.clone();
+    let m = choose(&backups, &settings.backup, &settings.target)
+        .map_err(|e| format!("restore from {} (cluster {name}): {e}", store.describe()))?
+        .clone();
     tracing::info!(backup = %m.id, source = %store.describe(), target = ?settings.target, "restoring from a base backup");
     let work = pg.data.with_extension("restoring");
     let _ = std::fs::remove_dir_all(&work);
@@ -290,7 +294,7 @@ fn extract(src: ChannelReader, c: Compression, dest: &Path, id: &str, want: &str
         tar.unpack(dest).map_err(|e| damaged(&e))?;
     }
     std::io::copy(&mut hashed, &mut std::io::sink()).map_err(|e| damaged(&e))?;
-    let got: String = hashed.sha.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let got = super::codec::hex(hashed.sha.finish());
     if got != want {
         return Err(damaged(&format!("its SHA-256 is {got}, the manifest says {want}")));
     }
