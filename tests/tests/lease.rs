@@ -30,13 +30,16 @@ fn ttl_and_lease_margin_changes_under_a_writer_never_fence_or_fail_over_the_prim
     }
     let writer = Writer::start(conninfo(&c.postgres_addresses(), true), Duration::from_millis(20), 1, T);
     // The changes of the report first (1.5 s → 5 s, then down to the minimum and back up),
-    // then random ones within the allowed range (3 × the default 300 ms election timeout).
-    let mut changes: Vec<Vec<String>> =
-        vec![vec!["ttl=5s".into()], vec!["ttl=1s".into(), "lease_margin=50ms".into()], vec!["ttl=3s".into()]];
+    // then random ones within the allowed range (3 × the default 500 ms election timeout).
+    let mut changes: Vec<Vec<String>> = vec![
+        vec!["ttl=5s".into()],
+        vec!["ttl=1500ms".into(), "lease_margin=50ms".into()],
+        vec!["ttl=3s".into()],
+    ];
     let mut rng = Rng::new(0x11);
     let mut ttl = Duration::from_secs(3);
     for _ in 0..5 {
-        let change = random_change(&mut rng, Duration::from_millis(900), ttl);
+        let change = random_change(&mut rng, Duration::from_millis(1500), ttl);
         if let Some(t) = change.iter().find_map(|s| s.strip_prefix("ttl=")) {
             ttl = pgquorum_core_duration(t);
         }
@@ -76,12 +79,13 @@ fn pgquorum_core_duration(text: &str) -> Duration {
 
 #[test]
 fn dynamic_ttl_below_three_election_timeouts_of_any_member_is_refused() {
-    // m3 waits longer for elections: the cluster's ttl must be at least 3 × 500 ms.
+    // m3 waits longer for elections than the others (500 ms): the cluster's ttl must be at
+    // least 3 × 700 ms.
     let mut opts = ClusterOptions::raft_only(3);
-    opts.settings.push("bootstrap.ttl=2s".into());
+    opts.settings.push("bootstrap.ttl=3s".into());
     opts.member_settings = vec![
-        ("m3".into(), "raft.election_timeout_min=250ms".into()),
-        ("m3".into(), "raft.election_timeout_max=500ms".into()),
+        ("m3".into(), "raft.election_timeout_min=600ms".into()),
+        ("m3".into(), "raft.election_timeout_max=700ms".into()),
     ];
     let mut c = Cluster::start(opts);
     c.wait_for_leader(T);
@@ -91,19 +95,19 @@ fn dynamic_ttl_below_three_election_timeouts_of_any_member_is_refused() {
         let n = st["members"].as_array().map_or(0, |m| m.iter().filter(|m| m["state"] == "running").count());
         Ok((n == 3).then_some(()))
     });
-    for ttl in ["400ms", "800ms", "1200ms"] {
+    for ttl in ["400ms", "1500ms", "2s"] {
         let out = c.agent("m1").ctl(&["config", "set", &format!("ttl={ttl}")]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "ttl={ttl} was accepted");
         assert!(
-            err.contains("raft.election_timeout_max of member m3 (500ms) = 1500ms")
-                && err.contains("set ttl=1500ms or more"),
+            err.contains("raft.election_timeout_max of member m3 (700ms) = 2100ms")
+                && err.contains("set ttl=2100ms or more"),
             "ttl={ttl}: {err}"
         );
     }
     let cfg = c.agent("m2").ctl_json(&["config", "show"]).expect("config");
-    assert_eq!(cfg["config"]["ttl"], "2s", "nothing was stored: {cfg}");
-    c.agent("m2").ctl_json(&["config", "set", "ttl=1500ms"]).expect("3 × 500 ms is enough");
+    assert_eq!(cfg["config"]["ttl"], "3s", "nothing was stored: {cfg}");
+    c.agent("m2").ctl_json(&["config", "set", "ttl=2100ms"]).expect("3 × 700 ms is enough");
     c.check_logs(&[]);
 }
 
