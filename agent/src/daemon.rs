@@ -256,17 +256,22 @@ fn guards(cfg: &AgentConfig) -> (Guard, Guard) {
 }
 
 /// Ends with an error when Raft stops on its own (a storage failure is fatal by design).
+/// Watches the server metrics, which change only with Raft's state (the full metrics are sent
+/// on every heartbeat); they close when the Raft core ends.
 async fn watch_raft(node: RaftNode, cancel: CancellationToken) -> anyhow::Result<()> {
     use openraft::async_runtime::watch::WatchReceiver;
-    let mut metrics = node.raft.metrics();
+    let mut server = node.raft.server_metrics();
     loop {
-        if let Err(e) = &metrics.borrow_watched().running_state {
+        if let Err(e) = &node.raft.metrics().borrow_watched().running_state {
             anyhow::bail!("Raft stopped: {e}");
         }
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            changed = metrics.changed() => {
+            changed = server.changed() => {
                 if changed.is_err() && !cancel.is_cancelled() {
+                    if let Err(e) = &node.raft.metrics().borrow_watched().running_state {
+                        anyhow::bail!("Raft stopped: {e}");
+                    }
                     anyhow::bail!("Raft stopped");
                 }
             }

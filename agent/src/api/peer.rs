@@ -3,6 +3,7 @@
 //! Owns decoding and the cluster check for agent-to-agent calls.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use pgquorum_core::state::{Command, MemberNode};
 use pgquorum_core::{Epoch, MemberName};
@@ -83,11 +84,18 @@ impl PeerService for PeerApi {
         &self,
         req: Request<MemberStatusRequest>,
     ) -> Result<Response<MemberStatusReply>, Status> {
-        self.check(&req.into_inner().cluster_name)?;
-        let report = self.shared.report.lock().expect("report lock is never poisoned").clone();
+        let req = req.into_inner();
+        self.check(&req.cluster_name)?;
+        if req.known != 0 && req.wait_ms > 0 {
+            // Long poll: wait for a different report, at most `wait_ms` (bounded here too).
+            let wait = Duration::from_millis(u64::from(req.wait_ms)).min(Duration::from_secs(5));
+            let mut digest = self.shared.digest.subscribe();
+            let _ = tokio::time::timeout(wait, digest.wait_for(|d| *d != req.known)).await;
+        }
+        let (report, digest) = self.shared.current_report();
         let report = report.ok_or_else(|| Status::unavailable("no report yet (starting)"))?;
         let bytes = serde_json::to_vec(&report).map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(MemberStatusReply { report: bytes }))
+        Ok(Response::new(MemberStatusReply { report: bytes, digest }))
     }
 
     async fn renew_lease(

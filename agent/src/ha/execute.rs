@@ -13,6 +13,24 @@ use super::Ha;
 use super::pg::split_addr;
 use crate::postgres::{process, sql::Sql, tools};
 
+/// How often the upkeep reads the configuration files back while nothing it writes changed (an
+/// operator's hand edit of `pgquorum.conf` is undone within this long).
+const CONF_RECHECK: Duration = Duration::from_secs(10);
+
+/// A digest of everything the written configuration depends on besides the member's own
+/// settings (fixed for the agent's life).
+fn conf_key(
+    upstream: &Option<String>,
+    sync: &str,
+    dynamic: &std::collections::BTreeMap<String, String>,
+    standby: bool,
+) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (upstream, sync, dynamic, standby).hash(&mut h);
+    h.finish()
+}
+
 impl Ha {
     /// Where `member`'s Postgres listens, from its report or its membership entry.
     pub(super) fn address_of(&self, obs: &Observation, member: &MemberName) -> Option<String> {
@@ -29,7 +47,9 @@ impl Ha {
     }
 
     /// Writes the configuration for the current role; reloads a running server if it changed.
-    pub(super) async fn write_conf(&mut self, obs: &Observation) -> Result<(), String> {
+    /// With `only_if_due` (the per-tick upkeep), files written from the same inputs for the
+    /// same postmaster less than [`CONF_RECHECK`] ago are not read again.
+    pub(super) async fn write_conf(&mut self, obs: &Observation, only_if_due: bool) -> Result<(), String> {
         let addr = match &self.local.upstream {
             Some(m) if self.local.conf_standby => {
                 Some(self.address_of(obs, m).ok_or_else(|| format!("no address known for {m}"))?)
@@ -37,6 +57,20 @@ impl Ha {
             _ => None,
         };
         let upstream = addr.as_deref().and_then(split_addr);
+        let key = conf_key(
+            &addr,
+            &self.local.conf_sync,
+            &obs.cluster.config.postgres_parameters,
+            self.local.conf_standby,
+        );
+        let pid = self.local.postmaster.as_ref().map(|p| p.pid);
+        if only_if_due
+            && self.local.conf_written.is_some_and(|(k, p, at)| {
+                k == key && p == pid && self.shared.now().saturating_sub(at) < CONF_RECHECK
+            })
+        {
+            return Ok(());
+        }
         let changed = self
             .pg()
             .write_files(
@@ -46,6 +80,7 @@ impl Ha {
                 self.local.conf_standby,
             )
             .map_err(|e| format!("writing Postgres configuration in {}: {e}", self.pg().data.display()))?;
+        self.local.conf_written = Some((key, pid, self.shared.now()));
         if changed && self.local.postmaster.is_some() {
             self.local.status_due = true;
             self.sql().reload().await?;
@@ -153,7 +188,7 @@ impl Ha {
                 self.local.upstream = None;
                 self.local.conf_standby = false;
                 self.local.conf_sync = obs.cluster.sync.target.to_postgres();
-                self.write_conf(obs).await?;
+                self.write_conf(obs, false).await?;
                 self.start_postmaster()?;
                 self.arm_guard(obs).await;
             }
@@ -161,7 +196,7 @@ impl Ha {
                 self.local.upstream = upstream.clone();
                 self.local.conf_standby = true;
                 self.local.conf_sync = String::new();
-                self.write_conf(obs).await?;
+                self.write_conf(obs, false).await?;
                 self.start_postmaster()?;
             }
             Action::Follow { upstream } => {
@@ -170,7 +205,7 @@ impl Ha {
                     upstream.as_ref().map_or("nobody".to_string(), |u| u.to_string())
                 );
                 self.local.upstream = upstream.clone();
-                self.write_conf(obs).await?;
+                self.write_conf(obs, false).await?;
             }
             Action::Promote { sync } => {
                 if !self.lease_ok(obs) {
@@ -183,7 +218,7 @@ impl Ha {
                 // Synchronous settings first (a standby ignores them), then promote.
                 self.local.upstream = None;
                 self.local.conf_sync = sync.to_postgres();
-                self.write_conf(obs).await?;
+                self.write_conf(obs, false).await?;
                 self.local.conf_standby = false;
                 let pg = self.pg().clone();
                 tracing::info!(epoch = %obs.cluster.epoch, "promoting with synchronous_standby_names = {:?}", self.local.conf_sync);
@@ -204,7 +239,7 @@ impl Ha {
             Action::ApplySync { sync } => {
                 tracing::info!("synchronous_standby_names = {:?}", sync.to_postgres());
                 self.local.conf_sync = sync.to_postgres();
-                self.write_conf(obs).await?;
+                self.write_conf(obs, false).await?;
             }
             Action::Slots { members } => {
                 let names: Vec<String> = members.iter().map(MemberName::slot_name).collect();

@@ -75,6 +75,9 @@ pub struct LocalState {
     pub start_failures: u32,
     /// Why Postgres does not work, as it logged it (shown in the report).
     pub problem: Option<Problem>,
+    /// The last configuration written: its inputs' digest, the postmaster it was written
+    /// for, and when (the upkeep skips rewriting the same files for the same server).
+    pub conf_written: Option<(u64, Option<u32>, Duration)>,
 }
 
 impl LocalState {
@@ -108,6 +111,7 @@ impl LocalState {
             standby_tli: None,
             start_failures: 0,
             problem: None,
+            conf_written: None,
         }
     }
 

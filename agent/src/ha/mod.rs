@@ -50,6 +50,9 @@ pub struct Shared {
     pub report: Mutex<Option<Report>>,
     /// Every newly published report of this member.
     pub published: tokio::sync::watch::Sender<Option<Report>>,
+    /// The digest of this member's report apart from its timestamps (`report_digest`); changes
+    /// only when its content does (peers' long polls wait on it).
+    pub digest: tokio::sync::watch::Sender<u64>,
     stop_streaming: Mutex<Option<Epoch>>,
     /// When the loop last finished a tick (the `/liveness` check; no SQL involved).
     last_tick: Mutex<Option<Duration>>,
@@ -64,10 +67,6 @@ pub struct Shared {
     /// This member's Postgres context (unset on a witness): the management API checks Postgres
     /// parameters with its binaries and takes base backups with it.
     pub pg: std::sync::OnceLock<Arc<PgCtx>>,
-    /// The last tick found this member settled (`cadence::settled`): peers are polled slower.
-    pub settled: std::sync::atomic::AtomicBool,
-    /// Wakes the peer poller when the member stops being settled.
-    pub unsettled: Notify,
     /// The WAL archive, when `archive.enabled` (status and metrics read it).
     pub archive: std::sync::OnceLock<Arc<crate::archive::Archive>>,
     /// A base backup is being taken on this member.
@@ -85,6 +84,7 @@ impl Shared {
             reports: Arc::new(Reports::default()),
             report: Mutex::new(None),
             published: tokio::sync::watch::Sender::new(None),
+            digest: tokio::sync::watch::Sender::new(0),
             stop_streaming: Mutex::new(None),
             last_tick: Mutex::new(None),
             wake: Notify::new(),
@@ -93,11 +93,25 @@ impl Shared {
             coordinator_reason: Mutex::new(String::new()),
             pg: std::sync::OnceLock::new(),
             backup_running: Default::default(),
-            settled: std::sync::atomic::AtomicBool::new(false),
-            unsettled: Notify::new(),
             archive: std::sync::OnceLock::new(),
             read_balancers: read_balancers::ReadBalancers::default(),
         })
+    }
+
+    /// This member's last report and its digest (0 before the first).
+    pub fn current_report(&self) -> (Option<Report>, u64) {
+        let report = self.report.lock().expect("report lock is never poisoned");
+        (report.clone(), *self.digest.borrow())
+    }
+
+    /// Stores a newly published report of this member (and its digest, with it).
+    fn set_report(&self, report: Report) {
+        let digest = report_digest(&report);
+        let mut current = self.report.lock().expect("report lock is never poisoned");
+        *current = Some(report.clone());
+        self.digest.send_if_modified(|d| std::mem::replace(d, digest) != digest);
+        drop(current);
+        self.published.send_replace(Some(report));
     }
 
     /// Asks the loop to restart Postgres.
@@ -144,6 +158,17 @@ impl Shared {
     }
 }
 
+/// A digest of `report` apart from when it was made and how much lease it had left (never 0).
+pub fn report_digest(report: &Report) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut content = report.clone();
+    content.at = pgquorum_core::UnixMillis(0);
+    content.lease = content.lease.map(|(epoch, _)| (epoch, Duration::ZERO));
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_vec(&content).unwrap_or_default().hash(&mut h);
+    h.finish().max(1)
+}
+
 /// Sleeps until `at`, or forever when `None`.
 async fn sleep_until_some(at: Option<Instant>) {
     match at {
@@ -169,6 +194,8 @@ pub struct Ha {
     hacfg: HaConfig,
     history_cache: Option<(Timeline, Vec<(Timeline, Lsn)>)>,
     last_logged: Option<(Reason, Vec<Action>, Option<Reason>)>,
+    /// Set while quiet: the loop time of the next tick (otherwise every loop interval).
+    quiet_until: Option<Duration>,
 }
 
 impl Ha {
@@ -213,27 +240,45 @@ impl Ha {
             hacfg: HaConfig::default(),
             history_cache: None,
             last_logged: None,
+            quiet_until: None,
         })
     }
 
     /// Runs until `cancel`, then stops Postgres (and gives up the primary role, if held).
     pub async fn run(mut self, cancel: CancellationToken) -> anyhow::Result<()> {
+        use openraft::async_runtime::watch::WatchReceiver;
         let every = self.cfg.loop_interval;
         let mut applied = self.cluster.node.sm.subscribe();
+        let mut server = self.cluster.node.raft.server_metrics();
         while !cancel.is_cancelled() {
             self.tick().await?;
-            // Tick at least every loop interval, and at once when the replicated state changes
-            // or a renewal, task or peer request finished. A new replicated state is a change
-            // worth a fresh Postgres status.
-            // And at the fence point of the lease held, so fencing never waits for a tick.
+            // Tick every loop interval, or, while quiet, at the next deadline only (`cadence`).
+            // At once when the replicated state, Raft leadership or a peer's report changes, a
+            // renewal, task or peer request finished, or Postgres exited. A new replicated
+            // state is a change worth a fresh Postgres status. And at the fence point of the
+            // lease held, so fencing never waits for a tick.
+            let next = match self.quiet_until {
+                Some(at) => self.shared.start + at,
+                None => Instant::now() + every,
+            };
             let fence_at = self.fence_point().filter(|at| *at > Instant::now());
+            let postmaster_exit = async {
+                match self.local.postmaster.as_mut() {
+                    Some(pm) => pm.wait_exit().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let mut new_state = false;
             tokio::select! {
                 _ = cancel.cancelled() => {}
-                _ = tokio::time::sleep(every) => {}
+                _ = tokio::time::sleep_until(next) => {}
                 _ = sleep_until_some(fence_at) => {}
                 _ = self.shared.wake.notified() => {}
-                _ = applied.changed() => self.local.status_due = true,
+                _ = applied.changed() => new_state = true,
+                _ = server.changed() => {}
+                _ = postmaster_exit => {}
             }
+            self.local.status_due |= new_state;
         }
         self.shutdown().await;
         Ok(())
@@ -282,12 +327,9 @@ impl Ha {
             }
         }
         self.upkeep(&obs).await;
+        self.quiet_until = self.quiet_until(&obs, &plan);
         let settled = pgquorum_core::ha::cadence::settled(&obs, &plan);
         self.local.status_due |= !settled;
-        let was_settled = self.shared.settled.swap(settled, std::sync::atomic::Ordering::SeqCst);
-        if was_settled && !settled {
-            self.shared.unsettled.notify_waiters();
-        }
         self.publish(&obs, now);
         self.shared.ticked();
         Ok(())
@@ -297,7 +339,7 @@ impl Ha {
     async fn upkeep(&mut self, obs: &pgquorum_core::ha::Observation) {
         self.arm_guard(obs).await;
         if self.local.postmaster.is_some() && self.local.task.is_none() && self.local.status.is_some() {
-            if let Err(e) = self.write_conf(obs).await {
+            if let Err(e) = self.write_conf(obs, true).await {
                 tracing::warn!("{e}");
             }
             let writable = self.local.status.as_ref().is_some_and(|s| !s.in_recovery);
@@ -345,6 +387,18 @@ impl Ha {
                 }
             }
         }));
+    }
+
+    /// While quiet (`cadence::quiet`), when the loop next needs to tick with nothing else
+    /// happening (loop time): the next deadline, and at the latest the next status reading.
+    fn quiet_until(&self, obs: &pgquorum_core::ha::Observation, plan: &Plan) -> Option<Duration> {
+        use pgquorum_core::ha::cadence;
+        if !cadence::quiet(obs, plan) {
+            return None;
+        }
+        let status_due = self.local.status_at.unwrap_or(obs.now) + self.cfg.status_interval;
+        let latest = status_due.max(obs.now + self.cfg.loop_interval);
+        Some(cadence::next_deadline(obs).map_or(latest, |d| d.min(latest)))
     }
 
     /// When this member must fence itself if no renewal lands first (`None`: no lease held).

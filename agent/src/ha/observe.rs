@@ -241,8 +241,7 @@ impl Ha {
             problem: self.local.problem.clone(),
         };
         self.shared.reports.put(report.clone(), now);
-        *self.shared.report.lock().expect("report lock is never poisoned") = Some(report.clone());
-        self.shared.published.send_replace(Some(report));
+        self.shared.set_report(report);
     }
 
     /// Timeline switches from `pg_wal/<tli>.history` (cached per timeline).

@@ -1,5 +1,6 @@
-//! Every member's last report, polled from each peer's `MemberStatus` (served from memory) at
-//! the HA loop's pace while anything changes, slower while this member is settled. Used by the coordinator (who is where, who stopped streaming) and by
+//! Every member's last report, followed with a long poll of each peer's `MemberStatus` (served
+//! from memory): a peer answers as soon as its report changes, and otherwise twice per
+//! staleness bound. Used by the coordinator (who is where, who stopped streaming) and by
 //! replicas (the primary's timeline history and address).
 
 use std::collections::BTreeMap;
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use pgquorum_core::MemberName;
 use pgquorum_core::ha::observation::{Report, Seen};
+use pgquorum_core::state::MemberNode;
 use pgquorum_proto::peer::MemberStatusRequest;
 use tokio_util::sync::CancellationToken;
 
@@ -47,14 +49,15 @@ impl Reports {
     }
 }
 
-/// How often peers are polled while this member is settled: a quarter of the time after which
-/// a report counts as stale, so one slow round never makes a live peer look unreachable.
-pub fn settled_every() -> Duration {
-    pgquorum_core::ha::HaConfig::default().report_stale_after / 4
+/// How long a peer holds a long poll while its report does not change: half the time after
+/// which a report counts as stale, so a live peer's report is always fresh.
+pub fn keepalive() -> Duration {
+    pgquorum_core::ha::HaConfig::default().report_stale_after / 2
 }
 
-/// Polls every other member until `cancel`: every `every` (the HA loop's interval) while this
-/// member is not settled, every [`settled_every`] while it is. `clock` gives the HA loop's time.
+/// Follows every other member's report until `cancel`, each with its own long poll
+/// ([`follow`]); the members are re-read `every` (the HA loop's interval) after Raft's
+/// membership or state changes, and every 10 s regardless. `clock` gives the HA loop's time.
 pub async fn poll(
     cluster: Cluster,
     shared: std::sync::Arc<super::Shared>,
@@ -62,39 +65,111 @@ pub async fn poll(
     clock: impl Fn() -> Duration + Send + Sync + 'static,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let reports = shared.reports.clone();
-    let clock = std::sync::Arc::new(clock);
+    let clock: Clock = std::sync::Arc::new(clock);
+    let mut following: BTreeMap<u64, (String, tokio::task::JoinHandle<()>)> = BTreeMap::new();
+    let mut members = cluster.node.raft.server_metrics();
     loop {
         let me = cluster.node.ident.node_id;
-        let calls = cluster.membership().nodes.into_iter().filter(|(id, _)| *id != me).map(|(_, node)| {
-            let cluster = cluster.clone();
-            let reports = reports.clone();
-            let clock = clock.clone();
-            async move {
-                let Ok(mut client) = cluster.peer_client(&node.grpc) else { return };
-                let mut req = tonic::Request::new(MemberStatusRequest {
-                    cluster_name: cluster.node.ident.cluster_name.to_string(),
-                });
-                req.set_timeout(Duration::from_millis(500));
-                if let Ok(Ok(reply)) =
-                    tokio::time::timeout(Duration::from_millis(600), client.member_status(req)).await
-                    && let Ok(report) = serde_json::from_slice::<Report>(&reply.get_ref().report)
-                    && report.member == node.name
-                {
-                    reports.put(report, clock());
-                }
+        let nodes: BTreeMap<u64, _> =
+            cluster.membership().nodes.into_iter().filter(|(id, _)| *id != me).collect();
+        following.retain(|id, (grpc, task)| {
+            let keep = nodes.get(id).is_some_and(|n| &n.grpc == grpc) && !task.is_finished();
+            if !keep {
+                task.abort();
             }
+            keep
         });
-        tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            _ = futures::future::join_all(calls) => {}
+        for (id, node) in nodes {
+            if let std::collections::btree_map::Entry::Vacant(e) = following.entry(id) {
+                let grpc = node.grpc.clone();
+                e.insert((grpc, tokio::spawn(follow(cluster.clone(), shared.clone(), node, clock.clone()))));
+            }
         }
-        let settled = shared.settled.load(std::sync::atomic::Ordering::SeqCst);
-        let pause = if settled { settled_every().max(every) } else { every };
         tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(pause) => {}
-            _ = shared.unsettled.notified(), if settled => {}
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            _ = openraft::async_runtime::watch::WatchReceiver::changed(&mut members) => {
+                tokio::time::sleep(every).await;
+            }
         }
     }
+    for (_, task) in following.values() {
+        task.abort();
+    }
+    Ok(())
+}
+
+type Clock = std::sync::Arc<dyn Fn() -> Duration + Send + Sync>;
+
+/// Follows one peer's report: a long poll that the peer answers when its report changes, and at
+/// least every [`keepalive`]. A changed report wakes the HA loop, and so does the moment the last
+/// report goes stale while the peer does not answer (a quiet loop does not tick to find out).
+/// After a failure (the peer is down, or unreachable) it tries again every [`keepalive`] / 2.
+async fn follow(cluster: Cluster, shared: std::sync::Arc<super::Shared>, node: MemberNode, clock: Clock) {
+    let keepalive = keepalive();
+    let stale_after = pgquorum_core::ha::HaConfig::default().report_stale_after;
+    let mut known = 0u64;
+    // When the last report arrived, and whether the loop was told it went stale since.
+    let (mut last_ok, mut told_stale) = (None::<tokio::time::Instant>, false);
+    loop {
+        let started = tokio::time::Instant::now();
+        let stale_at = last_ok.map(|t| t + stale_after + Duration::from_millis(1));
+        let call = ask(&cluster, &node, known, keepalive);
+        tokio::pin!(call);
+        let answer = loop {
+            tokio::select! {
+                answer = &mut call => break answer,
+                _ = super::sleep_until_some(stale_at), if !told_stale => {
+                    told_stale = true;
+                    shared.wake.notify_one();
+                }
+            }
+        };
+        let digest = match answer {
+            Some((report, digest)) => {
+                shared.reports.put(report, clock());
+                (last_ok, told_stale) = (Some(tokio::time::Instant::now()), false);
+                if digest != known {
+                    shared.wake.notify_one();
+                }
+                digest
+            }
+            None => 0,
+        };
+        // 0: the call failed, or the peer predates long polls (it answered at once).
+        if digest == 0 {
+            let retry = tokio::time::sleep_until(started + keepalive / 2);
+            tokio::pin!(retry);
+            let stale_at = last_ok.map(|t| t + stale_after + Duration::from_millis(1));
+            loop {
+                tokio::select! {
+                    _ = &mut retry => break,
+                    _ = super::sleep_until_some(stale_at), if !told_stale => {
+                        told_stale = true;
+                        shared.wake.notify_one();
+                    }
+                }
+            }
+        }
+        known = digest;
+    }
+}
+
+/// One `MemberStatus` call: the peer's report and digest, or `None` when it did not answer.
+async fn ask(cluster: &Cluster, node: &MemberNode, known: u64, wait: Duration) -> Option<(Report, u64)> {
+    let mut client = cluster.peer_client(&node.grpc).ok()?;
+    let mut req = tonic::Request::new(MemberStatusRequest {
+        cluster_name: cluster.node.ident.cluster_name.to_string(),
+        known,
+        wait_ms: if known == 0 { 0 } else { wait.as_millis() as u32 },
+    });
+    let limit = wait + Duration::from_millis(500);
+    req.set_timeout(limit);
+    let reply = tokio::time::timeout(limit + Duration::from_millis(100), client.member_status(req))
+        .await
+        .ok()?
+        .ok()?;
+    let reply = reply.into_inner();
+    let report = serde_json::from_slice::<Report>(&reply.report).ok().filter(|r| r.member == node.name)?;
+    Some((report, reply.digest))
 }

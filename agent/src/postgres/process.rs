@@ -49,6 +49,12 @@ impl Postmaster {
         self.child.try_wait().ok().flatten()
     }
 
+    /// Resolves when the postmaster exits (cancel-safe; [`Postmaster::exited`] then has the
+    /// status).
+    pub async fn wait_exit(&mut self) {
+        let _ = self.child.wait().await;
+    }
+
     fn signal(&self, sig: Signal) {
         if let Some(p) = i32::try_from(self.pid).ok().and_then(Pid::from_raw) {
             let _ = kill_process(p, sig);

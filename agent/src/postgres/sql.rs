@@ -73,6 +73,9 @@ fn lsn(v: Option<String>) -> Option<Lsn> {
 pub struct Sql {
     config: Config,
     client: Option<Client>,
+    /// The status query, prepared once per connection (parsed and planned once, not every
+    /// reading).
+    status_stmt: Option<tokio_postgres::Statement>,
 }
 
 impl Sql {
@@ -87,7 +90,7 @@ impl Sql {
             .dbname("postgres")
             .application_name("pgquorum-agent")
             .connect_timeout(Duration::from_secs(2));
-        Sql { config, client: None }
+        Sql { config, client: None, status_stmt: None }
     }
 
     /// Commits of this connection wait for the local WAL flush only, never for synchronous
@@ -102,10 +105,12 @@ impl Sql {
     /// Forgets the connection (after Postgres stopped).
     pub fn reset(&mut self) {
         self.client = None;
+        self.status_stmt = None;
     }
 
     async fn client(&mut self) -> Result<&Client, String> {
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            self.status_stmt = None;
             let (client, conn) = self.config.connect(NoTls).await.map_err(|e| e.to_string())?;
             tokio::spawn(async move {
                 let _ = conn.await;
@@ -122,7 +127,7 @@ impl Sql {
         let client = self.client().await?;
         let res = f(client).await;
         if res.is_err() {
-            self.client = None;
+            self.reset();
         }
         res.map_err(|e| match e.as_db_error() {
             Some(db) => db.message().to_string(),
@@ -132,7 +137,15 @@ impl Sql {
 
     /// Reads the status.
     pub async fn status(&mut self) -> Result<Status, String> {
-        let row = self.run(async |c| c.query_one(STATUS, &[]).await).await?;
+        let stmt = match self.status_stmt.clone() {
+            Some(stmt) if self.client.as_ref().is_some_and(|c| !c.is_closed()) => stmt,
+            _ => {
+                let stmt = self.run(async |c| c.prepare(STATUS).await).await?;
+                self.status_stmt = Some(stmt.clone());
+                stmt
+            }
+        };
+        let row = self.run(async |c| c.query_one(&stmt, &[]).await).await?;
         #[derive(serde::Deserialize)]
         struct Rep {
             name: Option<String>,

@@ -3,12 +3,20 @@
 //! Postgres ten times a second. A crashed postmaster is the agent's child and is noticed every
 //! tick without SQL, so slowing the status read never delays fencing or a restart in place.
 //!
-//! Owns the rule only (pure); the HA loop keeps the clock and does the reading.
+//! A quiet member (`quiet`: settled, and both its own and the coordinator's decision
+//! "steady") does not tick at the loop interval at all: it sleeps until `next_deadline`, the
+//! first moment a decision could change on time alone (a renewal due, the primary's lease
+//! running out on the coordinator), or until the status interval, and is woken at once by
+//! anything else that could change a decision (a new Raft state, leadership, a peer's changed
+//! or stale report, a finished renewal or task, Postgres exiting).
+//!
+//! Owns the rules only (pure); the HA loop keeps the clock, does the reading and the waking.
 
 use std::time::Duration;
 
 use crate::ha::Observation;
-use crate::ha::plan::{Action, Plan};
+use crate::ha::plan::{Action, Plan, Reason};
+use crate::ha::rules::lease::{free_at, renew_due_at};
 
 /// Whether a tick's plan and observation show a settled member: it only renewed (or held) its
 /// lease, the coordinator part had nothing to do, no long task runs, no switchover or manual
@@ -21,6 +29,32 @@ pub fn settled(obs: &Observation, plan: &Plan) -> bool {
         && obs.local.stop_streaming_for.is_none()
         && obs.cluster.switchover.is_none()
         && obs.cluster.failover.is_none()
+}
+
+/// Whether the member may sleep until [`next_deadline`] instead of ticking at the loop
+/// interval: settled, its own decision and the coordinator's (when it leads) are `Steady`.
+/// Everything else (waiting for a task, a backoff, a switchover, no primary) ticks as before.
+pub fn quiet(obs: &Observation, plan: &Plan) -> bool {
+    let steady = |r: &Reason| matches!(r, Reason::Steady | Reason::Witness);
+    settled(obs, plan)
+        && steady(&plan.member.reason)
+        && plan.coordinator.as_ref().is_none_or(|c| steady(&c.reason))
+}
+
+/// The first moment after `obs.now` at which a decision could change with nothing else
+/// happening: this primary's next renewal, and on the coordinator the moment the primary's
+/// lease may have run out. `None` when time alone changes nothing. (The fence point is the
+/// loop's own wake-up; a peer's report going stale is the peer follower's.)
+pub fn next_deadline(obs: &Observation) -> Option<Duration> {
+    let mut at = Vec::new();
+    at.extend(renew_due_at(obs));
+    if let (Some(c), Some(p)) = (&obs.coordinator, &obs.cluster.primary)
+        && !p.expired
+        && c.expired_epoch != Some(p.epoch)
+    {
+        at.push(free_at(obs, c));
+    }
+    at.into_iter().filter(|t| *t > obs.now).min()
 }
 
 /// Whether to read the status this tick: when a change asked for it (`forced`), when there is

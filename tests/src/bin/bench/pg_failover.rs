@@ -125,6 +125,11 @@ pub(crate) fn run(mode: &str, action: Action, trials: usize, logs: Option<PathBu
         let rest = others(&c, &new);
         c.wait_for_streaming(&[&rest[0], &rest[1]], T);
         let rejoin = t1.elapsed();
+        // The trial's window ends only once the writer is back on the new primary: with a fast
+        // switchover the replicas stream again before the writer's reconnect has landed.
+        if !writer.wait_acked_on(port_of(&c, &new)?, T) {
+            bail!("trial {n}: no write acknowledged by the new primary {new} within {T:?}");
+        }
         let events = timeline::events(&c, n, &new);
         done.push(Trial { old, old_port, new, kill_us, end_us: micros_now(), seen, rejoin, events });
         eprintln!("trial {n} of {trials}: primary {} -> {}", done[n - 1].old, done[n - 1].new);

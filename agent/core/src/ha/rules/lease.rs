@@ -56,7 +56,6 @@ pub fn holds_lease(obs: &Observation) -> bool {
 /// Postgres is writable without a valid lease. Returns the actions and, when fencing, why.
 /// (The executor records the granted epoch as fenced when it fences, so it is never renewed.)
 pub fn upkeep(obs: &Observation) -> (Vec<Action>, Option<Reason>) {
-    let ttl = obs.cluster.config.ttl;
     let granted = granted_epoch(obs);
     let stale_lease = obs.local.lease.is_some_and(|l| Some(l.epoch) != granted);
     let expiring = obs.local.lease.is_some_and(|l| Some(l.epoch) == granted && obs.now >= l.fence_at());
@@ -74,24 +73,32 @@ pub fn upkeep(obs: &Observation) -> (Vec<Action>, Option<Reason>) {
     if stale_lease {
         actions.push(Action::DropLease);
     }
-    if let Some(epoch) = granted
-        && obs.local.fenced_epoch != Some(epoch)
-        && obs.local.renewal_in_flight_since.is_none()
+    if let (Some(epoch), Some(at)) = (granted, renew_due_at(obs))
+        && obs.now >= at
     {
-        let retry = Duration::from_millis(100);
-        let due = match (obs.local.lease.filter(|l| l.epoch == epoch), obs.local.last_renewal_sent) {
-            (_, None) => true,
-            // Held: renew every ttl/3; after a failed attempt, retry quickly.
-            (Some(l), Some(sent)) if sent <= l.renewed_at => obs.now >= l.renew_at(ttl),
-            (Some(l), Some(sent)) => obs.now >= l.renew_at(ttl).max(sent + retry),
-            // Acquiring: retry quickly.
-            (None, Some(sent)) => obs.now >= sent + retry,
-        };
-        if due {
-            actions.push(Action::Renew { epoch });
-        }
+        actions.push(Action::Renew { epoch });
     }
     (actions, None)
+}
+
+/// When this member's next renewal is due (`None`: it renews nothing: no grant, the granted
+/// epoch was fenced, or a renewal is in flight). Renews every ttl/3 while it holds the lease,
+/// 100 ms after a failed renewal, and at once when it never sent one.
+pub fn renew_due_at(obs: &Observation) -> Option<Duration> {
+    let epoch = granted_epoch(obs)?;
+    if obs.local.fenced_epoch == Some(epoch) || obs.local.renewal_in_flight_since.is_some() {
+        return None;
+    }
+    let ttl = obs.cluster.config.ttl;
+    let retry = Duration::from_millis(100);
+    Some(match (obs.local.lease.filter(|l| l.epoch == epoch), obs.local.last_renewal_sent) {
+        (_, None) => Duration::ZERO,
+        // Held: renew every ttl/3; after a failed attempt, retry quickly.
+        (Some(l), Some(sent)) if sent <= l.renewed_at => l.renew_at(ttl),
+        (Some(l), Some(sent)) => l.renew_at(ttl).max(sent + retry),
+        // Acquiring: retry quickly.
+        (None, Some(sent)) => sent + retry,
+    })
 }
 
 /// Why the coordinator refuses to confirm a renewal.
@@ -127,11 +134,15 @@ pub fn may_confirm(
 /// which the primary's deadline has passed (`None` while it may still hold it). Uses the later
 /// of the last confirmation and this leader's election, plus ttl and margin.
 pub fn expired_for(obs: &Observation, c: &Coordinator) -> Option<Duration> {
-    let cfg = &obs.cluster.config;
+    obs.now.checked_sub(free_at(obs, c))
+}
+
+/// On the coordinator: the moment from which the current primary's lease has certainly run
+/// out (see [`expired_for`]).
+pub fn free_at(obs: &Observation, c: &Coordinator) -> Duration {
     let ttl = c.granted_ttl.unwrap_or_default().max(coordinator_ttl(&obs.cluster));
     let since = c.last_confirmed.map_or(c.leader_since, |t| t.max(c.leader_since));
-    let free_at = since + ttl + cfg.lease_margin;
-    obs.now.checked_sub(free_at)
+    since + ttl + obs.cluster.config.lease_margin
 }
 
 /// The ttl a coordinator must wait for the current grant (beyond what it confirmed itself): the

@@ -1,0 +1,172 @@
+//! The quiet loop (issue 10): a settled member sleeps until `cadence::next_deadline` instead of
+//! ticking every 100 ms. These tests pin what that deadline must cover: the primary's next
+//! renewal (after a confirmed one and after a failed one) and the moment the coordinator may
+//! expire the primary's lease (a peer's report going stale wakes the loop from the agent's peer
+//! follower); and a history test that a quiet primary
+//! whose renewals are answered never comes near its fence point, with the loop woken only where
+//! the agent wakes it.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use pgquorum_core::ha::cadence::{next_deadline, quiet};
+use pgquorum_core::ha::observation::{Coordinator, Lease, Observation, Postgres};
+use pgquorum_core::ha::plan::{Action, Decision, Plan, Reason};
+use pgquorum_core::ha::rules::lease::upkeep;
+use pgquorum_core::ha::{HaConfig, decide};
+use pgquorum_core::state::ClusterState;
+use pgquorum_core::{Epoch, UnixMillis};
+use support::{empty_local, grant, m, running};
+
+const EPOCH: Epoch = Epoch(2);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// m1 is the primary of `EPOCH` (ttl 1.5 s, margin 100 ms), running writable; m2 and m3 exist.
+fn primary_obs(now: Duration) -> Observation {
+    let mut cluster = ClusterState { epoch: EPOCH, cluster_id: Some("c".into()), ..ClusterState::default() };
+    cluster.primary = Some(grant(m("m1"), EPOCH, false, None));
+    cluster.config.ttl = ms(1500);
+    cluster.config.lease_margin = ms(100);
+    let mut local = empty_local();
+    let mut pg = running(false);
+    pg.slots = vec![m("m2").slot_name(), m("m3").slot_name()];
+    local.postgres = Postgres::Running(pg);
+    let peers = ["m1", "m2", "m3"].into_iter().map(|n| (m(n), None)).collect::<BTreeMap<_, _>>();
+    Observation { now, wall: UnixMillis(0), me: m("m1"), cluster, local, peers, coordinator: None }
+}
+
+fn steady_plan() -> Plan {
+    Plan { member: Decision::wait(Reason::Steady), coordinator: None }
+}
+
+#[test]
+fn a_held_lease_is_renewed_at_a_third_of_its_ttl() {
+    let mut obs = primary_obs(ms(100));
+    obs.local.lease = Some(Lease { epoch: EPOCH, renewed_at: ms(0), deadline: ms(1500) });
+    obs.local.last_renewal_sent = Some(ms(0));
+    assert_eq!(next_deadline(&obs), Some(ms(500)));
+    // While a renewal is in flight its answer wakes the loop; time alone does not.
+    obs.local.renewal_in_flight_since = Some(ms(90));
+    assert_eq!(next_deadline(&obs), None);
+}
+
+#[test]
+fn a_failed_renewal_is_retried_100_ms_after_it_was_sent() {
+    // Renewed at 0, the renewal sent at 500 failed (its answer came at 520, a refusal).
+    let mut obs = primary_obs(ms(520));
+    obs.local.lease = Some(Lease { epoch: EPOCH, renewed_at: ms(0), deadline: ms(1500) });
+    obs.local.last_renewal_sent = Some(ms(500));
+    assert_eq!(next_deadline(&obs), Some(ms(600)));
+    // A retry that is already due is planned in the same tick, never left to a deadline.
+    obs.now = ms(650);
+    assert!(upkeep(&obs).0.contains(&Action::Renew { epoch: EPOCH }));
+}
+
+#[test]
+fn the_coordinator_wakes_when_the_primary_lease_may_have_run_out() {
+    let mut obs = primary_obs(ms(3000));
+    obs.me = m("m2");
+    obs.local.postgres = Postgres::Running(running(true));
+    obs.coordinator = Some(Coordinator {
+        leader_since: ms(0),
+        epoch_since: ms(0),
+        last_confirmed: Some(ms(2800)),
+        granted_ttl: Some(ms(1500)),
+        expired_epoch: None,
+        stop_requested: None,
+        voters: vec![m("m1"), m("m2"), m("m3")],
+        caught_up: Vec::new(),
+        last_primary_lsn: None,
+        last_transfer: None,
+    });
+    // Last confirmed at 2.8 s: free at 2.8 + 1.5 + 0.1 s.
+    assert_eq!(next_deadline(&obs), Some(ms(4400)));
+}
+
+#[test]
+fn only_a_steady_member_and_coordinator_are_quiet() {
+    let obs = primary_obs(ms(100));
+    assert!(quiet(&obs, &steady_plan()));
+    let renew = Plan {
+        member: Decision::act(Reason::Steady, vec![Action::Renew { epoch: EPOCH }]),
+        coordinator: None,
+    };
+    assert!(quiet(&obs, &renew), "renewing is part of being steady");
+    let backing_off = Plan { member: Decision::wait(Reason::BackingOff), coordinator: None };
+    assert!(!quiet(&obs, &backing_off), "a backoff ends on a timer the deadline does not know");
+    let coordinating = Plan {
+        member: Decision::wait(Reason::Steady),
+        coordinator: Some(Decision::wait(Reason::WaitingForReplicas)),
+    };
+    assert!(!quiet(&obs, &coordinating));
+    let fencing =
+        Plan { member: Decision::act(Reason::LeaseExpiring, vec![Action::Fence]), coordinator: None };
+    assert!(!quiet(&obs, &fencing));
+}
+
+/// A quiet primary whose renewals are answered within `latency` is woken only where the agent
+/// wakes it (its deadline, its fence point, a renewal's answer, the status interval): over a
+/// minute, every renewal starts on time and the lease never comes within 500 ms of its fence
+/// point (with the old 100 ms tick the margin was the same).
+#[test]
+fn a_quiet_primary_renews_on_time_and_never_nears_its_fence_point() {
+    for latency in [1u64, 15, 40, 120] {
+        let mut obs = primary_obs(ms(0));
+        obs.local.lease = Some(Lease { epoch: EPOCH, renewed_at: ms(0), deadline: ms(1500) });
+        obs.local.last_renewal_sent = Some(ms(0));
+        let mut ticks = (0, 0); // (quiet, all)
+        let mut in_flight: Option<(Duration, Duration)> = None; // (sent, answered at)
+        let mut closest = Duration::MAX;
+        let mut renewals = 0;
+        while obs.now < ms(60_000) {
+            if let Some((sent, at)) = in_flight
+                && obs.now >= at
+            {
+                obs.local.lease = Some(Lease { epoch: EPOCH, renewed_at: sent, deadline: sent + ms(1500) });
+                obs.local.renewal_in_flight_since = None;
+                in_flight = None;
+            }
+            let plan = decide(&obs, &HaConfig::default());
+            if plan.member.actions.contains(&Action::Fence) {
+                panic!("latency {latency} ms: fenced at {:?}", obs.now);
+            }
+            if plan.member.actions.contains(&Action::Renew { epoch: EPOCH }) {
+                if let Some(l) = obs.local.lease {
+                    assert!(obs.now <= l.renew_at(ms(1500)) + ms(1), "late renewal at {:?}", obs.now);
+                }
+                obs.local.last_renewal_sent = Some(obs.now);
+                obs.local.renewal_in_flight_since = Some(obs.now);
+                in_flight = Some((obs.now, obs.now + ms(latency)));
+                renewals += 1;
+            }
+            if let Some(l) = obs.local.lease {
+                closest = closest.min(l.fence_at().saturating_sub(obs.now));
+            }
+            // The next wake-up: as the agent's loop picks it.
+            let mut next = vec![obs.now + ms(1000)];
+            ticks.1 += 1;
+            if quiet(&obs, &plan) {
+                ticks.0 += 1;
+                next.extend(next_deadline(&obs));
+            } else {
+                next.push(obs.now + ms(100));
+            }
+            next.extend(obs.local.lease.map(|l| l.fence_at()));
+            next.extend(in_flight.map(|(_, at)| at));
+            obs.now = next.into_iter().filter(|t| *t > obs.now).min().expect("always a next wake-up");
+        }
+        assert!(
+            ticks.0 * 10 >= ticks.1 * 9,
+            "latency {latency} ms: quiet in only {ticks:?} (quiet, all) ticks; {plan:?}",
+            plan = decide(&obs, &HaConfig::default())
+        );
+        assert!(ticks.1 <= 400, "latency {latency} ms: {} ticks in a minute", ticks.1);
+        assert!(renewals >= 110, "latency {latency} ms: only {renewals} renewals in a minute");
+        assert!(closest >= ms(500), "latency {latency} ms: came within {closest:?} of the fence point");
+    }
+}
