@@ -30,16 +30,16 @@ fn ttl_and_lease_margin_changes_under_a_writer_never_fence_or_fail_over_the_prim
     }
     let writer = Writer::start(conninfo(&c.postgres_addresses(), true), Duration::from_millis(20), 1, T);
     // The changes of the report first (1.5 s → 5 s, then down to the minimum and back up),
-    // then random ones within the allowed range (3 × the default 500 ms election timeout).
+    // then random ones within the allowed range (3 × the default 400 ms election timeout).
     let mut changes: Vec<Vec<String>> = vec![
         vec!["ttl=5s".into()],
-        vec!["ttl=1500ms".into(), "lease_margin=50ms".into()],
+        vec!["ttl=1200ms".into(), "lease_margin=50ms".into()],
         vec!["ttl=3s".into()],
     ];
     let mut rng = Rng::new(0x11);
     let mut ttl = Duration::from_secs(3);
     for _ in 0..5 {
-        let change = random_change(&mut rng, Duration::from_millis(1500), ttl);
+        let change = random_change(&mut rng, Duration::from_millis(1200), ttl);
         if let Some(t) = change.iter().find_map(|s| s.strip_prefix("ttl=")) {
             ttl = pgquorum_core_duration(t);
         }
@@ -79,7 +79,7 @@ fn pgquorum_core_duration(text: &str) -> Duration {
 
 #[test]
 fn dynamic_ttl_below_three_election_timeouts_of_any_member_is_refused() {
-    // m3 waits longer for elections than the others (500 ms): the cluster's ttl must be at
+    // m3 waits longer for elections than the others (400 ms): the cluster's ttl must be at
     // least 3 × 700 ms.
     let mut opts = ClusterOptions::raft_only(3);
     opts.settings.push("bootstrap.ttl=3s".into());

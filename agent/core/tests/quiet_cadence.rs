@@ -49,10 +49,10 @@ fn a_held_lease_is_renewed_at_a_third_of_its_ttl() {
     let mut obs = primary_obs(ms(100));
     obs.local.lease = Some(Lease { epoch: EPOCH, renewed_at: ms(0), deadline: ms(1500) });
     obs.local.last_renewal_sent = Some(ms(0));
-    assert_eq!(next_deadline(&obs), Some(ms(500)));
+    assert_eq!(next_deadline(&obs, &HaConfig::default()), Some(ms(500)));
     // While a renewal is in flight its answer wakes the loop; time alone does not.
     obs.local.renewal_in_flight_since = Some(ms(90));
-    assert_eq!(next_deadline(&obs), None);
+    assert_eq!(next_deadline(&obs, &HaConfig::default()), None);
 }
 
 #[test]
@@ -61,7 +61,7 @@ fn a_failed_renewal_is_retried_100_ms_after_it_was_sent() {
     let mut obs = primary_obs(ms(520));
     obs.local.lease = Some(Lease { epoch: EPOCH, renewed_at: ms(0), deadline: ms(1500) });
     obs.local.last_renewal_sent = Some(ms(500));
-    assert_eq!(next_deadline(&obs), Some(ms(600)));
+    assert_eq!(next_deadline(&obs, &HaConfig::default()), Some(ms(600)));
     // A retry that is already due is planned in the same tick, never left to a deadline.
     obs.now = ms(650);
     assert!(upkeep(&obs).0.contains(&Action::Renew { epoch: EPOCH }));
@@ -85,7 +85,25 @@ fn the_coordinator_wakes_when_the_primary_lease_may_have_run_out() {
         last_transfer: None,
     });
     // Last confirmed at 2.8 s: free at 2.8 + 1.5 + 0.1 s.
-    assert_eq!(next_deadline(&obs), Some(ms(4400)));
+    assert_eq!(next_deadline(&obs, &HaConfig::default()), Some(ms(4400)));
+    // A new primary's young window (2 ttl from the grant) ends before that.
+    obs.coordinator.as_mut().expect("coordinator").epoch_since = ms(1000);
+    assert_eq!(next_deadline(&obs, &HaConfig::default()), Some(ms(4000)));
+    // And a leadership transfer is tried again `transfer_interval` after the last.
+    obs.coordinator.as_mut().expect("coordinator").last_transfer = Some(ms(1500));
+    assert_eq!(
+        next_deadline(&obs, &HaConfig::default()),
+        Some(ms(1500) + HaConfig::default().transfer_interval)
+    );
+}
+
+#[test]
+fn a_stop_streaming_request_for_an_earlier_epoch_does_not_keep_a_member_busy() {
+    let mut obs = primary_obs(ms(100));
+    obs.local.stop_streaming_for = Some(EPOCH);
+    assert!(!quiet(&obs, &steady_plan()), "the request for the current epoch stands");
+    obs.local.stop_streaming_for = Some(Epoch(EPOCH.0 - 1));
+    assert!(quiet(&obs, &steady_plan()), "a request for the previous primary is history");
 }
 
 #[test]
@@ -152,7 +170,7 @@ fn a_quiet_primary_renews_on_time_and_never_nears_its_fence_point() {
             ticks.1 += 1;
             if quiet(&obs, &plan) {
                 ticks.0 += 1;
-                next.extend(next_deadline(&obs));
+                next.extend(next_deadline(&obs, &HaConfig::default()));
             } else {
                 next.push(obs.now + ms(100));
             }

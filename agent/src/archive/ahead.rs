@@ -1,4 +1,5 @@
-//! Read-ahead: while this member archives, look at `pg_wal/archive_status/*.ready` and start
+//! Read-ahead: while this member archives, look at `pg_wal/archive_status/*.ready` (every
+//! 200 ms while files wait; when Postgres pushes one, or every 2 s, while none does) and start
 //! uploading those files before Postgres asks, up to `archive.parallel` at once, so a busy
 //! primary's `wal-push` usually finds its file already stored. Also measures the backlog
 //! (files ready, age of the oldest) for status and metrics.
@@ -69,9 +70,16 @@ pub async fn run(archive: Arc<Archive>, pg_wal: PathBuf, every: Duration, cancel
                 });
             }
         }
+        // Nothing waiting: look again when Postgres asks to archive something, or after
+        // `IDLE_EVERY` (an idle member does not list pg_wal five times a second).
+        let pause = if ready.is_empty() { IDLE_EVERY } else { every };
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(pause) => {}
+            _ = archive.activity.notified() => {}
         }
     }
 }
+
+/// How often the read-ahead looks while nothing is waiting (Postgres's own push wakes it).
+const IDLE_EVERY: Duration = Duration::from_secs(2);

@@ -71,6 +71,8 @@ pub struct Archive {
     limit: tokio::sync::Semaphore,
     /// Segments fetched ahead for `restore_command`.
     pub(super) prefetch: super::fetch::Prefetch,
+    /// Postgres asked to archive a file (wakes an idle read-ahead).
+    pub(super) activity: tokio::sync::Notify,
 }
 
 impl Archive {
@@ -95,6 +97,7 @@ impl Archive {
             checked: tokio::sync::Mutex::new(None),
             limit: tokio::sync::Semaphore::new(parallel),
             prefetch: Default::default(),
+            activity: tokio::sync::Notify::new(),
         })
     }
 
@@ -110,6 +113,7 @@ impl Archive {
         if wal_kind(&name).is_none() {
             return Err(PushError::refused(format!("{name:?} is not a WAL file name Postgres archives")));
         }
+        self.activity.notify_one();
         if !self.role.archives() {
             return self.confirm_stored(&name, path).await;
         }

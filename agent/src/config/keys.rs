@@ -197,7 +197,7 @@ pub const AGENT_KEYS: &[KeyDef] = &[
     },
     KeyDef {
         key: "raft.election_timeout_min",
-        default: "300ms",
+        default: "200ms",
         help: "Lower bound of the randomised Raft election timeout.",
         set: |c, k, v| {
             c.raft.election_timeout_min = dur(k, v)?;
@@ -206,7 +206,7 @@ pub const AGENT_KEYS: &[KeyDef] = &[
     },
     KeyDef {
         key: "raft.election_timeout_max",
-        default: "500ms",
+        default: "400ms",
         help: "Upper bound of the randomised Raft election timeout. The lease ttl must be at least 3 times this.",
         set: |c, k, v| {
             c.raft.election_timeout_max = dur(k, v)?;

@@ -250,6 +250,8 @@ impl Ha {
         let every = self.cfg.loop_interval;
         let mut applied = self.cluster.node.sm.subscribe();
         let mut server = self.cluster.node.raft.server_metrics();
+        // Raft's metrics close when Raft stops (the daemon then ends the agent): stop watching.
+        let mut raft_running = true;
         while !cancel.is_cancelled() {
             self.tick().await?;
             // Tick every loop interval, or, while quiet, at the next deadline only (`cadence`).
@@ -275,7 +277,7 @@ impl Ha {
                 _ = sleep_until_some(fence_at) => {}
                 _ = self.shared.wake.notified() => {}
                 _ = applied.changed() => new_state = true,
-                _ = server.changed() => {}
+                changed = server.changed(), if raft_running => raft_running = changed.is_ok(),
                 _ = postmaster_exit => {}
             }
             self.local.status_due |= new_state;
@@ -390,15 +392,18 @@ impl Ha {
     }
 
     /// While quiet (`cadence::quiet`), when the loop next needs to tick with nothing else
-    /// happening (loop time): the next deadline, and at the latest the next status reading.
+    /// happening (loop time): the next deadline, the next status reading, and at the latest
+    /// half the staleness bound after this tick, so this member's own published report (which
+    /// status, health checks and the core read) is never stale.
     fn quiet_until(&self, obs: &pgquorum_core::ha::Observation, plan: &Plan) -> Option<Duration> {
         use pgquorum_core::ha::cadence;
-        if !cadence::quiet(obs, plan) {
+        if !cadence::quiet(obs, plan) || self.local.status_due {
             return None;
         }
         let status_due = self.local.status_at.unwrap_or(obs.now) + self.cfg.status_interval;
-        let latest = status_due.max(obs.now + self.cfg.loop_interval);
-        Some(cadence::next_deadline(obs).map_or(latest, |d| d.min(latest)))
+        let latest =
+            status_due.max(obs.now + self.cfg.loop_interval).min(obs.now + self.hacfg.report_stale_after / 2);
+        Some(cadence::next_deadline(obs, &self.hacfg).map_or(latest, |d| d.min(latest)))
     }
 
     /// When this member must fence itself if no renewal lands first (`None`: no lease held).

@@ -108,7 +108,8 @@ type Clock = std::sync::Arc<dyn Fn() -> Duration + Send + Sync>;
 async fn follow(cluster: Cluster, shared: std::sync::Arc<super::Shared>, node: MemberNode, clock: Clock) {
     let keepalive = keepalive();
     let stale_after = pgquorum_core::ha::HaConfig::default().report_stale_after;
-    let mut known = 0u64;
+    // The digest the peer sent (for its long poll) and that of the content last seen.
+    let (mut known, mut seen) = (0u64, 0u64);
     // When the last report arrived, and whether the loop was told it went stale since.
     let (mut last_ok, mut told_stale) = (None::<tokio::time::Instant>, false);
     loop {
@@ -127,9 +128,12 @@ async fn follow(cluster: Cluster, shared: std::sync::Arc<super::Shared>, node: M
         };
         let digest = match answer {
             Some((report, digest)) => {
+                // Compared by content here too: a peer that predates long polls sends no digest.
+                let content = super::report_digest(&report);
                 shared.reports.put(report, clock());
                 (last_ok, told_stale) = (Some(tokio::time::Instant::now()), false);
-                if digest != known {
+                if content != seen {
+                    seen = content;
                     shared.wake.notify_one();
                 }
                 digest

@@ -45,8 +45,8 @@ impl Default for RaftSettings {
     fn default() -> Self {
         RaftSettings {
             heartbeat_interval: Duration::from_millis(100),
-            election_timeout_min: Duration::from_millis(300),
-            election_timeout_max: Duration::from_millis(500),
+            election_timeout_min: Duration::from_millis(200),
+            election_timeout_max: Duration::from_millis(400),
             snapshot_every: 1000,
         }
     }

@@ -15,18 +15,20 @@
 use std::time::Duration;
 
 use crate::ha::Observation;
+use crate::ha::config::HaConfig;
 use crate::ha::plan::{Action, Plan, Reason};
 use crate::ha::rules::lease::{free_at, renew_due_at};
 
 /// Whether a tick's plan and observation show a settled member: it only renewed (or held) its
 /// lease, the coordinator part had nothing to do, no long task runs, no switchover or manual
-/// failover is pending and no stop-streaming request stands. Anything else may be waiting for
+/// failover is pending and no stop-streaming request stands (one for an epoch older than the
+/// current grant's is history: it was for the primary before this one). Anything else may be waiting for
 /// Postgres to change, so the next tick reads the status again.
 pub fn settled(obs: &Observation, plan: &Plan) -> bool {
     plan.member.actions.iter().all(|a| matches!(a, Action::Renew { .. }))
         && plan.coordinator.as_ref().is_none_or(|c| c.actions.is_empty())
         && obs.local.task.is_none()
-        && obs.local.stop_streaming_for.is_none()
+        && obs.local.stop_streaming_for.is_none_or(|e| e < obs.cluster.epoch)
         && obs.cluster.switchover.is_none()
         && obs.cluster.failover.is_none()
 }
@@ -43,9 +45,10 @@ pub fn quiet(obs: &Observation, plan: &Plan) -> bool {
 
 /// The first moment after `obs.now` at which a decision could change with nothing else
 /// happening: this primary's next renewal, and on the coordinator the moment the primary's
-/// lease may have run out. `None` when time alone changes nothing. (The fence point is the
+/// lease may have run out, the end of a new primary's young window and the next leadership
+/// transfer attempt. `None` when time alone changes nothing. (The fence point is the
 /// loop's own wake-up; a peer's report going stale is the peer follower's.)
-pub fn next_deadline(obs: &Observation) -> Option<Duration> {
+pub fn next_deadline(obs: &Observation, cfg: &HaConfig) -> Option<Duration> {
     let mut at = Vec::new();
     at.extend(renew_due_at(obs));
     if let (Some(c), Some(p)) = (&obs.coordinator, &obs.cluster.primary)
@@ -53,6 +56,10 @@ pub fn next_deadline(obs: &Observation) -> Option<Duration> {
         && c.expired_epoch != Some(p.epoch)
     {
         at.push(free_at(obs, c));
+        // The end of a new primary's young window (`sync::target`), and the next leadership
+        // transfer attempt off the primary's member.
+        at.push(c.epoch_since + obs.cluster.config.ttl * 2);
+        at.extend(c.last_transfer.map(|t| t + cfg.transfer_interval));
     }
     at.into_iter().filter(|t| *t > obs.now).min()
 }
