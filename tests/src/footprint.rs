@@ -31,6 +31,8 @@ pub struct Sample {
     pub pss_kb: u64,
     /// Private pages in kB (clean and dirty): what this process alone holds.
     pub private_kb: u64,
+    /// Context switches of all its threads so far ([`context_switches`]).
+    pub switches: u64,
 }
 
 fn field(text: &str, key: &str) -> Option<u64> {
@@ -57,7 +59,21 @@ pub fn sample(pid: u32) -> Result<Sample> {
         write_bytes: get(&io, "write_bytes:")?,
         pss_kb: get(&rollup, "Pss:")?,
         private_kb: get(&rollup, "Private_Clean:")? + get(&rollup, "Private_Dirty:")?,
+        switches: context_switches(pid)?,
     })
+}
+
+/// How many times the threads of process `pid` went to sleep of their own accord (voluntary
+/// context switches): each ends in a wake-up, the thing an idle agent must do rarely (issue 10).
+/// Preemptions are left out (they grow with the machine's load, not with the agent's design);
+/// threads that exited are not counted.
+pub fn context_switches(pid: u32) -> Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).with_context(|| format!("/proc/{pid}/task"))? {
+        let Ok(status) = std::fs::read_to_string(task?.path().join("status")) else { continue };
+        total += field(&status, "voluntary_ctxt_switches:").unwrap_or(0);
+    }
+    Ok(total)
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`; 100 when it does not answer).

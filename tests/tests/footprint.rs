@@ -1,6 +1,6 @@
 //! End-to-end guard on what an idle member costs (issue 10): an idle member's agent reads its
-//! Postgres over SQL about once per `ha.status_interval`, not on every 100 ms tick, and the agent
-//! and its fence guard stay small. The bounds are several times the expected values and far
+//! Postgres over SQL about once per `ha.status_interval`, not on every 100 ms tick, wakes up a
+//! bounded number of times a second, and the agent and its fence guard stay small. The bounds are several times the expected values and far
 //! below what the agent cost before (10 status queries a second, 36 MB), so neither noise on a
 //! loaded machine nor a debug build trips them, but a return to per-tick SQL or to a large
 //! table built at start-up does.
@@ -25,6 +25,11 @@ const MAX_GUARD_MIB: u64 = 4;
 /// `pgquorum-fence-guard` executable holds about 2.3 MiB even in a debug build; the agent
 /// binary run as the guard (what it replaced) held 6-7 MiB.
 const MAX_GUARD_RSS_MIB: u64 = 3;
+/// Most wake-ups (voluntary context switches of all its threads) per second of an idle agent:
+/// 81-111 a second in a release build with the quiet loop, long polls and openraft ticking twice
+/// per heartbeat; 190-284 before (openraft ticking every 10 ms, the loop every 100 ms, four polls
+/// a second per peer), measured in the same run (BENCHMARKS.md, issue 10, fourth session).
+const MAX_WAKES_PER_SECOND: f64 = 160.0;
 
 /// The cluster's epoch (it changes with every failover).
 fn epoch(c: &mut Cluster) -> u64 {
@@ -50,24 +55,41 @@ fn idle_members_query_postgres_about_once_a_second_and_stay_small() {
     let mut idle_window = None;
     for _ in 0..3 {
         let e0 = epoch(&mut c);
-        let before: Vec<usize> = (0..logs.len()).map(count).collect();
+        let wakes = || -> Vec<u64> {
+            c.agents
+                .iter()
+                .map(|a| footprint::context_switches(a.pid().expect("agent running")).expect("/proc"))
+                .collect()
+        };
+        let (before, wakes_before) = ((0..logs.len()).map(count).collect::<Vec<_>>(), wakes());
         let t = Instant::now();
         std::thread::sleep(WINDOW);
-        let after: Vec<usize> = (0..logs.len()).map(count).collect();
+        let (after, wakes_after) = ((0..logs.len()).map(count).collect::<Vec<_>>(), wakes());
         if epoch(&mut c) == e0 && e0 > 0 {
-            idle_window = Some((before, after, t.elapsed().as_secs_f64()));
+            let woke: Vec<u64> =
+                wakes_after.iter().zip(&wakes_before).map(|(a, b)| a.saturating_sub(*b)).collect();
+            idle_window = Some((before, after, woke, t.elapsed().as_secs_f64()));
             break;
         }
         c.wait_for_primary(T);
     }
-    let (before, after, secs) = idle_window.expect("the cluster failed over in each of 3 windows of 30 s");
+    let (before, after, woke, secs) =
+        idle_window.expect("the cluster failed over in each of 3 windows of 30 s");
     for (i, a) in c.agents.iter().enumerate() {
         let ran = after[i].saturating_sub(before[i]) as f64;
         let m = footprint::member(a.pid().expect("agent running"), &a.pgdata()).expect("sample");
         let guard = m.guard.expect("fence guard running");
+        let wakes = woke[i] as f64 / secs;
         eprintln!(
-            "{}: {ran} statements in {secs:.1} s; agent RSS {} kB (anon {} kB); guard RSS {} kB (anon {} kB)",
+            "{}: {ran} statements in {secs:.1} s; agent {wakes:.0} wake-ups/s, RSS {} kB (anon {} kB); guard RSS {} kB \
+             (anon {} kB)",
             a.name, m.agent.rss_kb, m.agent.anon_kb, guard.rss_kb, guard.anon_kb
+        );
+        assert!(
+            wakes <= MAX_WAKES_PER_SECOND,
+            "{}: the idle agent woke {wakes:.0} times a second (at most {MAX_WAKES_PER_SECOND} expected): is \
+             something polling or ticking fast again (openraft's tick, the HA loop, peer polls)?",
+            a.name
         );
         assert!(
             ran <= MAX_PER_SECOND * secs,

@@ -48,12 +48,13 @@ pub(crate) fn run(seconds: u64, settle: u64, log_statements: bool) -> Result<()>
     let pct = |ticks: u64| 100.0 * ticks as f64 / tck / window;
     println!("primary {primary}; window {window:.1} s; CLK_TCK {tck}; memory in MiB; CPU in % of one core");
     println!(
-        "{:<4} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>9} {:>9} {:>9}",
+        "{:<4} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>9} {:>9} {:>9}",
         "mbr",
         "agRSS",
         "agAnon",
         "agHWM",
         "agCPU%",
+        "agWake/s",
         "grdRSS",
         "grdPSS",
         "grdPriv",
@@ -74,12 +75,13 @@ pub(crate) fn run(seconds: u64, settle: u64, log_statements: bool) -> Result<()>
         let pg = footprint::postgres_ticks(b, e);
         let sql = tx1.saturating_sub(*tx0) as f64 * 60.0 / window;
         println!(
-            "{:<4} {:>7.1} {:>7.1} {:>7.1} {:>7.2} {:>7.1} {:>7.1} {:>7.1} {:>7.2} {:>7.2} {:>7.2} {:>8.0} {:>9} {:>9} {:>9}",
+            "{:<4} {:>7.1} {:>7.1} {:>7.1} {:>7.2} {:>7.0} {:>7.1} {:>7.1} {:>7.1} {:>7.2} {:>7.2} {:>7.2} {:>8.0} {:>9} {:>9} {:>9}",
             a.name,
             mib(e.agent.rss_kb),
             mib(e.agent.anon_kb),
             mib(e.agent.hwm_kb),
             pct(agent),
+            e.agent.switches.saturating_sub(b.agent.switches) as f64 / window,
             e.guard.as_ref().map_or(0.0, |g| mib(g.rss_kb)),
             e.guard.as_ref().map_or(0.0, |g| mib(g.pss_kb)),
             e.guard.as_ref().map_or(0.0, |g| mib(g.private_kb)),
@@ -93,8 +95,12 @@ pub(crate) fn run(seconds: u64, settle: u64, log_statements: bool) -> Result<()>
         );
     }
     println!("ag = agent, grd = fence guard, pg = every process of the member's Postgres (reaped");
-    println!("backends included); PSS = shared pages divided among the processes mapping them (the");
-    println!("guard maps the agent's own binary and libc); Priv = pages the guard alone holds;");
+    println!("backends included); agWake/s = voluntary context switches of the agent's threads per");
+    println!(
+        "second (each ends in a wake-up; an idle agent's CPU goes mostly to these); PSS = shared pages divided"
+    );
+    println!("among the processes mapping them (the guard maps the agent's own binary and libc);");
+    println!("Priv = pages the guard alone holds;");
     println!("SQL/min = statements Postgres logged (only with --log-statements);");
     println!("Write = bytes that reached the storage layer (/proc/<pid>/io)");
     Ok(())
