@@ -299,7 +299,8 @@ pub const POSTGRES_KEYS: &[KeyDef] = &[
     KeyDef {
         key: "ha.loop_interval",
         default: "100ms",
-        help: "How often the HA loop observes and decides.",
+        help: "How often the HA loop observes and decides while anything changes (a quiet member \
+               sleeps until its next deadline).",
         set: |c, k, v| {
             let d: Duration = duration::parse(v).map_err(|e| format!("{k}: {e}"))?;
             c.loop_interval = d;
@@ -310,7 +311,7 @@ pub const POSTGRES_KEYS: &[KeyDef] = &[
         key: "ha.status_interval",
         default: "1s",
         help: "How often a quiet member queries its Postgres's status over SQL (every loop tick while \
-               anything is changing; a crashed postmaster is noticed every tick without SQL).",
+               anything is changing; a postmaster that exits wakes the agent at once).",
         set: |c, k, v| {
             let d: Duration = duration::parse(v).map_err(|e| format!("{k}: {e}"))?;
             c.status_interval = d;
