@@ -46,12 +46,39 @@ fn shared_copy(p: &std::path::Path) -> std::io::Result<PathBuf> {
     for d in [dir.parent().expect("has a parent"), dir.as_path()] {
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
     }
+    // Marked as in use (a long run that keeps starting agents keeps its copy), then the others
+    // pruned.
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.set_modified(std::time::SystemTime::now());
+    }
+    prune_old_copies(dir.parent().expect("has a parent"), &dir);
     // The agent starts its fence guard from its own directory: it goes along.
     let guard = p.with_file_name("pgquorum-fence-guard");
     if p.file_name().is_some_and(|n| n == "pgquorum-agent") && guard.exists() {
         place(&guard, &dir)?;
     }
     place(p, &dir)
+}
+
+/// Removes the copies of earlier builds (each rebuild makes a new directory, and a hard link
+/// keeps the old binary's ~100 MB alive: a day of test runs filled the disk). A directory not
+/// used for 3 hours (every lookup marks its own) belongs to no run still going; errors are
+/// ignored (another process may be pruning too).
+fn prune_old_copies(root: &std::path::Path, keep: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    let old = std::time::Duration::from_secs(3 * 3600);
+    for e in entries.flatten() {
+        let path = e.path();
+        let stale = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|a| a > old);
+        if path != keep && stale {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
 }
 
 /// Hard-links (or copies) `p` into `dir` under its own name, once.
