@@ -1,7 +1,7 @@
 //! How often the agent reads its Postgres's status over SQL. Every tick while anything is
 //! changing; at a slower interval once the member is settled, so an idle member does not query
-//! Postgres ten times a second. A crashed postmaster is the agent's child and is noticed every
-//! tick without SQL, so slowing the status read never delays fencing or a restart in place.
+//! Postgres ten times a second. A postmaster that exits is the agent's child and wakes the loop
+//! without SQL, so slowing the status read never delays fencing or a restart in place.
 //!
 //! A quiet member (`quiet`: settled, and both its own and the coordinator's decision
 //! "steady") does not tick at the loop interval at all: it sleeps until `next_deadline`, the
@@ -22,8 +22,8 @@ use crate::ha::rules::lease::{free_at, renew_due_at};
 /// Whether a tick's plan and observation show a settled member: it only renewed (or held) its
 /// lease, the coordinator part had nothing to do, no long task runs, no switchover or manual
 /// failover is pending and no stop-streaming request stands (one for an epoch older than the
-/// current grant's is history: it was for the primary before this one). Anything else may be waiting for
-/// Postgres to change, so the next tick reads the status again.
+/// current grant's is history: it was for the primary before this one). Anything else may be
+/// waiting for Postgres to change, so the next tick reads the status again.
 pub fn settled(obs: &Observation, plan: &Plan) -> bool {
     plan.member.actions.iter().all(|a| matches!(a, Action::Renew { .. }))
         && plan.coordinator.as_ref().is_none_or(|c| c.actions.is_empty())
