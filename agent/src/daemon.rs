@@ -261,18 +261,16 @@ fn guards(cfg: &AgentConfig) -> (Guard, Guard) {
 async fn watch_raft(node: RaftNode, cancel: CancellationToken) -> anyhow::Result<()> {
     use openraft::async_runtime::watch::WatchReceiver;
     let mut server = node.raft.server_metrics();
+    let stopped = || node.raft.metrics().borrow_watched().running_state.clone().err();
     loop {
-        if let Err(e) = &node.raft.metrics().borrow_watched().running_state {
+        if let Some(e) = stopped() {
             anyhow::bail!("Raft stopped: {e}");
         }
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             changed = server.changed() => {
                 if changed.is_err() && !cancel.is_cancelled() {
-                    if let Err(e) = &node.raft.metrics().borrow_watched().running_state {
-                        anyhow::bail!("Raft stopped: {e}");
-                    }
-                    anyhow::bail!("Raft stopped");
+                    anyhow::bail!("Raft stopped: {}", stopped().map_or("its core ended".to_string(), |e| e.to_string()));
                 }
             }
         }

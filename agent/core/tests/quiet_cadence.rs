@@ -11,7 +11,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use pgquorum_core::ha::cadence::{next_deadline, quiet};
+use pgquorum_core::ha::cadence::{next_deadline, quiet, quiet_until};
 use pgquorum_core::ha::observation::{Coordinator, Lease, Observation, Postgres};
 use pgquorum_core::ha::plan::{Action, Decision, Plan, Reason};
 use pgquorum_core::ha::rules::lease::upkeep;
@@ -40,6 +40,13 @@ fn primary_obs(now: Duration) -> Observation {
     Observation { now, wall: UnixMillis(0), me: m("m1"), cluster, local, peers, coordinator: None }
 }
 
+/// `obs` holds the lease renewed at `renewed_at` (ttl 1.5 s); the last renewal went out at `sent`.
+fn holding(obs: &mut Observation, renewed_at: u64, sent: u64) {
+    obs.local.lease =
+        Some(Lease { epoch: EPOCH, renewed_at: ms(renewed_at), deadline: ms(renewed_at + 1500) });
+    obs.local.last_renewal_sent = Some(ms(sent));
+}
+
 fn steady_plan() -> Plan {
     Plan { member: Decision::wait(Reason::Steady), coordinator: None }
 }
@@ -47,8 +54,7 @@ fn steady_plan() -> Plan {
 #[test]
 fn a_held_lease_is_renewed_at_a_third_of_its_ttl() {
     let mut obs = primary_obs(ms(100));
-    obs.local.lease = Some(Lease { epoch: EPOCH, renewed_at: ms(0), deadline: ms(1500) });
-    obs.local.last_renewal_sent = Some(ms(0));
+    holding(&mut obs, 0, 0);
     assert_eq!(next_deadline(&obs, &HaConfig::default()), Some(ms(500)));
     // While a renewal is in flight its answer wakes the loop; time alone does not.
     obs.local.renewal_in_flight_since = Some(ms(90));
@@ -59,8 +65,7 @@ fn a_held_lease_is_renewed_at_a_third_of_its_ttl() {
 fn a_failed_renewal_is_retried_100_ms_after_it_was_sent() {
     // Renewed at 0, the renewal sent at 500 failed (its answer came at 520, a refusal).
     let mut obs = primary_obs(ms(520));
-    obs.local.lease = Some(Lease { epoch: EPOCH, renewed_at: ms(0), deadline: ms(1500) });
-    obs.local.last_renewal_sent = Some(ms(500));
+    holding(&mut obs, 0, 500);
     assert_eq!(next_deadline(&obs, &HaConfig::default()), Some(ms(600)));
     // A retry that is already due is planned in the same tick, never left to a deadline.
     obs.now = ms(650);
@@ -95,6 +100,22 @@ fn the_coordinator_wakes_when_the_primary_lease_may_have_run_out() {
         next_deadline(&obs, &HaConfig::default()),
         Some(ms(1500) + HaConfig::default().transfer_interval)
     );
+}
+
+#[test]
+fn a_quiet_member_ticks_at_least_twice_per_staleness_bound_and_not_at_all_when_a_read_is_due() {
+    let mut obs = primary_obs(ms(100));
+    holding(&mut obs, 0, 0);
+    let cfg = HaConfig::default();
+    // Renewal due at 500 ms comes first.
+    assert_eq!(quiet_until(&obs, &steady_plan(), &cfg, Some(ms(1100)), ms(100)), Some(ms(500)));
+    // Without a nearer deadline: half the staleness bound, not the status interval.
+    obs.local.renewal_in_flight_since = Some(ms(90));
+    assert_eq!(quiet_until(&obs, &steady_plan(), &cfg, Some(ms(1100)), ms(100)), Some(ms(600)));
+    // A status read already due (or a busy member) ticks at the loop interval.
+    assert_eq!(quiet_until(&obs, &steady_plan(), &cfg, None, ms(100)), None);
+    let busy = Plan { member: Decision::wait(Reason::BackingOff), coordinator: None };
+    assert_eq!(quiet_until(&obs, &busy, &cfg, Some(ms(1100)), ms(100)), None);
 }
 
 #[test]
@@ -135,8 +156,7 @@ fn only_a_steady_member_and_coordinator_are_quiet() {
 fn a_quiet_primary_renews_on_time_and_never_nears_its_fence_point() {
     for latency in [1u64, 15, 40, 120] {
         let mut obs = primary_obs(ms(0));
-        obs.local.lease = Some(Lease { epoch: EPOCH, renewed_at: ms(0), deadline: ms(1500) });
-        obs.local.last_renewal_sent = Some(ms(0));
+        holding(&mut obs, 0, 0);
         let mut ticks = (0, 0); // (quiet, all)
         let mut in_flight: Option<(Duration, Duration)> = None; // (sent, answered at)
         let mut closest = Duration::MAX;
@@ -165,15 +185,12 @@ fn a_quiet_primary_renews_on_time_and_never_nears_its_fence_point() {
             if let Some(l) = obs.local.lease {
                 closest = closest.min(l.fence_at().saturating_sub(obs.now));
             }
-            // The next wake-up: as the agent's loop picks it.
-            let mut next = vec![obs.now + ms(1000)];
+            // The next wake-up: as the agent's loop picks it (status read every second).
             ticks.1 += 1;
-            if quiet(&obs, &plan) {
-                ticks.0 += 1;
-                next.extend(next_deadline(&obs, &HaConfig::default()));
-            } else {
-                next.push(obs.now + ms(100));
-            }
+            let quiet_until =
+                quiet_until(&obs, &plan, &HaConfig::default(), Some(obs.now + ms(1000)), ms(100));
+            ticks.0 += usize::from(quiet_until.is_some());
+            let mut next = vec![quiet_until.unwrap_or(obs.now + ms(100))];
             next.extend(obs.local.lease.map(|l| l.fence_at()));
             next.extend(in_flight.map(|(_, at)| at));
             obs.now = next.into_iter().filter(|t| *t > obs.now).min().expect("always a next wake-up");

@@ -391,19 +391,11 @@ impl Ha {
         }));
     }
 
-    /// While quiet (`cadence::quiet`), when the loop next needs to tick with nothing else
-    /// happening (loop time): the next deadline, the next status reading, and at the latest
-    /// half the staleness bound after this tick, so this member's own published report (which
-    /// status, health checks and the core read) is never stale.
+    /// While quiet, when the loop next ticks (`cadence::quiet_until`; `None`: every interval).
     fn quiet_until(&self, obs: &pgquorum_core::ha::Observation, plan: &Plan) -> Option<Duration> {
-        use pgquorum_core::ha::cadence;
-        if !cadence::quiet(obs, plan) || self.local.status_due {
-            return None;
-        }
-        let status_due = self.local.status_at.unwrap_or(obs.now) + self.cfg.status_interval;
-        let latest =
-            status_due.max(obs.now + self.cfg.loop_interval).min(obs.now + self.hacfg.report_stale_after / 2);
-        Some(cadence::next_deadline(obs, &self.hacfg).map_or(latest, |d| d.min(latest)))
+        let next_status = (!self.local.status_due)
+            .then(|| self.local.status_at.unwrap_or(obs.now) + self.cfg.status_interval);
+        pgquorum_core::ha::cadence::quiet_until(obs, plan, &self.hacfg, next_status, self.cfg.loop_interval)
     }
 
     /// When this member must fence itself if no renewal lands first (`None`: no lease held).

@@ -115,17 +115,8 @@ async fn follow(cluster: Cluster, shared: std::sync::Arc<super::Shared>, node: M
     loop {
         let started = tokio::time::Instant::now();
         let stale_at = last_ok.map(|t| t + stale_after + Duration::from_millis(1));
-        let call = ask(&cluster, &node, known, keepalive);
-        tokio::pin!(call);
-        let answer = loop {
-            tokio::select! {
-                answer = &mut call => break answer,
-                _ = super::sleep_until_some(stale_at), if !told_stale => {
-                    told_stale = true;
-                    shared.wake.notify_one();
-                }
-            }
-        };
+        let answer =
+            telling_stale(ask(&cluster, &node, known, keepalive), stale_at, &mut told_stale, &shared).await;
         let digest = match answer {
             Some((report, digest)) => {
                 // Compared by content here too: a peer that predates long polls sends no digest.
@@ -142,20 +133,30 @@ async fn follow(cluster: Cluster, shared: std::sync::Arc<super::Shared>, node: M
         };
         // 0: the call failed, or the peer predates long polls (it answered at once).
         if digest == 0 {
-            let retry = tokio::time::sleep_until(started + keepalive / 2);
-            tokio::pin!(retry);
             let stale_at = last_ok.map(|t| t + stale_after + Duration::from_millis(1));
-            loop {
-                tokio::select! {
-                    _ = &mut retry => break,
-                    _ = super::sleep_until_some(stale_at), if !told_stale => {
-                        told_stale = true;
-                        shared.wake.notify_one();
-                    }
-                }
-            }
+            let retry = tokio::time::sleep_until(started + keepalive / 2);
+            telling_stale(retry, stale_at, &mut told_stale, &shared).await;
         }
         known = digest;
+    }
+}
+
+/// Awaits `fut`; if `stale_at` passes first, wakes the HA loop (once per silence: `told`).
+async fn telling_stale<T>(
+    fut: impl std::future::Future<Output = T>,
+    stale_at: Option<tokio::time::Instant>,
+    told: &mut bool,
+    shared: &super::Shared,
+) -> T {
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            out = &mut fut => return out,
+            _ = super::sleep_until_some(stale_at), if !*told => {
+                *told = true;
+                shared.wake.notify_one();
+            }
+        }
     }
 }
 

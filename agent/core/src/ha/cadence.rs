@@ -64,6 +64,23 @@ pub fn next_deadline(obs: &Observation, cfg: &HaConfig) -> Option<Duration> {
     at.into_iter().filter(|t| *t > obs.now).min()
 }
 
+/// When a quiet member's loop next ticks with nothing else happening (loop time), or `None`
+/// when it must tick at the loop interval (not quiet, or a status read is already due):
+/// the next deadline, the next status read (`next_status`, at least a loop interval away), and
+/// at the latest half the staleness bound from now, so the member's own published report
+/// (which status, health checks and the core read) never goes stale.
+pub fn quiet_until(
+    obs: &Observation,
+    plan: &Plan,
+    cfg: &HaConfig,
+    next_status: Option<Duration>,
+    loop_interval: Duration,
+) -> Option<Duration> {
+    let next_status = next_status.filter(|_| quiet(obs, plan))?;
+    let latest = next_status.max(obs.now + loop_interval).min(obs.now + cfg.report_stale_after / 2);
+    Some(next_deadline(obs, cfg).map_or(latest, |d| d.min(latest)))
+}
+
 /// Whether to read the status this tick: when a change asked for it (`forced`), when there is
 /// no reading, or when the last one is at least `interval` old.
 pub fn status_due(now: Duration, last_read: Option<Duration>, forced: bool, interval: Duration) -> bool {
