@@ -152,6 +152,12 @@ impl<T, I: Instant> Leased<T, I> {
         }
     }
 
+    /// pgquorum: the moment [`Self::is_expired`] turns true for `timeout` (just after it), or
+    /// `None` if it has never been updated (it is expired already).
+    pub(crate) fn expires_after(&self, timeout: Duration) -> Option<I> {
+        self.last_update.map(|utime| utime + self.lease + timeout + Duration::from_millis(1))
+    }
+
     /// Update the last updated time.
     pub(crate) fn touch(&mut self, now: I, lease: Duration) {
         debug_assert!(

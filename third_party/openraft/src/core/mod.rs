@@ -61,3 +61,4 @@ pub(crate) use shared_replicate_batch::SharedReplicateBatch;
 pub(crate) use step_down_watcher::StepDownWatcher;
 pub(crate) use tick::Tick;
 pub(crate) use tick::TickHandle;
+pub(crate) use tick::TickPlan;

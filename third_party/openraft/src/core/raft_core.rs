@@ -199,6 +199,9 @@ where
     /// This node's ID.
     pub(crate) id: C::NodeId,
 
+    /// pgquorum: when the tick loop must next tick (see `Tick::tick_loop`).
+    pub(crate) tick_plan: Arc<crate::core::TickPlan<C>>,
+
     /// This node's runtime config.
     pub(crate) config: Arc<Config>,
 
@@ -1330,6 +1333,7 @@ where
 
         loop {
             self.flush_metrics();
+            self.tick_plan.set(self.next_tick_at());
 
             tracing::debug!(
                 "RAFT_stats id={:<2} log_io: {}",
@@ -2059,6 +2063,30 @@ where
             Notification::PendingReadDeadlineReached => self.process_pending_reads(),
         };
         Ok(())
+    }
+
+    /// pgquorum: when [`Self::handle_tick`] next has something to do: the leader's next
+    /// heartbeat, a voter's election deadline (at once for a single voter), `None` for a learner.
+    /// The tick loop sleeps until then instead of ticking every interval.
+    fn next_tick_at(&self) -> Option<InstantOf<C>> {
+        if let Some(l) = self.engine.leader_ref() {
+            return Some(l.next_heartbeat);
+        }
+        if self.engine.state.server_state == ServerState::Leader {
+            return None;
+        }
+        if !self.engine.state.membership_state.is_voter_in_effective_or_committed(&self.id) {
+            return None;
+        }
+        let effective = self.engine.state.membership_state.effective();
+        if effective.is_voter(&self.id) && effective.voter_ids().count() == 1 {
+            return Some(C::now());
+        }
+        let mut election_timeout = self.engine.config.timer_config.election_timeout;
+        if self.engine.is_there_greater_log() {
+            election_timeout += self.engine.config.timer_config.smaller_log_timeout;
+        }
+        Some(self.engine.state.vote.expires_after(election_timeout).unwrap_or_else(C::now))
     }
 
     /// Handle [`Notification::Tick`]: check the election timer and, if leading, the heartbeat

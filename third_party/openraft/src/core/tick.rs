@@ -1,5 +1,6 @@
 //! tick emitter emits a `RaftMsg::Tick` event at a certain interval.
 
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -19,7 +20,10 @@ use crate::type_config::alias::JoinHandleOf;
 use crate::type_config::alias::MpscSenderOf;
 use crate::type_config::alias::OneshotReceiverOf;
 use crate::type_config::alias::OneshotSenderOf;
+use crate::type_config::alias::InstantOf;
 use crate::type_config::alias::WatchReceiverOf;
+use crate::type_config::alias::WatchSenderOf;
+use crate::async_runtime::watch::WatchSender;
 use crate::type_config::async_runtime::mpsc::MpscSender;
 use crate::type_config::async_runtime::oneshot::OneshotSender;
 
@@ -34,6 +38,66 @@ where C: RaftTypeConfig
 
     /// Emit event or not
     enabled: WatchReceiverOf<C, bool>,
+
+    /// pgquorum: when the core needs its next tick.
+    plan: Arc<TickPlan<C>>,
+    poke: WatchReceiverOf<C, u64>,
+}
+
+/// pgquorum: when the core next needs a tick, published by the core after every step and read
+/// by the tick loop (see `Tick::tick_loop`).
+pub(crate) struct TickPlan<C>
+where C: RaftTypeConfig
+{
+    state: Mutex<PlanState<C>>,
+}
+
+struct PlanState<C>
+where C: RaftTypeConfig
+{
+    /// The core's next deadline; `None`: none (not a voter), tick at most every `IDLE_CAP`.
+    next: Option<InstantOf<C>>,
+    /// What the tick loop sleeps until, while it sleeps.
+    sleeping_until: Option<InstantOf<C>>,
+    /// A tick was sent and the core has not published a plan since: `next` may be the deadline
+    /// that tick served.
+    stale: bool,
+    /// Wakes the tick loop (held here: the sender need not be `Sync`).
+    poke: WatchSenderOf<C, u64>,
+}
+
+impl<C> TickPlan<C>
+where C: RaftTypeConfig
+{
+    /// The longest the tick loop sleeps, whatever the plan says.
+    const IDLE_CAP: Duration = Duration::from_secs(1);
+
+    pub(crate) fn new() -> (Arc<Self>, WatchReceiverOf<C, u64>) {
+        let (poke, rx) = C::watch_channel(0u64);
+        let plan = TickPlan {
+            state: Mutex::new(PlanState {
+                next: None,
+                sleeping_until: None,
+                stale: false,
+                poke,
+            }),
+        };
+        (Arc::new(plan), rx)
+    }
+
+    /// Records the core's next deadline; wakes the tick loop if it sleeps past it, or waits for
+    /// a plan after a tick.
+    pub(crate) fn set(&self, next: Option<InstantOf<C>>) {
+        let mut p = self.state.lock().unwrap();
+        p.next = next;
+        let earlier = matches!((next, p.sleeping_until), (Some(n), Some(s)) if n < s);
+        if std::mem::take(&mut p.stale) || earlier {
+            p.poke.send_if_modified(|v| {
+                *v += 1;
+                true
+            });
+        }
+    }
 }
 
 pub(crate) struct TickHandle<C>
@@ -62,12 +126,15 @@ where C: RaftTypeConfig
         period: Duration,
         tx: MpscSenderOf<C, Notification<C>>,
         enabled: WatchReceiverOf<C, bool>,
+        plan: (Arc<TickPlan<C>>, WatchReceiverOf<C, u64>),
     ) -> TickHandle<C> {
         let this = Self {
             period,
             first_wait: Self::sample_first_wait(period),
             enabled,
             tx,
+            plan: plan.0,
+            poke: plan.1,
         };
 
         let (shutdown, shutdown_rx) = C::oneshot();
@@ -93,37 +160,59 @@ where C: RaftTypeConfig
         AsyncRuntimeOf::<C>::thread_rng().random_range(period..period * 2)
     }
 
+    /// pgquorum: ticks when the core next needs one ([`TickPlan`]), not every `period`. The
+    /// core publishes that moment after every step (the leader's next heartbeat, a voter's
+    /// election deadline) and pokes this loop only when it moves earlier; a deadline that moved
+    /// later is found on waking and slept on again without a tick. Ticks are never closer than
+    /// `period`, so while a deadline has passed (an election under way) this ticks every
+    /// `period`, as upstream always does.
     pub(crate) async fn tick_loop(mut self, cancel_rx: OneshotReceiverOf<C, ()>) {
         let mut i = 0;
 
         let mut cancel = std::pin::pin!(cancel_rx);
-
-        let first_wait_at = C::now() + self.first_wait;
-        let mut at = first_wait_at;
-        // Microsecond resolution is far finer than any tick period, and the floor of one keeps
-        // the modulo below defined for a zero period, which stays a busy loop as it was before.
-        let step_us = self.period.as_micros().max(1);
+        // As if the last tick had been `period` before the randomized first one.
+        let mut last_tick = C::now() + (self.first_wait - self.period.min(self.first_wait));
 
         loop {
-            let sleep_fut = std::pin::pin!(C::sleep_until(at));
-            let cancel_fut = cancel.as_mut();
+            let now = C::now();
+            let at = {
+                let mut p = self.plan.state.lock().unwrap();
+                let cap = now + TickPlan::<C>::IDLE_CAP;
+                // Until the core has taken the last tick in, its deadline is unknown: it pokes.
+                let due = if p.stale { cap } else { p.next.map_or(cap, |n| n.min(cap)) };
+                let at = due.max(last_tick + self.period);
+                p.sleeping_until = Some(at);
+                at
+            };
 
-            let selected = C::select2(cancel_fut, sleep_fut).await;
-            match selected {
+            let sleep_fut = std::pin::pin!(C::sleep_until(at));
+            let poked = std::pin::pin!(self.poke.changed());
+            match C::select2(cancel.as_mut(), C::select2(sleep_fut, poked)).await {
                 Select2::First(_) => {
                     tracing::info!("TickLoop received cancel signal, quit");
                     return;
                 }
-                Select2::Second(_) => {
-                    // sleep done
+                // An earlier deadline: plan again.
+                Select2::Second(Select2::Second(Ok(()))) => continue,
+                Select2::Second(Select2::Second(Err(_closed))) => {
+                    tracing::info!("TickLoop: RaftCore dropped its tick plan, quit");
+                    return;
+                }
+                Select2::Second(Select2::First(_)) => {}
+            }
+
+            let now = C::now();
+            {
+                let mut p = self.plan.state.lock().unwrap();
+                p.sleeping_until = None;
+                // The deadline moved later while this slept: no tick, sleep until the new one.
+                if !p.stale && p.next.is_some_and(|next| now < next) {
+                    continue;
                 }
             }
 
             let enabled = *self.enabled.borrow_watched();
             if !enabled {
-                // Wait for the tick to be enabled instead of waking every period to re-check it.
-                // The deadline below is computed after this wait, so ticking resumes at the next
-                // grid line, as if the loop had kept waking through the disabled span.
                 let enabled_fut = std::pin::pin!(self.enabled.wait_until(|enabled| *enabled));
 
                 let selected = C::select2(cancel.as_mut(), enabled_fut).await;
@@ -140,25 +229,12 @@ where C: RaftTypeConfig
                         tracing::debug!("Tick re-enabled");
                     }
                 }
-            }
-
-            // Round the time elapsed since the origin up to the next whole multiple of the
-            // period, so every deadline is `first_wait_at + k * step_us`. Deriving it from the fixed
-            // origin rather than from this wake keeps wake latency out of the phase: re-anchoring
-            // would stretch the effective period and let the sampled offset wander until
-            // instances fell into a shared timer slot, where they would stay. Whole periods
-            // missed during a stall are stepped over by the same arithmetic, so a stall cannot
-            // shift the phase either, nor emit one catch-up tick per period it covered.
-            let mut offset_us = (C::now() - first_wait_at).as_micros();
-            offset_us -= offset_us % step_us;
-            offset_us += step_us;
-            at = first_wait_at + Duration::from_micros(offset_us as u64);
-
-            if !enabled {
                 continue;
             }
 
             i += 1;
+            last_tick = C::now();
+            self.plan.state.lock().unwrap().stale = true;
 
             let send_res = self.tx.send(Notification::Tick { i }).await;
             if let Err(_e) = send_res {
@@ -202,12 +278,7 @@ where C: RaftTypeConfig
 #[cfg(test)]
 mod tests {
     use std::future::Future;
-    use std::pin::Pin;
     use std::sync::Arc;
-    use std::sync::atomic::AtomicUsize;
-    use std::sync::atomic::Ordering;
-    use std::task::Context;
-    use std::task::Poll;
     use std::time::Duration;
 
     use openraft_rt::deterministic_rng::DeterministicRng;
@@ -220,10 +291,13 @@ mod tests {
     use crate::async_runtime::MpscReceiver;
     use crate::async_runtime::watch::WatchSender;
     use crate::core::Tick;
+    use crate::core::TickHandle;
+    use crate::core::TickPlan;
     use crate::core::notification::Notification;
+    use crate::type_config::alias::InstantOf;
+    use crate::type_config::alias::MpscSenderOf;
     use crate::type_config::TypeConfigExt;
     use crate::type_config::alias::MpscReceiverOf;
-    use crate::type_config::async_runtime::oneshot::OneshotSender;
 
     #[derive(Debug, Clone, Copy, Default, Eq, PartialEq, Ord, PartialOrd)]
     #[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
@@ -348,20 +422,35 @@ mod tests {
         }
     }
 
+    /// Spawns a tick loop with `period` and a plan whose deadline is `first`.
+    fn spawn_planned(
+        period: Duration,
+        first: Option<InstantOf<TickUTConfig>>,
+        tx: MpscSenderOf<TickUTConfig, Notification<TickUTConfig>>,
+    ) -> (TickHandle<TickUTConfig>, Arc<TickPlan<TickUTConfig>>) {
+        let (_enable_tx, enabled) = TickUTConfig::watch_channel(true);
+        std::mem::forget(_enable_tx);
+        let (plan, poke) = TickPlan::<TickUTConfig>::new();
+        plan.set(first);
+        (Tick::<TickUTConfig>::spawn(period, tx, enabled, (plan.clone(), poke)), plan)
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
     #[test]
     fn test_shutdown_interrupts_first_wait() {
         TickUTConfig::run(async {
             let (tx, mut rx) = TickUTConfig::mpsc(1024);
-
             // A first wait far longer than this test's own timeout: the loop can only finish by
             // observing the shutdown signal.
-            let (_enable_tx, enabled) = TickUTConfig::watch_channel(true);
-            let th = Tick::<TickUTConfig>::spawn(Duration::from_secs(10), tx, enabled);
+            let (th, _plan) = spawn_planned(Duration::from_secs(10), Some(TickUTConfig::now()), tx);
 
-            TickUTConfig::sleep(Duration::from_millis(50)).await;
+            TickUTConfig::sleep(ms(50)).await;
             let join_handle = th.shutdown().unwrap();
 
-            TickUTConfig::timeout(Duration::from_millis(500), join_handle)
+            TickUTConfig::timeout(ms(500), join_handle)
                 .await
                 .expect("tick loop must stop while still inside the first wait")
                 .expect("tick loop must not panic");
@@ -369,322 +458,142 @@ mod tests {
         });
     }
 
+    /// pgquorum: one tick at the planned deadline, none before it; after the core plans the
+    /// next deadline, nothing until then.
     #[test]
-    fn test_only_first_wait_is_randomized() {
-        const SEED: u64 = 0;
-
-        let period = Duration::from_millis(200);
-        let margin = Duration::from_millis(25);
-        let first_wait = run_seeded(SEED, async { Tick::<SeededTickConfig>::sample_first_wait(period) });
-        assert!(
-            first_wait - period > margin * 2,
-            "seed must provide a measurable phase offset: {first_wait:?}"
-        );
-
-        run_seeded(SEED, async {
-            let (tx, mut rx) = SeededTickConfig::mpsc(1024);
-            let (_enable_tx, enabled) = SeededTickConfig::watch_channel(true);
-            let th = Tick::<SeededTickConfig>::spawn(period, tx, enabled);
-
-            let early_first =
-                SeededTickConfig::timeout(first_wait - margin, recv_tick::<SeededTickConfig>(&mut rx)).await;
-            assert!(
-                early_first.is_err(),
-                "the first tick must include the sampled phase offset"
-            );
-            let first = SeededTickConfig::timeout(margin * 2, recv_tick::<SeededTickConfig>(&mut rx)).await.unwrap();
-
-            let early_second = SeededTickConfig::timeout(period - margin, recv_tick::<SeededTickConfig>(&mut rx)).await;
-            assert!(early_second.is_err(), "the second tick must wait for a full period");
-            let second = SeededTickConfig::timeout(margin * 2, recv_tick::<SeededTickConfig>(&mut rx)).await.unwrap();
-
-            assert_eq!(1, first);
-            assert_eq!(2, second);
-
-            th.shutdown().unwrap().await.unwrap();
-            assert!(rx.recv().await.is_none(), "the channel must close after shutdown");
-        });
-    }
-
-    /// A tick delayed inside `send()` must not push the following deadlines back.
-    ///
-    /// Deriving each deadline from `now()` instead would restart the period at the end of the
-    /// delay, so every wake latency would accumulate into the phase and the sampled offset would
-    /// wash out after a few dozen ticks.
-    #[test]
-    fn test_a_delayed_tick_does_not_shift_the_schedule() {
-        const PERIOD: Duration = Duration::from_millis(100);
-        // Outlasts the second tick, which fires before `2 * PERIOD` because `first_wait` is drawn
-        // from `[PERIOD, 2 * PERIOD)`.
-        const STALL: Duration = Duration::from_millis(350);
-
+    fn test_ticks_at_the_planned_deadline_only() {
         TickUTConfig::run(async {
-            // Capacity one: the first tick fills the channel, so the second blocks in `send()`
-            // until this task drains it, and the tick loop is held past its own schedule.
-            let (tx, mut rx) = TickUTConfig::mpsc(1);
-            let (_enable_tx, enabled) = TickUTConfig::watch_channel(true);
-            let th = Tick::<TickUTConfig>::spawn(PERIOD, tx, enabled);
+            let (tx, mut rx) = TickUTConfig::mpsc(1024);
+            let start = TickUTConfig::now();
+            let (th, plan) = spawn_planned(ms(20), Some(start + ms(300)), tx);
 
-            TickUTConfig::sleep(STALL).await;
+            let early = TickUTConfig::timeout(ms(270), recv_tick::<TickUTConfig>(&mut rx)).await;
+            assert!(early.is_err(), "a tick came before the deadline");
+            let first = TickUTConfig::timeout(ms(100), recv_tick::<TickUTConfig>(&mut rx)).await;
+            assert_eq!(1, first.expect("no tick at the deadline"));
+            assert!(TickUTConfig::now() >= start + ms(300), "the tick came before the deadline");
 
-            assert_eq!(1, recv_tick::<TickUTConfig>(&mut rx).await);
-            assert_eq!(2, recv_tick::<TickUTConfig>(&mut rx).await);
-
-            // The third tick kept the deadline it was given before the stall, which is at most one
-            // period away; restarting the period after the stall would place it a full period out.
-            let third = TickUTConfig::timeout(PERIOD * 3 / 4, recv_tick::<TickUTConfig>(&mut rx))
-                .await
-                .expect("the delayed send must not postpone the third tick");
-            assert_eq!(3, third);
+            // The core takes the tick in and plans the next deadline 400 ms out.
+            let next = TickUTConfig::now() + ms(400);
+            plan.set(Some(next));
+            let early = TickUTConfig::timeout(ms(360), recv_tick::<TickUTConfig>(&mut rx)).await;
+            assert!(early.is_err(), "a tick came between planned deadlines");
+            let second = TickUTConfig::timeout(ms(100), recv_tick::<TickUTConfig>(&mut rx)).await;
+            assert_eq!(2, second.expect("no tick at the second deadline"));
+            assert!(TickUTConfig::now() >= next);
 
             th.shutdown().unwrap().await.unwrap();
         });
     }
 
-    /// A zero period must keep degenerating into a busy loop rather than dividing by zero.
-    ///
-    /// `Config::validate()` accepts `heartbeat_interval == 0`, so the period reaches the loop.
+    /// pgquorum: a deadline that moves later (a follower hearing from its leader) is not ticked
+    /// at its old time.
     #[test]
-    fn test_a_zero_period_keeps_ticking() {
+    fn test_a_deadline_moved_later_is_not_ticked_early() {
         TickUTConfig::run(async {
-            // Capacity one throttles the busy loop to this task's receive rate.
-            let (tx, mut rx) = TickUTConfig::mpsc(1);
-            let (_enable_tx, enabled) = TickUTConfig::watch_channel(true);
-            let th = Tick::<TickUTConfig>::spawn(Duration::ZERO, tx, enabled);
-
-            for expected in 1..=3 {
-                let i = TickUTConfig::timeout(Duration::from_secs(1), recv_tick::<TickUTConfig>(&mut rx))
-                    .await
-                    .expect("a zero period must keep ticking");
-                assert_eq!(expected, i);
+            let (tx, mut rx) = TickUTConfig::mpsc(1024);
+            let start = TickUTConfig::now();
+            let (th, plan) = spawn_planned(ms(20), Some(start + ms(200)), tx);
+            for k in 1..=4u64 {
+                TickUTConfig::sleep(ms(100)).await;
+                plan.set(Some(start + ms(200 + 100 * k)));
             }
-
-            // Dropping the receiver releases the loop if it is waiting on the full channel.
-            drop(rx);
+            // The deadline is now start + 600 ms.
+            let early = TickUTConfig::timeout_at(start + ms(570), recv_tick::<TickUTConfig>(&mut rx)).await;
+            assert!(early.is_err(), "a tick came at a deadline that had moved");
+            let tick = TickUTConfig::timeout(ms(150), recv_tick::<TickUTConfig>(&mut rx)).await;
+            assert_eq!(1, tick.expect("no tick at the last deadline"));
             th.shutdown().unwrap().await.unwrap();
         });
     }
 
-    /// A stall spanning whole periods must leave the schedule on its original grid.
-    ///
-    /// Skipping the missed periods in whole multiples of the period preserves the sampled phase,
-    /// so one stall shared by every instance cannot pull their phases together. Re-anchoring on
-    /// `now()` would hand them all the same phase, and firing the missed periods instead would
-    /// emit one catch-up tick each.
+    /// pgquorum: a deadline that moves earlier than the one slept on wakes the loop.
     #[test]
-    fn test_a_stall_skips_missed_periods_and_keeps_the_phase() {
-        const SEED: u64 = 0;
-        const PERIOD: Duration = Duration::from_millis(100);
-        // Ends half a period before the grid line at `first_wait + 5 * PERIOD`.
-        const STALL: Duration = Duration::from_millis(450);
-
-        let first_wait = run_seeded(SEED, async { Tick::<SeededTickConfig>::sample_first_wait(PERIOD) });
-
-        run_seeded(SEED, async {
-            // Capacity one: the second tick stays blocked in `send()` for the whole stall, so the
-            // loop sleeps through the deadlines at `first_wait + 3 * PERIOD` and `+ 4 * PERIOD`.
-            let (tx, mut rx) = SeededTickConfig::mpsc(1);
-            let (_enable_tx, enabled) = SeededTickConfig::watch_channel(true);
-            let th = Tick::<SeededTickConfig>::spawn(PERIOD, tx, enabled);
-
-            SeededTickConfig::sleep(first_wait + STALL).await;
-
-            assert_eq!(1, recv_tick::<SeededTickConfig>(&mut rx).await);
-            assert_eq!(2, recv_tick::<SeededTickConfig>(&mut rx).await);
-            // The deadline the loop already held when the stall began, so it is due at once.
-            assert_eq!(3, recv_tick::<SeededTickConfig>(&mut rx).await);
-
-            // Only now does the loop see how far behind it is. The two periods it slept through
-            // are skipped rather than fired, leaving the next tick half a period out.
-            let early = SeededTickConfig::timeout(PERIOD / 4, recv_tick::<SeededTickConfig>(&mut rx)).await;
-            assert!(early.is_err(), "the missed periods must be skipped, not emitted");
-
-            let fourth = SeededTickConfig::timeout(PERIOD / 2, recv_tick::<SeededTickConfig>(&mut rx))
-                .await
-                .expect("the tick after the stall must land on the original grid");
-            assert_eq!(4, fourth);
-
+    fn test_an_earlier_deadline_wakes_the_loop() {
+        TickUTConfig::run(async {
+            let (tx, mut rx) = TickUTConfig::mpsc(1024);
+            let start = TickUTConfig::now();
+            let (th, plan) = spawn_planned(ms(20), Some(start + ms(900)), tx);
+            TickUTConfig::sleep(ms(100)).await;
+            plan.set(Some(start + ms(200)));
+            let tick = TickUTConfig::timeout_at(start + ms(300), recv_tick::<TickUTConfig>(&mut rx)).await;
+            assert_eq!(1, tick.expect("the earlier deadline was not ticked"));
+            assert!(TickUTConfig::now() >= start + ms(200));
             th.shutdown().unwrap().await.unwrap();
         });
     }
 
-    /// Counts how often the wrapped future is polled: one poll per wakeup of the tick task.
-    struct CountPolls<F> {
-        inner: Pin<Box<F>>,
-        polls: Arc<AtomicUsize>,
-    }
-
-    impl<F> Future for CountPolls<F>
-    where F: Future
-    {
-        type Output = F::Output;
-
-        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-            self.polls.fetch_add(1, Ordering::Relaxed);
-            self.inner.as_mut().poll(cx)
-        }
-    }
-
-    /// A disabled tick must park instead of waking once per period to re-check the flag.
-    ///
-    /// A loop that re-checks the flag every period would be polled about 50 times here. The
-    /// parked loop is polled for the first wait, once more to park, and not again until it is
-    /// re-enabled.
+    /// pgquorum: while the deadline stays passed (an election under way), it ticks every period,
+    /// as upstream; the period is a floor between ticks.
     #[test]
-    fn test_a_disabled_tick_parks_without_waking() {
-        const PERIOD: Duration = Duration::from_millis(10);
+    fn test_a_passed_deadline_ticks_every_period() {
+        TickUTConfig::run(async {
+            let (tx, mut rx) = TickUTConfig::mpsc(1024);
+            let start = TickUTConfig::now();
+            let (th, plan) = spawn_planned(ms(50), Some(start), tx);
+            let mut at = Vec::new();
+            while TickUTConfig::now() < start + ms(600) {
+                let i = TickUTConfig::timeout(ms(200), recv_tick::<TickUTConfig>(&mut rx)).await;
+                i.expect("a passed deadline must keep ticking");
+                at.push(TickUTConfig::now());
+                // The core takes the tick in; its deadline is still the passed one.
+                plan.set(Some(start));
+            }
+            let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+            assert!(gaps.iter().all(|g| *g >= ms(45)), "ticks closer than the period: {gaps:?}");
+            assert!(gaps.iter().all(|g| *g <= ms(120)), "ticks further apart than the period: {gaps:?}");
+            th.shutdown().unwrap().await.unwrap();
+        });
+    }
 
+    /// pgquorum: after a tick, the loop waits for the core's next plan instead of waking a
+    /// period later to find the deadline it served.
+    #[test]
+    fn test_after_a_tick_the_loop_waits_for_the_plan() {
+        TickUTConfig::run(async {
+            let (tx, mut rx) = TickUTConfig::mpsc(1024);
+            let start = TickUTConfig::now();
+            let (th, plan) = spawn_planned(ms(20), Some(start + ms(100)), tx);
+            assert_eq!(1, TickUTConfig::timeout(ms(300), recv_tick::<TickUTConfig>(&mut rx)).await.unwrap());
+            // The core is slow to take the tick in: no second tick for the deadline just served.
+            let again = TickUTConfig::timeout(ms(300), recv_tick::<TickUTConfig>(&mut rx)).await;
+            assert!(again.is_err(), "the served deadline was ticked again before a new plan");
+            // The core's plan arrives; it is due now.
+            plan.set(Some(TickUTConfig::now()));
+            let next = TickUTConfig::timeout(ms(100), recv_tick::<TickUTConfig>(&mut rx)).await;
+            assert_eq!(2, next.expect("the new plan was not ticked"));
+            th.shutdown().unwrap().await.unwrap();
+        });
+    }
+
+    /// pgquorum: without a deadline (a learner) the loop still ticks, at most every `IDLE_CAP`.
+    #[test]
+    fn test_no_deadline_ticks_at_the_idle_cap() {
+        TickUTConfig::run(async {
+            let (tx, mut rx) = TickUTConfig::mpsc(1024);
+            let (th, _plan) = spawn_planned(ms(20), None, tx);
+            let early = TickUTConfig::timeout(TickPlan::<TickUTConfig>::IDLE_CAP - ms(100), recv_tick::<TickUTConfig>(&mut rx)).await;
+            assert!(early.is_err(), "ticked without a deadline before the idle cap");
+            let tick = TickUTConfig::timeout(ms(300), recv_tick::<TickUTConfig>(&mut rx)).await;
+            assert_eq!(1, tick.expect("no tick at the idle cap"));
+            th.shutdown().unwrap().await.unwrap();
+        });
+    }
+
+    /// A disabled tick emits nothing and resumes when re-enabled.
+    #[test]
+    fn test_a_disabled_tick_resumes_when_enabled() {
         TickUTConfig::run(async {
             let (tx, mut rx) = TickUTConfig::mpsc(1024);
             let (switch, enabled) = TickUTConfig::watch_channel(false);
-            let tick = Tick::<TickUTConfig> {
-                period: PERIOD,
-                first_wait: PERIOD,
-                tx,
-                enabled,
-            };
-            let (cancel_tx, cancel_rx) = TickUTConfig::oneshot();
-            let polls = Arc::new(AtomicUsize::new(0));
-            let join_handle = TickUTConfig::spawn(CountPolls {
-                inner: Box::pin(tick.tick_loop(cancel_rx)),
-                polls: polls.clone(),
-            });
-
-            TickUTConfig::sleep(PERIOD * 50).await;
-            let parked_polls = polls.load(Ordering::Relaxed);
-            assert!(
-                parked_polls <= 3,
-                "a disabled tick must not wake every period: polled {parked_polls} times in 50 periods"
-            );
+            let (plan, poke) = TickPlan::<TickUTConfig>::new();
+            plan.set(Some(TickUTConfig::now()));
+            let th = Tick::<TickUTConfig>::spawn(ms(10), tx, enabled, (plan.clone(), poke));
+            TickUTConfig::sleep(ms(200)).await;
             assert!(rx.try_recv().is_err(), "a disabled tick must not emit");
-
-            // Re-enabling resumes ticking. The bound is loose on purpose, for slow timers and loaded
-            // machines; `test_resume_stays_on_the_grid` checks when the first tick lands.
             switch.send(true).unwrap();
-            let i = TickUTConfig::timeout(Duration::from_secs(1), recv_tick::<TickUTConfig>(&mut rx))
-                .await
-                .expect("re-enabling must resume ticking");
-            assert_eq!(1, i);
-
-            // Disable again and cancel while parked: the loop must exit promptly.
-            switch.send(false).unwrap();
-            TickUTConfig::sleep(PERIOD * 3).await;
-            cancel_tx.send(()).unwrap();
-            TickUTConfig::timeout(Duration::from_millis(500), join_handle)
-                .await
-                .expect("cancel must stop a parked tick loop")
-                .expect("tick loop must not panic");
-        });
-    }
-
-    /// Re-enabling resumes on the original phase grid, without a tick at the moment of enabling
-    /// and without a burst of catch-up ticks for the disabled span.
-    ///
-    /// The loop is driven in this task by `join`, which polls it first, so its origin is
-    /// `before + PERIOD` with no spawn latency in between. The tick is enabled mid-period; when
-    /// the enable lands well away from a grid line, the first tick must wait for the next one.
-    #[test]
-    fn test_resume_stays_on_the_grid() {
-        const PERIOD: Duration = Duration::from_millis(200);
-
-        TickUTConfig::run(async {
-            let (tx, mut rx) = TickUTConfig::mpsc(1024);
-            let (switch, enabled) = TickUTConfig::watch_channel(false);
-            let tick = Tick::<TickUTConfig> {
-                period: PERIOD,
-                first_wait: PERIOD,
-                tx,
-                enabled,
-            };
-            let (cancel_tx, cancel_rx) = TickUTConfig::oneshot();
-
-            let before = TickUTConfig::now();
-            let loop_fut = tick.tick_loop(cancel_rx);
-            let check = async move {
-                TickUTConfig::sleep(PERIOD * 2 + PERIOD / 2).await;
-                let enabled_at = TickUTConfig::now();
-                switch.send(true).unwrap();
-                let i = recv_tick::<TickUTConfig>(&mut rx).await;
-                let got = TickUTConfig::now();
-                assert_eq!(1, i);
-
-                let p = PERIOD.as_micros();
-                let phase = (enabled_at - (before + PERIOD)).as_micros() % p;
-                if (p / 4..=p * 3 / 4).contains(&phase) {
-                    assert!(
-                        got - enabled_at >= PERIOD / 8,
-                        "resumed off the grid: tick {:?} after enabling at phase {phase}us",
-                        got - enabled_at
-                    );
-                } else {
-                    // A loaded machine delayed the enable to near a grid line, where an on-grid
-                    // tick and an immediate one are indistinguishable.
-                    eprintln!("enabled at phase {phase}us, outside the checked window; skipped");
-                }
-
-                // No burst: the next tick is about one period later.
-                let i2 = recv_tick::<TickUTConfig>(&mut rx).await;
-                assert_eq!(2, i2);
-                assert!(TickUTConfig::now() - got >= PERIOD / 2, "burst of catch-up ticks");
-
-                cancel_tx.send(()).unwrap();
-            };
-            futures_util::future::join(loop_fut, check).await;
-        });
-    }
-
-    /// An enable that follows a disable always resumes ticking, wherever it lands in the loop.
-    ///
-    /// On the multi-threaded runtime the test body runs on the `block_on` thread and the tick
-    /// loop on a worker, so `set()` runs concurrently with the loop. Each round disables the tick
-    /// right after a tick was received and busy-waits before re-enabling it. The busy-wait sweeps
-    /// a little more than one observed tick interval, so across the rounds the enable lands
-    /// before, during and after the loop parks. The interval is measured rather than assumed,
-    /// because the timer may be much coarser than `PERIOD` (about 15 ms on Windows).
-    ///
-    /// This catches an enable that never wakes a parked loop. It cannot reliably hit the
-    /// nanosecond windows of the check-then-park race itself; that relies on the watch channel's
-    /// version counter, which `changed()` checks after it registers for a notification.
-    #[test]
-    fn test_enable_after_disable_always_resumes_ticking() {
-        const PERIOD: Duration = Duration::from_millis(1);
-        const ROUNDS: u32 = 50;
-
-        fn spin_for(d: Duration) {
-            let end = std::time::Instant::now() + d;
-            while std::time::Instant::now() < end {
-                std::hint::spin_loop();
-            }
-        }
-
-        TickUTConfig::run(async {
-            // Capacity one bounds what a stranded loop could still deliver: one tick buffered and
-            // one blocked in `send()`. Receiving more than that proves the loop is running.
-            let (tx, mut rx) = TickUTConfig::mpsc(1);
-            let (switch, enabled) = TickUTConfig::watch_channel(true);
-            let th = Tick::<TickUTConfig>::spawn(PERIOD, tx, enabled);
-
-            recv_tick::<TickUTConfig>(&mut rx).await;
-            let start = std::time::Instant::now();
-            for _ in 0..4 {
-                recv_tick::<TickUTConfig>(&mut rx).await;
-            }
-            let interval = start.elapsed() / 4;
-
-            for round in 0..ROUNDS {
-                switch.send(false).unwrap();
-                // Coprime with ROUNDS, so the rounds visit every step of the sweep once.
-                spin_for(interval * 5 * (round * 37 % ROUNDS) / (4 * ROUNDS));
-                switch.send(true).unwrap();
-
-                for _ in 0..3 {
-                    TickUTConfig::timeout(Duration::from_millis(500), recv_tick::<TickUTConfig>(&mut rx))
-                        .await
-                        .unwrap_or_else(|_| panic!("round {round}: an enabled tick stayed parked"));
-                }
-            }
-
-            drop(rx);
+            let i = TickUTConfig::timeout(Duration::from_secs(1), recv_tick::<TickUTConfig>(&mut rx)).await;
+            assert_eq!(1, i.expect("re-enabling must resume ticking"));
             th.shutdown().unwrap().await.unwrap();
         });
     }

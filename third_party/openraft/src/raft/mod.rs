@@ -98,6 +98,7 @@ use crate::core::RaftCore;
 use crate::core::SharedReplicateBatch;
 use crate::core::StepDownWatcher;
 use crate::core::Tick;
+use crate::core::TickPlan;
 use crate::core::heartbeat::handle::HeartbeatWorkersHandle;
 use crate::core::io_flush_tracking::AppliedProgress;
 use crate::core::io_flush_tracking::CommitProgress;
@@ -604,8 +605,10 @@ where
                     sm_span,
                 );
 
+                let (tick_plan, tick_poke) = TickPlan::<C>::new();
                 let core: RaftCore<C, N, LS, SM> = RaftCore {
                     id: id.clone(),
+                    tick_plan: tick_plan.clone(),
                     config: config.clone(),
                     runtime_config: runtime_config.clone(),
                     core_state: Default::default(),
@@ -676,7 +679,7 @@ where
                     let enable_tick = inner.runtime_config.enable_tick.lock().unwrap();
                     enable_tick.subscribe()
                 };
-                let tick_handle = Tick::spawn(tick_period, tick_tx, enabled);
+                let tick_handle = Tick::spawn(tick_period, tick_tx, enabled, (tick_plan, tick_poke));
                 *inner.tick_handle.lock().unwrap() = Some(tick_handle);
                 join_handle
             })
