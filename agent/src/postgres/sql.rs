@@ -53,7 +53,7 @@ SELECT pg_is_in_recovery(),
                'sync_state', sync_state, 'flush', flush_lsn::text, 'replay', replay_lsn::text)), '[]')
           FROM pg_stat_replication)::text,
        (SELECT coalesce(json_agg(slot_name), '[]') FROM pg_replication_slots WHERE slot_type = 'physical')::text,
-       (SELECT coalesce(json_agg(name), '[]') FROM pg_settings WHERE pending_restart)::text,
+       pg_conf_load_time()::text,
        (SELECT min_recovery_end_lsn::text FROM pg_control_recovery()),
        (SELECT min_recovery_end_timeline FROM pg_control_recovery()),
        CASE WHEN current_setting('archive_mode') <> 'off' THEN
@@ -64,6 +64,11 @@ SELECT pg_is_in_recovery(),
                       'last_failed_wal', coalesce(last_failed_wal, ''),
                       'last_failed_time', coalesce(last_failed_time::text, ''))
                  FROM pg_stat_archiver)::text END";
+
+/// Parameters waiting for a restart. Scanning `pg_settings` is half the cost of [`STATUS`], and
+/// the answer changes only when this session loads the configuration again (a reload or a
+/// restart), so it is read once per `pg_conf_load_time()`.
+const PENDING_RESTART: &str = "SELECT coalesce(json_agg(name), '[]')::text FROM pg_settings WHERE pending_restart";
 
 fn lsn(v: Option<String>) -> Option<Lsn> {
     v.and_then(|s| s.parse().ok())
@@ -76,6 +81,8 @@ pub struct Sql {
     /// The status query, prepared once per connection (parsed and planned once, not every
     /// reading).
     status_stmt: Option<tokio_postgres::Statement>,
+    /// `pending_restart` as read at a configuration load time (`pg_conf_load_time()`).
+    pending_restart: Option<(String, Vec<String>)>,
 }
 
 impl Sql {
@@ -90,7 +97,7 @@ impl Sql {
             .dbname("postgres")
             .application_name("pgquorum-agent")
             .connect_timeout(Duration::from_secs(2));
-        Sql { config, client: None, status_stmt: None }
+        Sql { config, client: None, status_stmt: None, pending_restart: None }
     }
 
     /// Commits of this connection wait for the local WAL flush only, never for synchronous
@@ -106,11 +113,13 @@ impl Sql {
     pub fn reset(&mut self) {
         self.client = None;
         self.status_stmt = None;
+        self.pending_restart = None;
     }
 
     async fn client(&mut self) -> Result<&Client, String> {
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
             self.status_stmt = None;
+            self.pending_restart = None;
             let (client, conn) = self.config.connect(NoTls).await.map_err(|e| e.to_string())?;
             tokio::spawn(async move {
                 let _ = conn.await;
@@ -156,6 +165,16 @@ impl Sql {
         }
         let reps: Vec<Rep> = serde_json::from_str(row.get::<_, &str>(7)).map_err(|e| e.to_string())?;
         let tli: Option<i32> = row.get(5);
+        let loaded: String = row.get::<_, Option<String>>(9).unwrap_or_default();
+        let pending_restart = match &self.pending_restart {
+            Some((at, names)) if *at == loaded => names.clone(),
+            _ => {
+                let text: String = self.run(async |c| c.query_one(PENDING_RESTART, &[]).await).await?.get(0);
+                let names: Vec<String> = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+                self.pending_restart = Some((loaded, names.clone()));
+                names
+            }
+        };
         Ok(Status {
             in_recovery: row.get(0),
             current_lsn: lsn(row.get(1)),
@@ -175,7 +194,7 @@ impl Sql {
                 })
                 .collect(),
             slots: serde_json::from_str(row.get::<_, &str>(8)).map_err(|e| e.to_string())?,
-            pending_restart: serde_json::from_str(row.get::<_, &str>(9)).map_err(|e| e.to_string())?,
+            pending_restart,
             min_recovery: match (lsn(row.get(10)), row.get::<_, Option<i32>>(11)) {
                 (Some(l), Some(t)) if l.0 != 0 && t > 0 => Some((Timeline(t as u32), l)),
                 _ => None,
