@@ -188,7 +188,7 @@ pub const AGENT_KEYS: &[KeyDef] = &[
     },
     KeyDef {
         key: "raft.heartbeat_interval",
-        default: "100ms",
+        default: "150ms",
         help: "How often the Raft leader sends heartbeats.",
         set: |c, k, v| {
             c.raft.heartbeat_interval = dur(k, v)?;
@@ -197,7 +197,7 @@ pub const AGENT_KEYS: &[KeyDef] = &[
     },
     KeyDef {
         key: "raft.election_timeout_min",
-        default: "200ms",
+        default: "300ms",
         help: "Lower bound of the randomised Raft election timeout.",
         set: |c, k, v| {
             c.raft.election_timeout_min = dur(k, v)?;

@@ -44,8 +44,8 @@ pub struct RaftSettings {
 impl Default for RaftSettings {
     fn default() -> Self {
         RaftSettings {
-            heartbeat_interval: Duration::from_millis(100),
-            election_timeout_min: Duration::from_millis(200),
+            heartbeat_interval: Duration::from_millis(150),
+            election_timeout_min: Duration::from_millis(300),
             election_timeout_max: Duration::from_millis(400),
             snapshot_every: 1000,
         }
