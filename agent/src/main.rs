@@ -148,7 +148,9 @@ fn main() -> ExitCode {
     init_logging(&cfg);
     // TLS uses ring, explicitly, whatever other crates enable in rustls.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    // One thread for all the agent's tasks (blocking work goes to tokio's blocking pool): an idle
+    // agent's CPU is its wake-ups, and two workers woke each other for most events (issue 10).
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");

@@ -26,10 +26,10 @@ const MAX_GUARD_MIB: u64 = 4;
 /// binary run as the guard (what it replaced) held 6-7 MiB.
 const MAX_GUARD_RSS_MIB: u64 = 3;
 /// Most wake-ups (voluntary context switches of all its threads) per second of an idle agent:
-/// 81-111 a second in a release build with the quiet loop, long polls and openraft ticking twice
-/// per heartbeat; 190-284 before (openraft ticking every 10 ms, the loop every 100 ms, four polls
-/// a second per peer), measured in the same run (BENCHMARKS.md, issue 10, fourth session).
-const MAX_WAKES_PER_SECOND: f64 = 160.0;
+/// 28-40 a second (debug and release builds alike) with openraft ticking only when something is
+/// due and one runtime thread; 73-101 with two runtime threads, 81-111 with openraft's fixed
+/// tick, 190-284 before issue 10 (BENCHMARKS.md, issue 10, fourth and fifth sessions).
+const MAX_WAKES_PER_SECOND: f64 = 70.0;
 
 /// The cluster's epoch (it changes with every failover).
 fn epoch(c: &mut Cluster) -> u64 {

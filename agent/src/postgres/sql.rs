@@ -68,7 +68,8 @@ SELECT pg_is_in_recovery(),
 /// Parameters waiting for a restart. Scanning `pg_settings` is half the cost of [`STATUS`], and
 /// the answer changes only when this session loads the configuration again (a reload or a
 /// restart), so it is read once per `pg_conf_load_time()`.
-const PENDING_RESTART: &str = "SELECT coalesce(json_agg(name), '[]')::text FROM pg_settings WHERE pending_restart";
+const PENDING_RESTART: &str =
+    "SELECT coalesce(json_agg(name), '[]')::text FROM pg_settings WHERE pending_restart";
 
 fn lsn(v: Option<String>) -> Option<Lsn> {
     v.and_then(|s| s.parse().ok())
