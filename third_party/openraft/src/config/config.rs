@@ -199,9 +199,8 @@ pub struct Config {
 
     /// The heartbeat interval in milliseconds at which leaders will send heartbeats to followers
     ///
-    /// A heartbeat is only sent when a tick fires, and the tick loop fires every
-    /// `heartbeat_interval * 13 / 64` milliseconds, so a heartbeat goes out at the first tick at
-    /// or after this interval, up to one tick interval later than it.
+    /// A heartbeat is only sent when a tick fires. pgquorum: the tick loop fires when the next
+    /// heartbeat is due (see `README-pgquorum.md`), so heartbeats go out this interval apart.
     #[cfg_attr(feature = "clap", clap(long, default_value_t = DEFAULTS.heartbeat_interval))]
     pub heartbeat_interval: u64,
 
@@ -751,10 +750,11 @@ impl Config {
         self.heartbeat_min_interval.unwrap_or(0)
     }
 
-    /// Get the interval in milliseconds at which the tick loop fires.
+    /// Get the shortest interval in milliseconds between two ticks.
     ///
-    /// A heartbeat is only sent when a tick fires, so every heartbeat deadline is rounded up to
-    /// this interval.
+    /// pgquorum: the tick loop fires when the core next needs it (a heartbeat or an election
+    /// deadline), never sooner than this after the last tick; while a deadline stays passed (an
+    /// election under way) it fires at this interval, as upstream's fixed tick does.
     pub(crate) fn tick_interval(&self) -> u64 {
         // pgquorum: half the heartbeat interval, not 13/64 of it (see README-pgquorum.md).
         let interval = self.heartbeat_interval / 2;

@@ -59,6 +59,8 @@ where C: RaftTypeConfig
     next: Option<InstantOf<C>>,
     /// What the tick loop sleeps until, while it sleeps.
     sleeping_until: Option<InstantOf<C>>,
+    /// The earliest the next tick can come (the last tick plus the tick interval).
+    floor: Option<InstantOf<C>>,
     /// A tick was sent and the core has not published a plan since: `next` may be the deadline
     /// that tick served.
     stale: bool,
@@ -78,6 +80,7 @@ where C: RaftTypeConfig
             state: Mutex::new(PlanState {
                 next: None,
                 sleeping_until: None,
+                floor: None,
                 stale: false,
                 poke,
             }),
@@ -90,7 +93,10 @@ where C: RaftTypeConfig
     pub(crate) fn set(&self, next: Option<InstantOf<C>>) {
         let mut p = self.state.lock().unwrap();
         p.next = next;
-        let earlier = matches!((next, p.sleeping_until), (Some(n), Some(s)) if n < s);
+        // Earlier than the loop's wake-up, and not held back by the interval between ticks anyway
+        // (a deadline that stays passed during an election would otherwise poke every step).
+        let due = next.map(|n| p.floor.map_or(n, |f| n.max(f)));
+        let earlier = matches!((due, p.sleeping_until), (Some(n), Some(s)) if n < s);
         if std::mem::take(&mut p.stale) || earlier {
             p.poke.send_if_modified(|v| {
                 *v += 1;
@@ -182,6 +188,7 @@ where C: RaftTypeConfig
                 let due = if p.stale { cap } else { p.next.map_or(cap, |n| n.min(cap)) };
                 let at = due.max(last_tick + self.period);
                 p.sleeping_until = Some(at);
+                p.floor = Some(last_tick + self.period);
                 at
             };
 
@@ -562,6 +569,51 @@ mod tests {
             plan.set(Some(TickUTConfig::now()));
             let next = TickUTConfig::timeout(ms(100), recv_tick::<TickUTConfig>(&mut rx)).await;
             assert_eq!(2, next.expect("the new plan was not ticked"));
+            th.shutdown().unwrap().await.unwrap();
+        });
+    }
+
+    /// pgquorum: the core may publish the deadline a tick served once more before it takes that
+    /// tick in (an iteration already under way); the plan after it is what counts.
+    #[test]
+    fn test_a_served_deadline_published_again_does_not_tick_twice() {
+        TickUTConfig::run(async {
+            let (tx, mut rx) = TickUTConfig::mpsc(1024);
+            let start = TickUTConfig::now();
+            let (th, plan) = spawn_planned(ms(50), Some(start + ms(100)), tx);
+            assert_eq!(1, TickUTConfig::timeout(ms(300), recv_tick::<TickUTConfig>(&mut rx)).await.unwrap());
+            let ticked = TickUTConfig::now();
+            plan.set(Some(start + ms(100)));
+            TickUTConfig::sleep(ms(10)).await;
+            let next = ticked + ms(400);
+            plan.set(Some(next));
+            let early = TickUTConfig::timeout_at(next - ms(30), recv_tick::<TickUTConfig>(&mut rx)).await;
+            assert!(early.is_err(), "the served deadline was ticked again");
+            let tick = TickUTConfig::timeout(ms(150), recv_tick::<TickUTConfig>(&mut rx)).await;
+            assert_eq!(2, tick.expect("no tick at the new deadline"));
+            th.shutdown().unwrap().await.unwrap();
+        });
+    }
+
+    /// pgquorum: disabling a running tick stops it until it is enabled again, then it ticks at
+    /// the deadline that passed meanwhile.
+    #[test]
+    fn test_a_tick_disabled_while_running_stops_and_resumes() {
+        TickUTConfig::run(async {
+            let (tx, mut rx) = TickUTConfig::mpsc(1024);
+            let (switch, enabled) = TickUTConfig::watch_channel(true);
+            let (plan, poke) = TickPlan::<TickUTConfig>::new();
+            let start = TickUTConfig::now();
+            plan.set(Some(start + ms(50)));
+            let th = Tick::<TickUTConfig>::spawn(ms(20), tx, enabled, (plan.clone(), poke));
+            assert_eq!(1, TickUTConfig::timeout(ms(300), recv_tick::<TickUTConfig>(&mut rx)).await.unwrap());
+            switch.send(false).unwrap();
+            plan.set(Some(TickUTConfig::now() + ms(50)));
+            TickUTConfig::sleep(ms(300)).await;
+            assert!(rx.try_recv().is_err(), "a disabled tick must not emit");
+            switch.send(true).unwrap();
+            let tick = TickUTConfig::timeout(ms(200), recv_tick::<TickUTConfig>(&mut rx)).await;
+            assert_eq!(2, tick.expect("re-enabling must tick the passed deadline"));
             th.shutdown().unwrap().await.unwrap();
         });
     }

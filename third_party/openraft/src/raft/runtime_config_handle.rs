@@ -26,8 +26,8 @@ where C: RaftTypeConfig
     /// Enable or disable raft internal ticker.
     ///
     /// Disabling tick will disable election and heartbeat. While disabled, the internal ticker
-    /// parks and causes no wakeups; re-enabling it resumes ticking, with the first tick at most
-    /// one tick period later.
+    /// parks and causes no wakeups; re-enabling it resumes ticking (pgquorum: at the core's next
+    /// deadline, or at most one tick period later if that has passed).
     pub fn tick(&self, enabled: bool) {
         let enable_tick = self.raft_inner.runtime_config.enable_tick.lock().unwrap();
         enable_tick.send_if_different(enabled);
