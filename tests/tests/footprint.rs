@@ -1,6 +1,7 @@
 //! End-to-end guard on what an idle member costs (issue 10): an idle member's agent reads its
 //! Postgres over SQL about once per `ha.status_interval`, not on every 100 ms tick, wakes up a
-//! bounded number of times a second, and the agent and its fence guard stay small. The bounds are several times the expected values and far
+//! bounded number of times a second, one long poll per pair of members carries their reports
+//! both ways, and the agent and its fence guard stay small. The bounds are several times the expected values and far
 //! below what the agent cost before (10 status queries a second, 36 MB), so neither noise on a
 //! loaded machine nor a debug build trips them, but a return to per-tick SQL or to a large
 //! table built at start-up does.
@@ -30,6 +31,10 @@ const MAX_GUARD_RSS_MIB: u64 = 3;
 /// due and one runtime thread; 73-101 with two runtime threads, 81-111 with openraft's fixed
 /// tick, 190-284 before issue 10 (BENCHMARKS.md, issue 10, fourth and fifth sessions).
 const MAX_WAKES_PER_SECOND: f64 = 70.0;
+/// Most long-poll requests for peers' reports, all members together, per second: about 2 per
+/// pair of members (a peer answers every half staleness bound), 6 for 3 members; 12 when every
+/// member polls every other (before reports went with the requests).
+const MAX_POLLS_PER_SECOND: f64 = 8.0;
 
 /// The cluster's epoch (it changes with every failover).
 fn epoch(c: &mut Cluster) -> u64 {
@@ -52,6 +57,16 @@ fn idle_members_query_postgres_about_once_a_second_and_stay_small() {
     let count = |i: usize| footprint::statements_logged(&logs[i]).expect("Postgres log");
     // A window only counts if the cluster stayed idle: on an overloaded machine a lease can run
     // out, and a failover rightly makes every member read Postgres on every tick.
+    let polls = |c: &Cluster| -> Vec<f64> {
+        c.agents
+            .iter()
+            .map(|a| {
+                let body = a.http("GET", "/metrics").expect("metrics").body;
+                let samples = pgquorum_tests::prom::parse(&body).expect("metrics parse");
+                pgquorum_tests::prom::value(&samples, "pgquorum_peer_report_polls_total", &[]).expect("polls")
+            })
+            .collect()
+    };
     let mut idle_window = None;
     for _ in 0..3 {
         let e0 = epoch(&mut c);
@@ -61,20 +76,34 @@ fn idle_members_query_postgres_about_once_a_second_and_stay_small() {
                 .map(|a| footprint::context_switches(a.pid().expect("agent running")).expect("/proc"))
                 .collect()
         };
-        let (before, wakes_before) = ((0..logs.len()).map(count).collect::<Vec<_>>(), wakes());
+        let (before, wakes_before, polls_before) =
+            ((0..logs.len()).map(count).collect::<Vec<_>>(), wakes(), polls(&c));
         let t = Instant::now();
         std::thread::sleep(WINDOW);
-        let (after, wakes_after) = ((0..logs.len()).map(count).collect::<Vec<_>>(), wakes());
+        let (after, wakes_after, polls_after) =
+            ((0..logs.len()).map(count).collect::<Vec<_>>(), wakes(), polls(&c));
         if epoch(&mut c) == e0 && e0 > 0 {
             let woke: Vec<u64> =
                 wakes_after.iter().zip(&wakes_before).map(|(a, b)| a.saturating_sub(*b)).collect();
-            idle_window = Some((before, after, woke, t.elapsed().as_secs_f64()));
+            let polled: Vec<f64> = polls_after.iter().zip(&polls_before).map(|(a, b)| a - b).collect();
+            idle_window = Some((before, after, woke, polled, t.elapsed().as_secs_f64()));
             break;
         }
         c.wait_for_primary(T);
     }
-    let (before, after, woke, secs) =
+    let (before, after, woke, polled, secs) =
         idle_window.expect("the cluster failed over in each of 3 windows of 30 s");
+    eprintln!("long polls sent per member in {secs:.1} s: {polled:?}");
+    assert!(
+        polled.iter().sum::<f64>() <= MAX_POLLS_PER_SECOND * secs,
+        "the members sent {polled:?} long polls in {secs:.1} s (at most {MAX_POLLS_PER_SECOND}/s together): \
+         does every member poll every other again (reports no longer sent with the requests)?"
+    );
+    assert!(
+        polled.iter().any(|p| *p <= 2.0),
+        "every member polled its peers ({polled:?} in {secs:.1} s): the member with the highest node id \
+         should only answer"
+    );
     for (i, a) in c.agents.iter().enumerate() {
         let ran = after[i].saturating_sub(before[i]) as f64;
         let m = footprint::member(a.pid().expect("agent running"), &a.pgdata()).expect("sample");

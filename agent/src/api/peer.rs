@@ -32,6 +32,24 @@ impl PeerApi {
     fn check(&self, cluster_name: &str) -> Result<(), Status> {
         self.cluster.node.ident.check_peer(cluster_name, "").map_err(Status::failed_precondition)
     }
+
+    /// Stores the report a peer sent with its long poll (`ha::peers::follow`), and wakes the HA
+    /// loop when its content changed. A report of this member or of a non-member (one that
+    /// joined before this member applied its addition) is not stored: the long poll is still
+    /// answered, and the asker's next request carries it again.
+    fn take_pushed(&self, bytes: &[u8]) -> Result<(), Status> {
+        let report: pgquorum_core::ha::observation::Report = serde_json::from_slice(bytes).map_err(|e| {
+            Status::invalid_argument(format!("the report sent with the request is not a valid report: {e}"))
+        })?;
+        let other = report.member != self.cluster.node.ident.member
+            && self.cluster.membership().nodes.values().any(|n| n.name == report.member);
+        if !other {
+            tracing::debug!("not storing {}'s report: not another member of this cluster", report.member);
+        } else if self.shared.reports.put_peer(report, self.shared.now(), true) {
+            self.shared.wake.notify_one();
+        }
+        Ok(())
+    }
 }
 
 #[tonic::async_trait]
@@ -86,6 +104,9 @@ impl PeerService for PeerApi {
     ) -> Result<Response<MemberStatusReply>, Status> {
         let req = req.into_inner();
         self.check(&req.cluster_name)?;
+        if !req.report.is_empty() {
+            self.take_pushed(&req.report)?;
+        }
         if req.known != 0 && req.wait_ms > 0 {
             // Long poll: wait for a different report, at most `wait_ms` (bounded here too).
             let wait = Duration::from_millis(u64::from(req.wait_ms)).min(Duration::from_secs(5));
@@ -109,7 +130,7 @@ impl PeerService for PeerApi {
         let ttl = self
             .shared
             .coord
-            .confirm(&self.cluster, &member, Epoch(req.epoch), move || shared.now())
+            .confirm(&self.cluster, &member, Epoch(req.epoch), req.prompt, move || shared.now())
             .await
             .map_err(Status::failed_precondition)?;
         Ok(Response::new(RenewLeaseReply { ttl_ms: ttl.as_millis() as u64 }))

@@ -7,6 +7,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use openraft::LinearizerOption;
 use openraft::ReadPolicy;
 use pgquorum_core::ha::observation::Coordinator;
 use pgquorum_core::ha::rules::lease::{Refusal, may_confirm};
@@ -116,11 +117,14 @@ impl Coord {
     /// Confirms `member`'s lease on `epoch` and returns the ttl it may count from its send time.
     /// Checks before and after a ReadIndex round (a heartbeat sent after this request arrived,
     /// acknowledged by a quorum), and records the confirmation under the lock that expiry uses.
+    /// The heartbeat is the next periodic one, or, when `prompt` (a renewal's later attempt),
+    /// one sent at once: the same proof either way, the first costing no extra round.
     pub async fn confirm(
         &self,
         cluster: &Cluster,
         member: &MemberName,
         epoch: Epoch,
+        prompt: bool,
         now: impl Fn() -> Duration,
     ) -> Result<Duration, String> {
         let refuse = |r: Refusal| match r {
@@ -139,7 +143,7 @@ impl Coord {
         cluster
             .node
             .raft
-            .ensure_linearizable(ReadPolicy::ReadIndex)
+            .ensure_linearizable(read_index(prompt))
             .await
             .map_err(|e| format!("leadership not confirmed: {e}"))?;
         let applied = cluster.applied();
@@ -157,6 +161,12 @@ impl Coord {
         s.granted_ttl = Some(s.granted_ttl.map_or(ttl, |g| g.max(ttl)));
         Ok(ttl)
     }
+}
+
+/// A ReadIndex confirmation: a quorum acknowledges a heartbeat sent after the request arrived,
+/// sent at once when `prompt`, else the next periodic one.
+fn read_index(prompt: bool) -> LinearizerOption {
+    if prompt { ReadPolicy::ReadIndex.into() } else { LinearizerOption::new(Some(Duration::ZERO), false) }
 }
 
 impl CoordState {

@@ -342,9 +342,11 @@ impl Ha {
         let (cluster, shared, me) = (self.cluster.clone(), self.shared.clone(), obs.me.clone());
         let ttl = obs.cluster.config.ttl;
         let budget = (ttl / 3).max(Duration::from_millis(100));
+        let heartbeat = self.cfg.raft.heartbeat_interval;
         let handle = tokio::spawn(async move {
             let every = super::renew::attempt_every(ttl);
-            let res = super::renew::renew(cluster, shared.clone(), me, epoch, every, budget).await;
+            let first = super::renew::first_retry_after(every, heartbeat);
+            let res = super::renew::renew(cluster, shared.clone(), me, epoch, (first, every), budget).await;
             shared.wake.notify_one();
             res
         });

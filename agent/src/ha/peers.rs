@@ -19,6 +19,12 @@ use crate::cluster::Cluster;
 #[derive(Default)]
 pub struct Reports {
     map: Mutex<BTreeMap<MemberName, Seen>>,
+    /// Per peer: the digest of the last report's content and when the peer last sent its report
+    /// with a request of its own long poll (see [`follow`]).
+    peers: Mutex<BTreeMap<MemberName, (u64, Option<tokio::time::Instant>)>>,
+    /// Long-poll requests this member sent to its peers (a metric: an idle member that only
+    /// listens sends none).
+    polls: std::sync::atomic::AtomicU64,
 }
 
 impl Reports {
@@ -26,6 +32,31 @@ impl Reports {
     pub fn put(&self, report: Report, at: Duration) {
         let mut map = self.map.lock().expect("reports lock is never poisoned");
         map.insert(report.member.clone(), Seen { report, received: at });
+    }
+
+    /// Stores a peer's report received at `at`, answering its own long poll or (`pushed`) sent
+    /// with the peer's request. Returns whether the content differs from the last one stored
+    /// this way (then the HA loop has something new to look at).
+    pub fn put_peer(&self, report: Report, at: Duration, pushed: bool) -> bool {
+        let content = super::report_digest(&report);
+        let name = report.member.clone();
+        self.put(report, at);
+        let mut peers = self.peers.lock().expect("reports lock is never poisoned");
+        let entry = peers.entry(name).or_insert((0, None));
+        if pushed {
+            entry.1 = Some(tokio::time::Instant::now());
+        }
+        std::mem::replace(&mut entry.0, content) != content
+    }
+
+    /// How many long-poll requests this member has sent to its peers.
+    pub fn polls(&self) -> u64 {
+        self.polls.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// When `member` last sent its report with a request of its own.
+    pub fn pushed_at(&self, member: &MemberName) -> Option<tokio::time::Instant> {
+        self.peers.lock().expect("reports lock is never poisoned").get(member).and_then(|p| p.1)
     }
 
     /// The last report of every member in `members` (None when never heard from).
@@ -82,7 +113,9 @@ pub async fn poll(
         for (id, node) in nodes {
             if let std::collections::btree_map::Entry::Vacant(e) = following.entry(id) {
                 let grpc = node.grpc.clone();
-                e.insert((grpc, tokio::spawn(follow(cluster.clone(), shared.clone(), node, clock.clone()))));
+                let polled = id < me;
+                let task = follow(cluster.clone(), shared.clone(), node, polled, clock.clone());
+                e.insert((grpc, tokio::spawn(task)));
             }
         }
         tokio::select! {
@@ -102,40 +135,65 @@ pub async fn poll(
 type Clock = std::sync::Arc<dyn Fn() -> Duration + Send + Sync>;
 
 /// Follows one peer's report: a long poll that the peer answers when its report changes, and at
-/// least every [`keepalive`]. A changed report wakes the HA loop, and so does the moment the last
-/// report goes stale while the peer does not answer (a quiet loop does not tick to find out).
-/// After a failure (the peer is down, or unreachable) it tries again every [`keepalive`] / 2.
-async fn follow(cluster: Cluster, shared: std::sync::Arc<super::Shared>, node: MemberNode, clock: Clock) {
+/// least every [`keepalive`]. Each request carries this member's own report, and a new request
+/// goes out as soon as it changes, so one long poll per pair of members carries reports both
+/// ways: of two members, the one with the lower node id polls; the other (`polled`) only
+/// listens while those requests arrive, and polls itself while they do not (the peer is down,
+/// or predates pushed reports). A changed report wakes the HA loop, and so does the moment the
+/// last report goes stale while the peer does not answer (a quiet loop does not tick to find
+/// out). After a failure (the peer is down, or unreachable) it tries again every
+/// [`keepalive`] / 2.
+async fn follow(
+    cluster: Cluster,
+    shared: std::sync::Arc<super::Shared>,
+    node: MemberNode,
+    polled: bool,
+    clock: Clock,
+) {
     let keepalive = keepalive();
     let stale_after = pgquorum_core::ha::HaConfig::default().report_stale_after;
-    // The digest the peer sent (for its long poll) and that of the content last seen.
-    let (mut known, mut seen) = (0u64, 0u64);
+    let just_after = |t: tokio::time::Instant| t + stale_after + Duration::from_millis(1);
+    // The digest the peer sent (for its long poll).
+    let mut known = 0u64;
     // When the last report arrived, and whether the loop was told it went stale since.
     let (mut last_ok, mut told_stale) = (None::<tokio::time::Instant>, false);
+    let mut mine = shared.digest.subscribe();
     loop {
+        let pushed = polled.then(|| shared.reports.pushed_at(&node.name)).flatten();
+        if let Some(at) = pushed.filter(|at| just_after(*at) > tokio::time::Instant::now()) {
+            // The peer's own long poll keeps its report fresh here: look again when it would
+            // go stale (a later push moves that on).
+            (last_ok, told_stale) = (Some(at), false);
+            tokio::time::sleep_until(just_after(at)).await;
+            continue;
+        }
         let started = tokio::time::Instant::now();
-        let stale_at = last_ok.map(|t| t + stale_after + Duration::from_millis(1));
-        let answer =
-            telling_stale(ask(&cluster, &node, known, keepalive), stale_at, &mut told_stale, &shared).await;
+        mine.borrow_and_update();
+        let call = async {
+            tokio::select! {
+                answer = ask(&cluster, &shared, &node, known, keepalive) => Some(answer),
+                _ = mine.changed() => None,
+            }
+        };
+        let Some(answer) = telling_stale(call, last_ok.map(just_after), &mut told_stale, &shared).await
+        else {
+            // This member's report changed: ask again at once, carrying the new one.
+            continue;
+        };
         let digest = match answer {
             Some((report, digest)) => {
-                // Compared by content here too: a peer that predates long polls sends no digest.
-                let content = super::report_digest(&report);
-                shared.reports.put(report, clock());
-                (last_ok, told_stale) = (Some(tokio::time::Instant::now()), false);
-                if content != seen {
-                    seen = content;
+                if shared.reports.put_peer(report, clock(), false) {
                     shared.wake.notify_one();
                 }
+                (last_ok, told_stale) = (Some(tokio::time::Instant::now()), false);
                 digest
             }
             None => 0,
         };
         // 0: the call failed, or the peer predates long polls (it answered at once).
         if digest == 0 {
-            let stale_at = last_ok.map(|t| t + stale_after + Duration::from_millis(1));
             let retry = tokio::time::sleep_until(started + keepalive / 2);
-            telling_stale(retry, stale_at, &mut told_stale, &shared).await;
+            telling_stale(retry, last_ok.map(just_after), &mut told_stale, &shared).await;
         }
         known = digest;
     }
@@ -160,13 +218,23 @@ async fn telling_stale<T>(
     }
 }
 
-/// One `MemberStatus` call: the peer's report and digest, or `None` when it did not answer.
-async fn ask(cluster: &Cluster, node: &MemberNode, known: u64, wait: Duration) -> Option<(Report, u64)> {
+/// One `MemberStatus` call carrying this member's report: the peer's report and digest, or
+/// `None` when it did not answer.
+async fn ask(
+    cluster: &Cluster,
+    shared: &super::Shared,
+    node: &MemberNode,
+    known: u64,
+    wait: Duration,
+) -> Option<(Report, u64)> {
     let mut client = cluster.peer_client(&node.grpc).ok()?;
+    shared.reports.polls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mine = shared.current_report().0.and_then(|r| serde_json::to_vec(&r).ok()).unwrap_or_default();
     let mut req = tonic::Request::new(MemberStatusRequest {
         cluster_name: cluster.node.ident.cluster_name.to_string(),
         known,
         wait_ms: if known == 0 { 0 } else { wait.as_millis() as u32 },
+        report: mine,
     });
     let limit = wait + Duration::from_millis(500);
     req.set_timeout(limit);
@@ -177,4 +245,57 @@ async fn ask(cluster: &Cluster, node: &MemberNode, known: u64, wait: Duration) -
     let reply = reply.into_inner();
     let report = serde_json::from_slice::<Report>(&reply.report).ok().filter(|r| r.member == node.name)?;
     Some((report, reply.digest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgquorum_core::ha::observation::{Data, Postgres, Tags};
+    use pgquorum_core::{Epoch, UnixMillis};
+
+    fn report(member: &str, epoch: u64, at: u64) -> Report {
+        Report {
+            member: MemberName::new(member).expect("name"),
+            address: String::new(),
+            epoch: Epoch(epoch),
+            postgres: Postgres::Stopped,
+            data: Data::Missing,
+            lease: None,
+            fenced_epoch: None,
+            stop_streaming_for: None,
+            task: None,
+            tags: Tags::default(),
+            timeline_history: Vec::new(),
+            sync_applied_at: None,
+            at: UnixMillis(at),
+            election_timeout_max: None,
+            problem: None,
+        }
+    }
+
+    #[test]
+    fn a_peer_report_counts_as_new_only_when_its_content_changed() {
+        let r = Reports::default();
+        let ms = Duration::from_millis;
+        assert!(r.put_peer(report("m2", 1, 0), ms(10), false), "the first report is new");
+        assert!(!r.put_peer(report("m2", 1, 500), ms(20), true), "only its time differs");
+        assert!(r.put_peer(report("m2", 2, 500), ms(30), false), "a new epoch is new");
+        assert!(r.put_peer(report("m3", 2, 500), ms(30), false), "each member on its own");
+        let seen = r.for_members([MemberName::new("m2").expect("name")]);
+        let m2 = seen.values().next().and_then(|s| s.as_ref()).expect("held");
+        assert_eq!((m2.report.epoch, m2.received), (Epoch(2), ms(30)), "the last one is held");
+    }
+
+    #[test]
+    fn only_a_report_sent_with_a_request_is_a_push() {
+        let r = Reports::default();
+        let m2 = MemberName::new("m2").expect("name");
+        r.put_peer(report("m2", 1, 0), Duration::ZERO, false);
+        assert_eq!(r.pushed_at(&m2), None, "an answer to this member's own poll");
+        let before = tokio::time::Instant::now();
+        r.put_peer(report("m2", 1, 0), Duration::ZERO, true);
+        assert!(r.pushed_at(&m2).is_some_and(|t| t >= before));
+        r.put(report("m2", 1, 0), Duration::ZERO);
+        assert!(r.pushed_at(&m2).is_some(), "a plain put leaves the push time alone");
+    }
 }

@@ -1,7 +1,9 @@
 //! One lease renewal on the member's side, as a series of attempts: the first on the cached
-//! channel to the Raft leader, then, every `attempt_every` while none has answered, another on a
-//! new connection (the earlier ones keep running). The first confirmation wins and counts from
-//! its own send time. A request sent into a network cut sits in TCP retransmission (its next try
+//! channel to the Raft leader, confirmed with the leader's next periodic heartbeat (no extra
+//! round while all is well); then, while none has answered, another on a new connection
+//! confirmed with a heartbeat sent at once (the earlier ones keep running): the first of them
+//! after [`first_retry_after`], the rest every [`attempt_every`]. The first confirmation wins
+//! and counts from its own send time. A request sent into a network cut sits in TCP retransmission (its next try
 //! can be seconds after the network is back); the attempt started after the cut heals lands at
 //! once, so a blip shorter than the lease does not cost it (DESIGN invariant 7).
 //!
@@ -38,13 +40,21 @@ pub fn attempt_every(ttl: Duration) -> Duration {
     (ttl / 15).clamp(Duration::from_millis(50), Duration::from_millis(200))
 }
 
-/// Renews `epoch` for `me`, trying until `budget` has passed.
+/// When a renewal starts its second attempt: once the first, which waits for the leader's next
+/// periodic heartbeat, should have been answered (a heartbeat interval and half an `every`),
+/// and no sooner than `every`.
+pub fn first_retry_after(every: Duration, heartbeat: Duration) -> Duration {
+    every.max(heartbeat + every / 2)
+}
+
+/// Renews `epoch` for `me`, trying until `budget` has passed: a second attempt after
+/// `first_retry`, then one every `every`.
 pub async fn renew(
     cluster: Cluster,
     shared: Arc<Shared>,
     me: MemberName,
     epoch: Epoch,
-    every: Duration,
+    (first_retry, every): (Duration, Duration),
     budget: Duration,
 ) -> Result<Confirmed, String> {
     let give_up = tokio::time::Instant::now() + budget;
@@ -63,7 +73,7 @@ pub async fn renew(
                 res.map(|ttl| Confirmed { epoch, ttl, sent })
             });
             n += 1;
-            next = now + every;
+            next = now + if n == 1 { first_retry } else { every };
         }
         tokio::select! {
             Some(res) = attempts.next() => match res {
@@ -78,7 +88,8 @@ pub async fn renew(
     }
 }
 
-/// One request to the leader (or the local coordinator when this agent leads).
+/// One request to the leader (or the local coordinator when this agent leads); a `fresh` one
+/// (a later attempt) on a new connection, and confirmed with a heartbeat sent at once.
 async fn attempt(
     cluster: &Cluster,
     shared: &Shared,
@@ -88,7 +99,7 @@ async fn attempt(
 ) -> Result<Duration, String> {
     match cluster.leader() {
         Some((id, _)) if id == cluster.node.ident.node_id => {
-            shared.coord.confirm(cluster, me, epoch, || shared.now()).await
+            shared.coord.confirm(cluster, me, epoch, fresh, || shared.now()).await
         }
         Some((_, node)) => {
             let channel = if fresh {
@@ -101,10 +112,35 @@ async fn attempt(
                 cluster_name: cluster.node.ident.cluster_name.to_string(),
                 member: me.to_string(),
                 epoch: epoch.0,
+                prompt: fresh,
             };
             let reply = client.renew_lease(req).await.map_err(|s| s.message().to_string())?;
             Ok(Duration::from_millis(reply.get_ref().ttl_ms))
         }
         None => Err("no Raft leader known".to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn later_attempts_come_every_fifteenth_of_the_ttl_within_bounds() {
+        assert_eq!(attempt_every(MS(1500)), MS(100));
+        assert_eq!(attempt_every(MS(300)), MS(50), "at least 50 ms");
+        assert_eq!(attempt_every(MS(15_000)), MS(200), "at most 200 ms");
+    }
+
+    #[test]
+    fn the_second_attempt_waits_for_the_first_ones_heartbeat() {
+        // Defaults: a 150 ms heartbeat; the first attempt is answered within about 150 ms.
+        assert_eq!(first_retry_after(MS(100), MS(150)), MS(200));
+        // A slow heartbeat (the low-power profile) holds the second attempt back as long.
+        assert_eq!(first_retry_after(MS(200), MS(1000)), MS(1100));
+        // Never sooner than the attempt interval.
+        assert_eq!(first_retry_after(MS(200), MS(50)), MS(200));
     }
 }

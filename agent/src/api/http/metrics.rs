@@ -73,6 +73,8 @@ pub struct Sample {
     pub archiver: Option<(u64, u64)>,
     /// Every other member and whether it is unreachable (its last report missing or stale).
     pub peers_unreachable: Vec<(String, bool)>,
+    /// Long-poll requests for peers' reports this agent has sent.
+    pub peer_polls: u64,
     /// Pod labelling, when this agent labels a Kubernetes pod.
     pub kube: Option<crate::kube::status::KubeStatus>,
     /// The agent's WAL archive, when `archive.enabled`.
@@ -141,6 +143,7 @@ impl Sample {
             problem: view.report().and_then(|r| r.problem.as_ref()).map(|p| (p.kind.as_str(), p.failures)),
             archiver: running.and_then(|r| r.archiver.as_ref()).map(|a| (a.archived_count, a.failed_count)),
             peers_unreachable: view.peers_unreachable.iter().map(|(n, u)| (n.to_string(), *u)).collect(),
+            peer_polls: view.peer_polls,
             kube: Some(crate::kube::status::get()).filter(|k| k.active),
             archive: None,
             backup: backup_sample(state),
@@ -283,6 +286,11 @@ pub fn encode(s: &Sample) -> String {
             peers,
         );
     }
+    r.register(
+        "peer_report_polls",
+        "Long-poll requests for peers' reports this agent sent (of two members, the one with the lower node id polls; the other only answers while those requests arrive)",
+        ConstCounter::new(s.peer_polls),
+    );
     if let Some(k) = &s.kube {
         r.register(
             "kube_labels_in_sync",
@@ -332,6 +340,7 @@ mod tests {
             raft_commit_index: 42,
             postgres_running: true,
             peers_unreachable: vec![("m2".into(), false), ("m3".into(), true)],
+            peer_polls: 5,
             ..Default::default()
         };
         let text = encode(&s);
@@ -353,6 +362,7 @@ mod tests {
             format!("pgquorum_postgres_running{l} 1"),
             "pgquorum_peer_unreachable{cluster=\"c\",member=\"m1\",peer=\"m2\"} 0".to_string(),
             "pgquorum_peer_unreachable{cluster=\"c\",member=\"m1\",peer=\"m3\"} 1".to_string(),
+            format!("pgquorum_peer_report_polls_total{l} 5"),
         ] {
             assert!(text.lines().any(|x| x == line), "missing {line:?} in\n{text}");
         }

@@ -35,6 +35,8 @@ pub struct View {
     pub since_tick: Option<Duration>,
     /// Every other member, and whether its last report is missing or stale (unreachable).
     pub peers_unreachable: Vec<(MemberName, bool)>,
+    /// Long-poll requests this member has sent to its peers.
+    pub peer_polls: u64,
 }
 
 impl View {
@@ -66,6 +68,7 @@ impl View {
             now,
             since_tick: shared.since_last_tick(),
             peers_unreachable,
+            peer_polls: shared.reports.polls(),
         }
     }
 
