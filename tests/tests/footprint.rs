@@ -1,10 +1,10 @@
 //! End-to-end guard on what an idle member costs (issue 10): an idle member's agent reads its
 //! Postgres over SQL about once per `ha.status_interval`, not on every 100 ms tick, wakes up a
 //! bounded number of times a second, one long poll per pair of members carries their reports
-//! both ways, and the agent and its fence guard stay small. The bounds are several times the expected values and far
-//! below what the agent cost before (10 status queries a second, 36 MB), so neither noise on a
-//! loaded machine nor a debug build trips them, but a return to per-tick SQL or to a large
-//! table built at start-up does.
+//! both ways, and the agent and its fence guard stay small. The bounds are several times the
+//! expected values and far below what the agent cost before (10 status queries a second,
+//! 36 MB), so neither noise on a loaded machine nor a debug build trips them, but a return to
+//! per-tick SQL or to a large table built at start-up does.
 
 use std::time::{Duration, Instant};
 
