@@ -15,3 +15,4 @@ pub mod ha;
 pub mod kube;
 pub mod postgres;
 pub mod raft;
+pub mod timer;

@@ -150,7 +150,7 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     // One thread for all the agent's tasks (blocking work goes to tokio's blocking pool): an idle
     // agent's CPU is its wake-ups, and two workers woke each other for most events (issue 10).
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match pgquorum_agent::timer::runtime() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");

@@ -33,22 +33,27 @@ impl PeerApi {
         self.cluster.node.ident.check_peer(cluster_name, "").map_err(Status::failed_precondition)
     }
 
-    /// Stores the report a peer sent with its long poll (`ha::peers::follow`), and wakes the HA
-    /// loop when its content changed. A report of this member or of a non-member (one that
-    /// joined before this member applied its addition) is not stored: the long poll is still
-    /// answered, and the asker's next request carries it again.
-    fn take_pushed(&self, bytes: &[u8]) -> Result<(), Status> {
-        let report: pgquorum_core::ha::observation::Report = serde_json::from_slice(bytes).map_err(|e| {
-            Status::invalid_argument(format!("the report sent with the request is not a valid report: {e}"))
-        })?;
+    /// Stores the report a peer sent with its long poll request `seq` (`ha::peers::follow`), and
+    /// wakes the HA loop when its content changed. Not stored, and the long poll answered all
+    /// the same: a report that does not parse (an agent of a newer version; the asker then
+    /// counts on its own answers no more than before), one of this member or of a non-member (one
+    /// that joined before this member applied its addition), or one from an older request than
+    /// one already taken.
+    fn take_pushed(&self, bytes: &[u8], seq: u64) {
+        let report: pgquorum_core::ha::observation::Report = match serde_json::from_slice(bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!("not storing the report sent with a long poll: it does not parse: {e}");
+                return;
+            }
+        };
         let other = report.member != self.cluster.node.ident.member
             && self.cluster.membership().nodes.values().any(|n| n.name == report.member);
         if !other {
             tracing::debug!("not storing {}'s report: not another member of this cluster", report.member);
-        } else if self.shared.reports.put_peer(report, self.shared.now(), true) {
+        } else if self.shared.reports.put_pushed(report, self.shared.now(), seq) == Some(true) {
             self.shared.wake.notify_one();
         }
-        Ok(())
     }
 }
 
@@ -105,13 +110,15 @@ impl PeerService for PeerApi {
         let req = req.into_inner();
         self.check(&req.cluster_name)?;
         if !req.report.is_empty() {
-            self.take_pushed(&req.report)?;
+            self.take_pushed(&req.report, req.seq);
         }
         if req.known != 0 && req.wait_ms > 0 {
             // Long poll: wait for a different report, at most `wait_ms` (bounded here too).
             let wait = Duration::from_millis(u64::from(req.wait_ms)).min(Duration::from_secs(5));
+            // Answered at most 64 ms later than asked: one wake-up instead of two (`timer`).
+            let until = crate::timer::coarse(tokio::time::Instant::now() + wait);
             let mut digest = self.shared.digest.subscribe();
-            let _ = tokio::time::timeout(wait, digest.wait_for(|d| *d != req.known)).await;
+            let _ = tokio::time::timeout_at(until, digest.wait_for(|d| *d != req.known)).await;
         }
         let (report, digest) = self.shared.current_report();
         let report = report.ok_or_else(|| Status::unavailable("no report yet (starting)"))?;
@@ -130,7 +137,7 @@ impl PeerService for PeerApi {
         let ttl = self
             .shared
             .coord
-            .confirm(&self.cluster, &member, Epoch(req.epoch), req.prompt, move || shared.now())
+            .confirm(&self.cluster, &member, Epoch(req.epoch), !req.periodic, move || shared.now())
             .await
             .map_err(Status::failed_precondition)?;
         Ok(Response::new(RenewLeaseReply { ttl_ms: ttl.as_millis() as u64 }))

@@ -195,7 +195,7 @@ pub struct Ha {
     history_cache: Option<(Timeline, Vec<(Timeline, Lsn)>)>,
     last_logged: Option<(Reason, Vec<Action>, Option<Reason>)>,
     /// Set while quiet: the loop time of the next tick (otherwise every loop interval).
-    quiet_until: Option<Duration>,
+    quiet_until: Option<(Duration, bool)>,
 }
 
 impl Ha {
@@ -260,7 +260,10 @@ impl Ha {
             // state is a change worth a fresh Postgres status. And at the fence point of the
             // lease held, so fencing never waits for a tick.
             let next = match self.quiet_until {
-                Some(at) => self.shared.start + at,
+                Some((at, true)) => self.shared.start + at,
+                // Only the status read or the report's freshness is due: up to 64 ms later
+                // costs one wake-up instead of two (`timer`).
+                Some((at, false)) => crate::timer::coarse(self.shared.start + at),
                 None => Instant::now() + every,
             };
             let fence_at = self.fence_point().filter(|at| *at > Instant::now());
@@ -391,11 +394,15 @@ impl Ha {
         }));
     }
 
-    /// While quiet, when the loop next ticks (`cadence::quiet_until`; `None`: every interval).
-    fn quiet_until(&self, obs: &pgquorum_core::ha::Observation, plan: &Plan) -> Option<Duration> {
+    /// While quiet, when the loop next ticks (`cadence::quiet_until`; `None`: every interval),
+    /// and whether that is a deadline on which a decision depends (`cadence::next_deadline`: a
+    /// renewal, a lease running out), to be met exactly.
+    fn quiet_until(&self, obs: &pgquorum_core::ha::Observation, plan: &Plan) -> Option<(Duration, bool)> {
+        use pgquorum_core::ha::cadence;
         let next_status = (!self.local.status_due)
             .then(|| self.local.status_at.unwrap_or(obs.now) + self.cfg.status_interval);
-        pgquorum_core::ha::cadence::quiet_until(obs, plan, &self.hacfg, next_status, self.cfg.loop_interval)
+        let at = cadence::quiet_until(obs, plan, &self.hacfg, next_status, self.cfg.loop_interval)?;
+        Some((at, cadence::next_deadline(obs, &self.hacfg) == Some(at)))
     }
 
     /// When this member must fence itself if no renewal lands first (`None`: no lease held).

@@ -1,7 +1,8 @@
-//! Every member's last report, followed with a long poll of each peer's `MemberStatus` (served
-//! from memory): a peer answers as soon as its report changes, and otherwise twice per
-//! staleness bound. Used by the coordinator (who is where, who stopped streaming) and by
-//! replicas (the primary's timeline history and address).
+//! Every member's last report, followed with one long poll per pair of members of the peer's
+//! `MemberStatus` (served from memory): a peer answers as soon as its report changes, and
+//! otherwise twice per staleness bound; each request carries the asker's own report, so the
+//! one poll serves both ways. Used by the coordinator (who is where, who stopped streaming) and
+//! by replicas (the primary's timeline history and address).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -19,12 +20,24 @@ use crate::cluster::Cluster;
 #[derive(Default)]
 pub struct Reports {
     map: Mutex<BTreeMap<MemberName, Seen>>,
-    /// Per peer: the digest of the last report's content and when the peer last sent its report
-    /// with a request of its own long poll (see [`follow`]).
-    peers: Mutex<BTreeMap<MemberName, (u64, Option<tokio::time::Instant>)>>,
+    /// Per peer: what the last reports it sent were.
+    peers: Mutex<BTreeMap<MemberName, PeerMeta>>,
+    /// Notified on every report a peer sends with its request.
+    pushes: tokio::sync::Notify,
     /// Long-poll requests this member sent to its peers (a metric: an idle member that only
     /// listens sends none).
     polls: std::sync::atomic::AtomicU64,
+}
+
+/// What this member knows of the reports a peer sent.
+#[derive(Clone, Copy, Default)]
+struct PeerMeta {
+    /// The digest of the last report's content (`report_digest`).
+    content: u64,
+    /// When the peer last sent its report with a request of its own long poll ([`follow`]).
+    pushed: Option<tokio::time::Instant>,
+    /// The sequence number of that request.
+    seq: u64,
 }
 
 impl Reports {
@@ -34,19 +47,38 @@ impl Reports {
         map.insert(report.member.clone(), Seen { report, received: at });
     }
 
-    /// Stores a peer's report received at `at`, answering its own long poll or (`pushed`) sent
-    /// with the peer's request. Returns whether the content differs from the last one stored
-    /// this way (then the HA loop has something new to look at).
-    pub fn put_peer(&self, report: Report, at: Duration, pushed: bool) -> bool {
+    /// Stores a peer's report received at `at` in answer to this member's long poll. Returns
+    /// whether its content differs from the last one stored this way (then the HA loop has
+    /// something new to look at).
+    pub fn put_peer(&self, report: Report, at: Duration) -> bool {
+        self.put_from_peer(report, at, None).unwrap_or(false)
+    }
+
+    /// Stores a report a peer sent with request `seq` of its own long poll, received at `at`;
+    /// `None` when not taken: a request older than one already taken (while the peer's pushes
+    /// are fresh: a retry on a new connection overtook it). Else whether the content changed.
+    pub fn put_pushed(&self, report: Report, at: Duration, seq: u64) -> Option<bool> {
+        self.put_from_peer(report, at, Some(seq))
+    }
+
+    fn put_from_peer(&self, report: Report, at: Duration, pushed: Option<u64>) -> Option<bool> {
         let content = super::report_digest(&report);
-        let name = report.member.clone();
-        self.put(report, at);
+        let now = tokio::time::Instant::now();
+        let stale_after = pgquorum_core::ha::HaConfig::default().report_stale_after;
         let mut peers = self.peers.lock().expect("reports lock is never poisoned");
-        let entry = peers.entry(name).or_insert((0, None));
-        if pushed {
-            entry.1 = Some(tokio::time::Instant::now());
+        let meta = peers.entry(report.member.clone()).or_default();
+        if let Some(seq) = pushed {
+            let fresh = meta.pushed.is_some_and(|t| now.saturating_duration_since(t) <= stale_after);
+            if seq != 0 && seq <= meta.seq && fresh {
+                return None;
+            }
+            (meta.pushed, meta.seq) = (Some(now), seq);
+            self.pushes.notify_waiters();
         }
-        std::mem::replace(&mut entry.0, content) != content
+        let changed = std::mem::replace(&mut meta.content, content) != content;
+        drop(peers);
+        self.put(report, at);
+        Some(changed)
     }
 
     /// How many long-poll requests this member has sent to its peers.
@@ -56,7 +88,7 @@ impl Reports {
 
     /// When `member` last sent its report with a request of its own.
     pub fn pushed_at(&self, member: &MemberName) -> Option<tokio::time::Instant> {
-        self.peers.lock().expect("reports lock is never poisoned").get(member).and_then(|p| p.1)
+        self.peers.lock().expect("reports lock is never poisoned").get(member).and_then(|p| p.pushed)
     }
 
     /// The last report of every member in `members` (None when never heard from).
@@ -153,18 +185,28 @@ async fn follow(
     let keepalive = keepalive();
     let stale_after = pgquorum_core::ha::HaConfig::default().report_stale_after;
     let just_after = |t: tokio::time::Instant| t + stale_after + Duration::from_millis(1);
+    // The peer's requests come a keepalive apart: half of one more and the next is overdue.
+    let overdue = keepalive + keepalive / 2;
     // The digest the peer sent (for its long poll).
     let mut known = 0u64;
     // When the last report arrived, and whether the loop was told it went stale since.
     let (mut last_ok, mut told_stale) = (None::<tokio::time::Instant>, false);
     let mut mine = shared.digest.subscribe();
     loop {
+        // Registered before reading the push time, so no push slips in between.
+        let next_push = shared.reports.pushes.notified();
+        tokio::pin!(next_push);
+        next_push.as_mut().enable();
         let pushed = polled.then(|| shared.reports.pushed_at(&node.name)).flatten();
-        if let Some(at) = pushed.filter(|at| just_after(*at) > tokio::time::Instant::now()) {
-            // The peer's own long poll keeps its report fresh here: look again when it would
-            // go stale (a later push moves that on).
-            (last_ok, told_stale) = (Some(at), false);
-            tokio::time::sleep_until(just_after(at)).await;
+        if let Some(at) = pushed.filter(|at| *at + overdue > tokio::time::Instant::now()) {
+            // The peer's own long poll keeps its report fresh here: look again at the next
+            // push (which arrives on a wake-up of its own), or when it is overdue; then ask at
+            // once (`known` 0), before its report goes stale.
+            (last_ok, told_stale, known) = (Some(at), false, 0);
+            tokio::select! {
+                _ = tokio::time::sleep_until(at + overdue) => {}
+                _ = next_push => {}
+            }
             continue;
         }
         let started = tokio::time::Instant::now();
@@ -182,7 +224,7 @@ async fn follow(
         };
         let digest = match answer {
             Some((report, digest)) => {
-                if shared.reports.put_peer(report, clock(), false) {
+                if shared.reports.put_peer(report, clock()) {
                     shared.wake.notify_one();
                 }
                 (last_ok, told_stale) = (Some(tokio::time::Instant::now()), false);
@@ -218,6 +260,17 @@ async fn telling_stale<T>(
     }
 }
 
+/// The next sequence number of a `MemberStatus` request: growing for as long as the process
+/// runs, from its start time in microseconds (so a restarted agent starts above where it was).
+fn next_seq() -> u64 {
+    static SEQ: std::sync::OnceLock<std::sync::atomic::AtomicU64> = std::sync::OnceLock::new();
+    SEQ.get_or_init(|| {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        std::sync::atomic::AtomicU64::new(u64::try_from(since.as_micros()).unwrap_or(1).max(1))
+    })
+    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// One `MemberStatus` call carrying this member's report: the peer's report and digest, or
 /// `None` when it did not answer.
 async fn ask(
@@ -235,6 +288,7 @@ async fn ask(
         known,
         wait_ms: if known == 0 { 0 } else { wait.as_millis() as u32 },
         report: mine,
+        seq: next_seq(),
     });
     let limit = wait + Duration::from_millis(500);
     req.set_timeout(limit);
@@ -277,10 +331,10 @@ mod tests {
     fn a_peer_report_counts_as_new_only_when_its_content_changed() {
         let r = Reports::default();
         let ms = Duration::from_millis;
-        assert!(r.put_peer(report("m2", 1, 0), ms(10), false), "the first report is new");
-        assert!(!r.put_peer(report("m2", 1, 500), ms(20), true), "only its time differs");
-        assert!(r.put_peer(report("m2", 2, 500), ms(30), false), "a new epoch is new");
-        assert!(r.put_peer(report("m3", 2, 500), ms(30), false), "each member on its own");
+        assert!(r.put_peer(report("m2", 1, 0), ms(10)), "the first report is new");
+        assert_eq!(r.put_pushed(report("m2", 1, 500), ms(20), 7), Some(false), "only its time differs");
+        assert!(r.put_peer(report("m2", 2, 500), ms(30)), "a new epoch is new");
+        assert!(r.put_peer(report("m3", 2, 500), ms(30)), "each member on its own");
         let seen = r.for_members([MemberName::new("m2").expect("name")]);
         let m2 = seen.values().next().and_then(|s| s.as_ref()).expect("held");
         assert_eq!((m2.report.epoch, m2.received), (Epoch(2), ms(30)), "the last one is held");
@@ -290,12 +344,27 @@ mod tests {
     fn only_a_report_sent_with_a_request_is_a_push() {
         let r = Reports::default();
         let m2 = MemberName::new("m2").expect("name");
-        r.put_peer(report("m2", 1, 0), Duration::ZERO, false);
+        r.put_peer(report("m2", 1, 0), Duration::ZERO);
         assert_eq!(r.pushed_at(&m2), None, "an answer to this member's own poll");
         let before = tokio::time::Instant::now();
-        r.put_peer(report("m2", 1, 0), Duration::ZERO, true);
+        r.put_pushed(report("m2", 1, 0), Duration::ZERO, 5);
         assert!(r.pushed_at(&m2).is_some_and(|t| t >= before));
         r.put(report("m2", 1, 0), Duration::ZERO);
         assert!(r.pushed_at(&m2).is_some(), "a plain put leaves the push time alone");
+    }
+
+    #[test]
+    fn a_pushed_report_from_an_older_request_is_not_taken() {
+        let r = Reports::default();
+        let ms = Duration::from_millis;
+        let m2 = MemberName::new("m2").expect("name");
+        let epoch = |r: &Reports| r.for_members([m2.clone()])[&m2].as_ref().map(|s| s.report.epoch);
+        assert_eq!(r.put_pushed(report("m2", 2, 0), ms(10), 20), Some(true));
+        assert_eq!(r.put_pushed(report("m2", 1, 0), ms(20), 19), None, "overtaken by request 20");
+        assert_eq!(r.put_pushed(report("m2", 1, 0), ms(20), 20), None, "the same request again");
+        assert_eq!(epoch(&r), Some(Epoch(2)), "the newer report is kept");
+        assert_eq!(r.put_pushed(report("m2", 3, 0), ms(30), 21), Some(true));
+        assert_eq!(r.put_pushed(report("m2", 3, 0), ms(40), 0), Some(false), "0: not given, taken");
+        assert_eq!(epoch(&r), Some(Epoch(3)));
     }
 }
