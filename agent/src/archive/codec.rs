@@ -2,7 +2,7 @@
 //! the original bytes), then the compressed body. The checksum covers the original file, so a
 //! flipped byte anywhere — header, body, compression — is caught on fetch.
 //!
-//! Pure: bytes in, bytes out. Must not do IO.
+//! Bytes in, bytes out, or through a reader or writer the caller hands in. Must not open files.
 
 use std::io::{Read, Write};
 
@@ -142,32 +142,70 @@ pub fn header(object: &[u8]) -> Result<(Header, usize), Corrupt> {
     Ok((Header { compression, sha256: sha.to_string(), len }, end + 1))
 }
 
-/// Unpacks an object into the original file, verifying length and checksum.
-pub fn decode(object: &[u8]) -> Result<Vec<u8>, Corrupt> {
+/// Why an object could not be written out as its original file.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The object is damaged or not ours.
+    #[error("{0}")]
+    Corrupt(#[from] Corrupt),
+    /// Writing the file failed.
+    #[error("{0}")]
+    Write(std::io::Error),
+}
+
+/// A sink that keeps its own write error apart from errors of the reader copied into it.
+struct Sink<'a> {
+    inner: &'a mut dyn Write,
+    error: Option<std::io::Error>,
+}
+
+impl Write for Sink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf).inspect_err(|e| self.error = Some(std::io::Error::new(e.kind(), e.to_string())))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush().inspect_err(|e| self.error = Some(std::io::Error::new(e.kind(), e.to_string())))
+    }
+}
+
+/// Unpacks an object into `out` in 256 KiB pieces (a 16 MiB WAL segment is never held whole),
+/// verifying length and checksum; on `Err`, what `out` received must be thrown away.
+pub fn decode_to(object: &[u8], out: &mut dyn Write) -> Result<(), DecodeError> {
     let (h, start) = header(object)?;
     let body = &object[start..];
-    let cap = usize::try_from(h.len).map_err(|_| Corrupt("length too large".into()))?;
-    let data = match h.compression {
-        Compression::None => body.to_vec(),
-        Compression::Zstd => zstd::bulk::decompress(body, cap.max(1))
-            .map_err(|e| Corrupt(format!("zstd body does not decompress: {e}")))?,
-        Compression::Gzip => {
-            let mut out = Vec::with_capacity(cap);
-            flate2::read::GzDecoder::new(body)
-                .take(h.len + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| Corrupt(format!("gzip body does not decompress: {e}")))?;
-            out
-        }
+    let src: Box<dyn Read + '_> = match h.compression {
+        Compression::None => Box::new(body),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::with_buffer(body)
+                .map_err(|e| Corrupt(format!("zstd body does not decompress: {e}")))?,
+        ),
+        Compression::Gzip => Box::new(flate2::read::GzDecoder::new(body)),
     };
-    if data.len() as u64 != h.len {
-        return Err(Corrupt(format!("length {} differs from the header's {}", data.len(), h.len)));
+    let mut sink = Sink { inner: out, error: None };
+    let copied = copy_hashed(src.take(h.len + 1), &mut sink);
+    if let Some(e) = sink.error {
+        return Err(DecodeError::Write(e));
     }
-    let sum = sha256_hex(&data);
+    let (sum, len) =
+        copied.map_err(|e| Corrupt(format!("{} body does not decompress: {e}", h.compression.name())))?;
+    if len != h.len {
+        return Err(Corrupt(format!("length {len} differs from the header's {}", h.len)).into());
+    }
     if sum != h.sha256 {
-        return Err(Corrupt(format!("checksum {sum} differs from the header's {}", h.sha256)));
+        return Err(Corrupt(format!("checksum {sum} differs from the header's {}", h.sha256)).into());
     }
-    Ok(data)
+    Ok(())
+}
+
+/// Unpacks an object into the original bytes, verifying length and checksum.
+pub fn decode(object: &[u8]) -> Result<Vec<u8>, Corrupt> {
+    let mut out = Vec::new();
+    decode_to(object, &mut out).map_err(|e| match e {
+        DecodeError::Corrupt(c) => c,
+        DecodeError::Write(e) => Corrupt(format!("writing to memory: {e}")),
+    })?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -176,6 +214,44 @@ mod tests {
 
     fn sample() -> Vec<u8> {
         (0..100_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect()
+    }
+
+    /// Records the largest single write, and fails once `fail_after` bytes were taken.
+    struct Probe {
+        total: usize,
+        largest: usize,
+        fail_after: usize,
+    }
+
+    impl Write for Probe {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.total + buf.len() > self.fail_after {
+                return Err(std::io::Error::other("disk full"));
+            }
+            (self.total, self.largest) = (self.total + buf.len(), self.largest.max(buf.len()));
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_segment_is_unpacked_in_pieces_and_a_failed_write_is_not_called_damage() {
+        let data: Vec<u8> = (0..16usize << 20).map(|i| (i % 251) as u8).collect();
+        for c in [Compression::Zstd, Compression::Gzip, Compression::None] {
+            let obj = encode(&data, c).expect("encode");
+            let mut probe = Probe { total: 0, largest: 0, fail_after: usize::MAX };
+            decode_to(&obj, &mut probe).expect("decode");
+            assert_eq!(probe.total, data.len(), "{c:?}");
+            assert!(probe.largest <= 256 << 10, "{c:?}: a write of {} bytes", probe.largest);
+            let mut full = Probe { total: 0, largest: 0, fail_after: 1 << 20 };
+            match decode_to(&obj, &mut full) {
+                Err(DecodeError::Write(e)) => assert!(e.to_string().contains("disk full"), "{c:?}: {e}"),
+                other => panic!("{c:?}: expected a write error, got {other:?}"),
+            }
+        }
     }
 
     #[test]
