@@ -142,34 +142,17 @@ impl Archive {
 }
 
 /// Unpacks `object` into a temporary file beside `dest`, fsyncs it and renames it into place
-/// once verified; nothing is left behind on failure.
+/// once verified; removes the temporary file when anything fails.
 fn unpack_atomically(object: &[u8], dest: &Path) -> Result<(), codec::DecodeError> {
-    in_place_of(dest, |f| codec::decode_to(object, f)).map_err(|e| match e {
-        Staged::Fill(e) => e,
-        Staged::Io(e) => codec::DecodeError::Write(e),
-    })
-}
-
-/// How staging a file failed: filling it, or the file system.
-enum Staged<E> {
-    Fill(E),
-    Io(std::io::Error),
-}
-
-/// Creates a temporary file beside `dest`, lets `fill` write it, fsyncs it and renames it into
-/// place; removes it when anything fails.
-fn in_place_of<E>(
-    dest: &Path,
-    fill: impl FnOnce(&mut std::fs::File) -> Result<(), E>,
-) -> Result<(), Staged<E>> {
     let mut tmp = dest.as_os_str().to_owned();
     tmp.push(".pgquorum-tmp");
     let tmp = std::path::PathBuf::from(tmp);
+    let write = codec::DecodeError::Write;
     let res = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(Staged::Io)?;
-        fill(&mut f).map_err(Staged::Fill)?;
-        f.sync_all().map_err(Staged::Io)?;
-        std::fs::rename(&tmp, dest).map_err(Staged::Io)
+        let mut f = std::fs::File::create(&tmp).map_err(write)?;
+        codec::decode_to(object, &mut f)?;
+        f.sync_all().map_err(write)?;
+        std::fs::rename(&tmp, dest).map_err(write)
     })();
     if res.is_err() {
         let _ = std::fs::remove_file(&tmp);
