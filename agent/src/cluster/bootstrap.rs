@@ -27,6 +27,9 @@ pub async fn form_or_join(
     let me = cluster.me.clone();
     let bootstrapper = initial.iter().map(|(n, _)| n).min().cloned();
     let mut last_report = Instant::now() - Duration::from_secs(60);
+    // The last certificate refusal each member's hello met since the last report: a refused
+    // handshake shows up as the alert in one round and as a closed connection in the next.
+    let mut refused: BTreeMap<MemberName, String> = BTreeMap::new();
     loop {
         if cluster.node.raft.is_initialized().await? {
             if cluster.membership().nodes.contains_key(&cluster.node.ident.node_id)
@@ -41,6 +44,13 @@ pub async fn form_or_join(
             continue;
         }
         let hellos = hello_all(&cluster, &initial).await;
+        for (name, res) in &hellos {
+            if let Err(e) = res
+                && is_tls_refusal(e)
+            {
+                refused.insert(name.clone(), e.clone());
+            }
+        }
         if let Some((via, reply)) =
             hellos.iter().find_map(|(n, r)| r.as_ref().ok().filter(|r| r.initialized).map(|r| (n, r)))
         {
@@ -109,12 +119,12 @@ pub async fn form_or_join(
                 tracing::info!(
                     "waiting for {} to answer before initialising the cluster (every initial member must be up): {}",
                     missing.join(", "),
-                    unanswered(&hellos)
+                    unanswered(&hellos, &std::mem::take(&mut refused))
                 );
                 last_report = Instant::now();
             }
         } else if last_report.elapsed() >= Duration::from_secs(10) {
-            let why = unanswered(&hellos);
+            let why = unanswered(&hellos, &std::mem::take(&mut refused));
             tracing::info!(
                 "waiting for {} to initialise the cluster{}",
                 bootstrapper.as_ref().map_or("-".into(), |b| b.to_string()),
@@ -133,12 +143,30 @@ pub async fn form_or_join(
 const TLS_REFUSALS: &[&str] =
     &["UnknownCA", "BadCertificate", "CertificateRequired", "invalid peer certificate"];
 
-/// The members that did not answer, each with why, and what to check when it was TLS.
-fn unanswered(hellos: &[(MemberName, Result<HelloReply, String>)]) -> String {
-    let errors: Vec<(&MemberName, &String)> =
-        hellos.iter().filter_map(|(n, r)| r.as_ref().err().map(|e| (n, e))).collect();
+/// Whether a hello's error is a TLS handshake that failed over a certificate.
+fn is_tls_refusal(e: &str) -> bool {
+    TLS_REFUSALS.iter().any(|t| e.contains(t))
+}
+
+/// The members that did not answer, each with why (and the certificate refusal it met since
+/// the last report, `refused`, when this round's error does not say), and what to check when
+/// it was TLS.
+fn unanswered(
+    hellos: &[(MemberName, Result<HelloReply, String>)],
+    refused: &BTreeMap<MemberName, String>,
+) -> String {
+    let errors: Vec<(&MemberName, String)> = hellos
+        .iter()
+        .filter_map(|(n, r)| {
+            let e = r.as_ref().err()?;
+            match refused.get(n).filter(|_| !is_tls_refusal(e)) {
+                Some(earlier) => Some((n, format!("{e}; before that: {earlier}"))),
+                None => Some((n, e.clone())),
+            }
+        })
+        .collect();
     let mut text = errors.iter().map(|(n, e)| format!("{n} ({e})")).collect::<Vec<_>>().join(", ");
-    if errors.iter().any(|(_, e)| TLS_REFUSALS.iter().any(|t| e.contains(t))) {
+    if errors.iter().any(|(_, e)| is_tls_refusal(e)) {
         text.push_str(
             ". The TLS handshake failed over a certificate: every member's tls.cert_file must be signed by the \
              CA in every member's tls.ca_file",
@@ -218,5 +246,28 @@ pub async fn seed_cluster_state(
             _ = applied.changed() => {}
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(n: &str) -> MemberName {
+        MemberName::new(n).expect("name")
+    }
+
+    #[test]
+    fn a_certificate_refusal_met_earlier_is_still_named_when_the_last_error_is_a_closed_connection() {
+        let hellos = vec![(name("m1"), Err::<HelloReply, _>("transport error: broken pipe".to_string()))];
+        let plain = unanswered(&hellos, &BTreeMap::new());
+        assert_eq!(plain, "m1 (transport error: broken pipe)", "nothing more is known");
+        let refused = BTreeMap::from([(name("m1"), "received fatal alert: UnknownCA".to_string())]);
+        let told = unanswered(&hellos, &refused);
+        assert!(told.contains("broken pipe; before that: received fatal alert: UnknownCA"), "{told}");
+        assert!(told.contains("must be signed by the CA in every member's tls.ca_file"), "{told}");
+        let now =
+            vec![(name("m1"), Err::<HelloReply, _>("received fatal alert: BadCertificate".to_string()))];
+        assert!(!unanswered(&now, &refused).contains("before that"), "this round's refusal says it already");
     }
 }
