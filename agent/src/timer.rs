@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// The width of a slot on the wheel's second level, in milliseconds.
-const SLOT_MS: u64 = 64;
+/// The width of a slot on the wheel's second level.
+const SLOT: Duration = Duration::from_millis(64);
 
 /// Taken just before the runtime (and its timer wheel) is built.
 static ORIGIN: OnceLock<Instant> = OnceLock::new();
@@ -37,11 +37,8 @@ pub fn coarse(deadline: Instant) -> Instant {
 
 /// The first instant at or after `deadline` that is a whole number of slots after `origin`.
 fn aligned(origin: Instant, deadline: Instant) -> Instant {
-    let since = deadline.saturating_duration_since(origin);
-    let ms = u64::try_from(since.as_millis()).unwrap_or(u64::MAX / 2);
-    let exact = Duration::from_millis(ms) == since && ms % SLOT_MS == 0;
-    let slots = if exact { ms / SLOT_MS } else { ms / SLOT_MS + 1 };
-    origin + Duration::from_millis(slots * SLOT_MS)
+    let slots = deadline.saturating_duration_since(origin).as_nanos().div_ceil(SLOT.as_nanos());
+    origin + SLOT * u32::try_from(slots).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]

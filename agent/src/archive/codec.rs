@@ -153,19 +153,20 @@ pub enum DecodeError {
     Write(std::io::Error),
 }
 
-/// A sink that keeps its own write error apart from errors of the reader copied into it.
+/// A sink that remembers whether it failed, to tell its errors from those of the reader
+/// copied into it.
 struct Sink<'a> {
     inner: &'a mut dyn Write,
-    error: Option<std::io::Error>,
+    failed: bool,
 }
 
 impl Write for Sink<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.inner.write(buf).inspect_err(|e| self.error = Some(std::io::Error::new(e.kind(), e.to_string())))
+        self.inner.write(buf).inspect_err(|_| self.failed = true)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush().inspect_err(|e| self.error = Some(std::io::Error::new(e.kind(), e.to_string())))
+        self.inner.flush().inspect_err(|_| self.failed = true)
     }
 }
 
@@ -182,13 +183,14 @@ pub fn decode_to(object: &[u8], out: &mut dyn Write) -> Result<(), DecodeError> 
         ),
         Compression::Gzip => Box::new(flate2::read::GzDecoder::new(body)),
     };
-    let mut sink = Sink { inner: out, error: None };
-    let copied = copy_hashed(src.take(h.len + 1), &mut sink);
-    if let Some(e) = sink.error {
-        return Err(DecodeError::Write(e));
-    }
-    let (sum, len) =
-        copied.map_err(|e| Corrupt(format!("{} body does not decompress: {e}", h.compression.name())))?;
+    let mut sink = Sink { inner: out, failed: false };
+    let (sum, len) = copy_hashed(src.take(h.len + 1), &mut sink).map_err(|e| {
+        if sink.failed {
+            DecodeError::Write(e)
+        } else {
+            Corrupt(format!("{} body does not decompress: {e}", h.compression.name())).into()
+        }
+    })?;
     if len != h.len {
         return Err(Corrupt(format!("length {len} differs from the header's {}", h.len)).into());
     }
