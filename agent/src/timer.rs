@@ -4,10 +4,8 @@
 //! A timer more than one 64 ms slot away waits in a coarser level, and the runtime wakes at the
 //! start of that slot only to move it down, then again at the deadline: a 500 ms sleep wakes
 //! the thread twice. A deadline on a 64 ms boundary of the wheel's own clock (which starts when
-//! the runtime is built) fires at the slot start itself. [`runtime`] builds the runtime,
-//! records where the wheel's clock starts, and has the Raft leader send its heartbeats on slot
-//! boundaries (each due one interval after the last, going out at most one slot late; the
-//! patched openraft's `set_heartbeat_alignment`).
+//! the runtime is built) fires at the slot start itself. [`runtime`] builds the runtime and
+//! records where the wheel's clock starts.
 //!
 //! Periodic work that may come a little early or late, because no decision waits for it (an
 //! idle member's HA loop refreshing its report and reading its status, a long poll's keepalive
@@ -22,7 +20,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// The width of a slot on the wheel's second level: how late an aligned deadline may fire.
-pub const SLOT: Duration = Duration::from_millis(64);
+const SLOT: Duration = Duration::from_millis(64);
 
 /// Every eighth slot boundary: when periodic work that no decision waits for is done.
 pub const BEAT: Duration = Duration::from_millis(512);
@@ -31,22 +29,12 @@ pub const BEAT: Duration = Duration::from_millis(512);
 static ORIGIN: OnceLock<Instant> = OnceLock::new();
 
 /// Builds the agent's runtime: one thread (tokio's current-thread scheduler), with I/O and
-/// timers, and records the origin [`coarse`] aligns to.
+/// timers, and records the origin [`on_beat`] aligns to.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let origin = Instant::now();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let _ = ORIGIN.set(origin);
-    openraft::set_heartbeat_alignment(slot_wait);
     Ok(runtime)
-}
-
-/// How long to wait for something due `wait` from now so that it fires on a slot boundary.
-/// openraft adds this to an instant it took before calling, so the sum lands on the boundary
-/// or a hair before it, never in the next millisecond.
-fn slot_wait(wait: Duration) -> Duration {
-    let now = Instant::now();
-    let at = ORIGIN.get().map_or(now + wait, |origin| aligned(*origin, now + wait));
-    at.saturating_duration_since(now)
 }
 
 /// When to do something due `wait` from `now` that may come early, or at most one slot late:
