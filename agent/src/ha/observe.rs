@@ -100,10 +100,7 @@ impl Ha {
         }
         if self.local.postmaster.is_some() {
             let forced = self.local.status_due || self.local.status.is_none();
-            // A read due within half a beat is done now: a read forced between beats (by a
-            // change) does not keep the later ones off the beat (`timer::on_beat`).
-            let soon = now + crate::timer::BEAT / 2;
-            if !cadence::status_due(soon, self.local.status_at, forced, self.cfg.status_interval) {
+            if !cadence::status_due(now, self.local.status_at, forced, self.cfg.status_interval) {
                 return;
             }
             self.local.status_due = false;
