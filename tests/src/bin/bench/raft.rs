@@ -20,6 +20,18 @@ const POLL: Duration = Duration::from_millis(5);
 const SETUP: Duration = Duration::from_secs(30);
 /// Deadline for one failover to complete.
 const FAILOVER_LIMIT: Duration = Duration::from_secs(20);
+/// A kill comes up to this long after the setup of its trial. Without it every kill followed
+/// the catch-up poll by the same few milliseconds, and the catch-up follows one of the
+/// leader's messages, so every trial killed the leader at about the same point between two
+/// heartbeats and the figure measured that point. Two heartbeats at the default 150 ms.
+const KILL_SPREAD_MS: u64 = 300;
+
+/// A wait of up to [`KILL_SPREAD_MS`], from the clock's nanoseconds: a kill at an arbitrary point
+/// between two heartbeats, as a real failure would be.
+fn kill_delay() -> Duration {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Duration::from_millis(u64::from(nanos.subsec_nanos()) % KILL_SPREAD_MS)
+}
 
 fn client(grpc: &str) -> Result<Client> {
     let ep = Endpoint::from_shared(format!("http://{grpc}"))?
@@ -120,6 +132,7 @@ impl Bench {
             let term = local(&self.clients[old]).await?.term;
             let survivors: Vec<usize> = all.iter().copied().filter(|&i| i != old).collect();
             let kv = format!("postgres_parameters.pgq.bench={trial}");
+            tokio::time::sleep(kill_delay()).await;
             let t0 = Instant::now();
             c.agents[old].kill9();
             let (e, w) =
