@@ -200,8 +200,10 @@ pub fn decode_to(object: &[u8], out: &mut dyn Write) -> Result<(), DecodeError> 
     Ok(())
 }
 
-/// Unpacks an object into the original bytes, verifying length and checksum.
-pub fn decode(object: &[u8]) -> Result<Vec<u8>, Corrupt> {
+/// Unpacks an object into the original bytes, verifying length and checksum (the tests' way
+/// in; the agent unpacks into files with [`decode_to`]).
+#[cfg(test)]
+fn decode(object: &[u8]) -> Result<Vec<u8>, Corrupt> {
     let mut out = Vec::new();
     decode_to(object, &mut out).map_err(|e| match e {
         DecodeError::Corrupt(c) => c,

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use pgquorum_proto::management::management_client::ManagementClient;
 use pgquorum_proto::management::{RaftStatus, SetConfigRequest, StatusRequest};
 use pgquorum_tests::Cluster;
+use pgquorum_tests::lease::Rng;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::{median, ms, pct};
@@ -25,13 +26,6 @@ const FAILOVER_LIMIT: Duration = Duration::from_secs(20);
 /// leader's messages, so every trial killed the leader at about the same point between two
 /// heartbeats and the figure measured that point. Two heartbeats at the default 150 ms.
 const KILL_SPREAD_MS: u64 = 300;
-
-/// A wait of up to [`KILL_SPREAD_MS`], from the clock's nanoseconds: a kill at an arbitrary point
-/// between two heartbeats, as a real failure would be.
-fn kill_delay() -> Duration {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    Duration::from_millis(u64::from(nanos.subsec_nanos()) % KILL_SPREAD_MS)
-}
 
 fn client(grpc: &str) -> Result<Client> {
     let ep = Endpoint::from_shared(format!("http://{grpc}"))?
@@ -127,12 +121,16 @@ impl Bench {
     pub(crate) async fn failover(&self, c: &mut Cluster, trials: usize) -> Result<()> {
         let all: Vec<usize> = (0..self.names.len()).collect();
         let (mut elect, mut write) = (Vec::new(), Vec::new());
+        // Kill delays from the clock: an arbitrary point between two heartbeats, as a real
+        // failure comes.
+        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let mut rng = Rng::new(seed.as_nanos() as u64);
         for trial in 1..=trials {
             let old = self.agreed_leader(&all).await?;
             let term = local(&self.clients[old]).await?.term;
             let survivors: Vec<usize> = all.iter().copied().filter(|&i| i != old).collect();
             let kv = format!("postgres_parameters.pgq.bench={trial}");
-            tokio::time::sleep(kill_delay()).await;
+            tokio::time::sleep(Duration::from_millis(rng.range(0, KILL_SPREAD_MS))).await;
             let t0 = Instant::now();
             c.agents[old].kill9();
             let (e, w) =
