@@ -4,6 +4,7 @@
 //! Owns everything under `<data_dir>/raft/`. Must not decide what the cluster does; commands
 //! arrive from the cluster module and their meaning is the core's.
 
+mod append_stream;
 mod identity;
 mod log_store;
 mod network;

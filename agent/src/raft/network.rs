@@ -1,7 +1,8 @@
 //! Client side of the Raft transport: openraft's network traits over tonic.
 //!
 //! Owns one cached channel per peer address (reconnecting on its own), per-call deadlines from
-//! openraft's `RPCOption`, and the mapping of transport failures to openraft's error kinds
+//! openraft's `RPCOption` (AppendEntries, heartbeats included, goes on a stream of its own:
+//! `append_stream`), and the mapping of transport failures to openraft's error kinds
 //! (refused connection: Unreachable, so openraft backs off; deadline: Timeout; other: Network).
 
 use std::collections::HashMap;
@@ -18,8 +19,8 @@ use openraft::raft::{
 use openraft::{OptionalSend, RPCTypes};
 use pgquorum_core::state::MemberNode;
 use pgquorum_proto::auth::AttachToken;
-use pgquorum_proto::raft::RaftRequest;
 use pgquorum_proto::raft::raft_service_client::RaftServiceClient;
+use pgquorum_proto::raft::{RaftReply, RaftRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::service::interceptor::InterceptedService;
@@ -27,6 +28,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::auth::tls::TlsMaterial;
 
+use super::append_stream::AppendStream;
 use super::identity::Identity;
 use super::types::{Snapshot, TypeConfig, Vote};
 
@@ -97,7 +99,12 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerRaft;
 
     async fn new_client(&mut self, target: u64, node: &MemberNode) -> PeerRaft {
-        PeerRaft { channel: self.channels.get(&node.grpc), target, ident: self.ident.clone() }
+        PeerRaft {
+            channel: self.channels.get(&node.grpc),
+            target,
+            ident: self.ident.clone(),
+            append: AppendStream::Closed,
+        }
     }
 }
 
@@ -106,6 +113,7 @@ pub struct PeerRaft {
     channel: Result<PeerChannel, String>,
     target: u64,
     ident: Identity,
+    append: AppendStream,
 }
 
 #[derive(Serialize, serde::Deserialize)]
@@ -120,6 +128,25 @@ type CallFuture = std::pin::Pin<
 >;
 
 impl PeerRaft {
+    fn channel(&self) -> Result<PeerChannel, RPCError<TypeConfig>> {
+        self.channel.clone().map_err(|e| RPCError::Unreachable(Unreachable::new(&io_err(e))))
+    }
+
+    fn envelope<Req: Serialize>(&self, req: &Req) -> Result<RaftRequest, RPCError<TypeConfig>> {
+        let payload = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        Ok(RaftRequest {
+            cluster_name: self.ident.cluster_name.to_string(),
+            from_node: self.ident.node_id,
+            payload,
+            cluster_id: self.ident.cluster_id(),
+            to_node: self.target,
+        })
+    }
+
+    fn timeout(&self, action: RPCTypes, ttl: Duration) -> RPCError<TypeConfig> {
+        RPCError::Timeout(Timeout { action, id: self.ident.node_id, target: self.target, timeout: ttl })
+    }
+
     async fn call<Req, Resp>(
         &mut self,
         action: RPCTypes,
@@ -131,31 +158,23 @@ impl PeerRaft {
         Req: Serialize,
         Resp: DeserializeOwned,
     {
-        let channel =
-            self.channel.clone().map_err(|e| RPCError::Unreachable(Unreachable::new(&io_err(e))))?;
-        let payload = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let body = RaftRequest {
-            cluster_name: self.ident.cluster_name.to_string(),
-            from_node: self.ident.node_id,
-            payload,
-            cluster_id: self.ident.cluster_id(),
-            to_node: self.target,
-        };
-        let mut request = tonic::Request::new(body);
+        let channel = self.channel()?;
+        let mut request = tonic::Request::new(self.envelope(req)?);
         request.set_timeout(ttl);
         let client = RaftServiceClient::new(channel);
-        let reply = match tokio::time::timeout(ttl, send(client, request)).await {
-            Err(_) => {
-                let t = Timeout { action, id: self.ident.node_id, target: self.target, timeout: ttl };
-                return Err(RPCError::Timeout(t));
-            }
-            Ok(Err(status)) => return Err(map_status(status)),
-            Ok(Ok(r)) => r.into_inner(),
-        };
-        let result: Result<Resp, String> =
-            serde_json::from_slice(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        result.map_err(|remote| RPCError::Network(NetworkError::new(&io_err(remote))))
+        match tokio::time::timeout(ttl, send(client, request)).await {
+            Err(_) => Err(self.timeout(action, ttl)),
+            Ok(Err(status)) => Err(map_status(status)),
+            Ok(Ok(r)) => decode(r.into_inner()),
+        }
     }
+}
+
+/// The openraft result a peer sent back.
+fn decode<Resp: DeserializeOwned>(reply: RaftReply) -> Result<Resp, RPCError<TypeConfig>> {
+    let result: Result<Resp, String> =
+        serde_json::from_slice(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+    result.map_err(|remote| RPCError::Network(NetworkError::new(&io_err(remote))))
 }
 
 /// A failed call's message with its causes. tonic says only "transport error" when, say, a peer
@@ -196,7 +215,20 @@ impl RaftNetworkV2<TypeConfig> for PeerRaft {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(RPCTypes::AppendEntries, &rpc, option.hard_ttl(), |mut c, r| {
+        let ttl = option.hard_ttl();
+        if !matches!(self.append, AppendStream::Unsupported) {
+            let (channel, body) = (self.channel()?, self.envelope(&rpc)?);
+            match tokio::time::timeout(ttl, self.append.call(&channel, body)).await {
+                Err(_) => {
+                    self.append = AppendStream::Closed;
+                    return Err(self.timeout(RPCTypes::AppendEntries, ttl));
+                }
+                Ok(Err(status)) => return Err(map_status(status)),
+                Ok(Ok(Some(reply))) => return decode(reply),
+                Ok(Ok(None)) => {} // the peer predates the stream
+            }
+        }
+        self.call(RPCTypes::AppendEntries, &rpc, ttl, |mut c, r| {
             Box::pin(async move { c.append_entries(r).await })
         })
         .await

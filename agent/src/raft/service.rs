@@ -3,18 +3,22 @@
 //! Owns decoding, the cluster check (traffic from another cluster is refused with a message that
 //! says so) and encoding openraft's answers. Must not make decisions of its own.
 
+use std::pin::Pin;
+
+use futures::Stream;
 use openraft::Snapshot as OpenraftSnapshot;
 use pgquorum_proto::raft::raft_service_server::RaftService;
 use pgquorum_proto::raft::{RaftReply, RaftRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::identity::Identity;
 use super::network::SnapshotEnvelope;
 use super::types::Raft;
 
 /// The tonic service wrapping the local Raft node.
+#[derive(Clone)]
 pub struct RaftGrpc {
     raft: Raft,
     ident: Identity,
@@ -27,7 +31,10 @@ impl RaftGrpc {
     }
 
     fn decode<T: DeserializeOwned>(&self, req: Request<RaftRequest>) -> Result<T, Status> {
-        let body = req.into_inner();
+        self.decode_body(req.into_inner())
+    }
+
+    fn decode_body<T: DeserializeOwned>(&self, body: RaftRequest) -> Result<T, Status> {
         self.ident.check_peer(&body.cluster_name, &body.cluster_id).map_err(Status::failed_precondition)?;
         if body.to_node != self.ident.node_id {
             return Err(Status::failed_precondition(format!(
@@ -41,9 +48,32 @@ impl RaftGrpc {
 }
 
 fn reply<T: Serialize, E: std::fmt::Display>(res: Result<T, E>) -> Result<Response<RaftReply>, Status> {
+    encode(res).map(Response::new)
+}
+
+fn encode<T: Serialize, E: std::fmt::Display>(res: Result<T, E>) -> Result<RaftReply, Status> {
     let res = res.map_err(|e| e.to_string());
     let payload = serde_json::to_vec(&res).map_err(|e| Status::internal(e.to_string()))?;
-    Ok(Response::new(RaftReply { payload }))
+    Ok(RaftReply { payload })
+}
+
+/// The answers on an AppendEntries stream, one per request, in order.
+type AppendReplies = Pin<Box<dyn Stream<Item = Result<RaftReply, Status>> + Send>>;
+
+impl RaftGrpc {
+    /// Answers the next request on an AppendEntries stream; `None` once the caller closed it.
+    /// An error is the stream's last item.
+    async fn next_append(&self, inbound: &mut Streaming<RaftRequest>) -> Option<Result<RaftReply, Status>> {
+        let body = match inbound.message().await {
+            Ok(Some(body)) => body,
+            Ok(None) => return None,
+            Err(status) => return Some(Err(status)),
+        };
+        Some(match self.decode_body(body) {
+            Ok(rpc) => encode(self.raft.append_entries(rpc).await),
+            Err(status) => Err(status),
+        })
+    }
 }
 
 #[tonic::async_trait]
@@ -51,6 +81,23 @@ impl RaftService for RaftGrpc {
     async fn append_entries(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let rpc = self.decode(req)?;
         reply(self.raft.append_entries(rpc).await)
+    }
+
+    type AppendEntriesStreamStream = AppendReplies;
+
+    async fn append_entries_stream(
+        &self,
+        req: Request<Streaming<RaftRequest>>,
+    ) -> Result<Response<AppendReplies>, Status> {
+        let state = Some((self.clone(), req.into_inner()));
+        let replies = futures::stream::unfold(state, |state| async move {
+            let (svc, mut inbound) = state?;
+            let item = svc.next_append(&mut inbound).await?;
+            // After an error the stream ends: the caller opens a new one.
+            let next = item.is_ok().then_some((svc, inbound));
+            Some((item, next))
+        });
+        Ok(Response::new(Box::pin(replies)))
     }
 
     async fn vote(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
