@@ -59,6 +59,8 @@ where C: RaftTypeConfig
     next: Option<InstantOf<C>>,
     /// What the tick loop sleeps until, while it sleeps.
     sleeping_until: Option<InstantOf<C>>,
+    /// That sleep is the idle cap, not the plan: a later deadline changes nothing.
+    capped: bool,
     /// The earliest the next tick can come (the last tick plus the tick interval).
     floor: Option<InstantOf<C>>,
     /// A tick was sent and the core has not published a plan since: `next` may be the deadline
@@ -80,6 +82,7 @@ where C: RaftTypeConfig
             state: Mutex::new(PlanState {
                 next: None,
                 sleeping_until: None,
+                capped: false,
                 floor: None,
                 stale: false,
                 poke,
@@ -88,16 +91,17 @@ where C: RaftTypeConfig
         (Arc::new(plan), rx)
     }
 
-    /// Records the core's next deadline; wakes the tick loop if it sleeps past it, or waits for
-    /// a plan after a tick.
+    /// Records the core's next deadline; wakes the tick loop if it sleeps until another moment
+    /// (earlier: so the tick is not late; later: so it sleeps on the new one instead of waking
+    /// at the old, see `tick_loop`), or waits for a plan after a tick.
     pub(crate) fn set(&self, next: Option<InstantOf<C>>) {
         let mut p = self.state.lock().unwrap();
         p.next = next;
-        // Earlier than the loop's wake-up, and not held back by the interval between ticks anyway
-        // (a deadline that stays passed during an election would otherwise poke every step).
+        // Not held back by the interval between ticks anyway (a deadline that stays passed during
+        // an election would otherwise poke every step).
         let due = next.map(|n| p.floor.map_or(n, |f| n.max(f)));
-        let earlier = matches!((due, p.sleeping_until), (Some(n), Some(s)) if n < s);
-        if std::mem::take(&mut p.stale) || earlier {
+        let moved = matches!((due, p.sleeping_until), (Some(n), Some(s)) if n < s || (n > s && !p.capped));
+        if std::mem::take(&mut p.stale) || moved {
             p.poke.send_if_modified(|v| {
                 *v += 1;
                 true
@@ -168,8 +172,10 @@ where C: RaftTypeConfig
 
     /// pgquorum: ticks when the core next needs one ([`TickPlan`]), not every `period`. The
     /// core publishes that moment after every step (the leader's next heartbeat, a voter's
-    /// election deadline) and pokes this loop only when it moves earlier; a deadline that moved
-    /// later is found on waking and slept on again without a tick. Ticks are never closer than
+    /// election deadline) and pokes this loop when it moves; the loop then sleeps until the new
+    /// one. A follower's deadline moves later with every heartbeat: re-arming the sleep then
+    /// (on the wake-up that brought the heartbeat) means the runtime never wakes for the old
+    /// deadline, nor for moving it down tokio's timer wheel. Ticks are never closer than
     /// `period`, so while a deadline has passed (an election under way) this ticks every
     /// `period`, as upstream always does.
     pub(crate) async fn tick_loop(mut self, cancel_rx: OneshotReceiverOf<C, ()>) {
@@ -188,6 +194,7 @@ where C: RaftTypeConfig
                 let due = if p.stale { cap } else { p.next.map_or(cap, |n| n.min(cap)) };
                 let at = due.max(last_tick + self.period);
                 p.sleeping_until = Some(at);
+                p.capped = due == cap;
                 p.floor = Some(last_tick + self.period);
                 at
             };
@@ -199,7 +206,7 @@ where C: RaftTypeConfig
                     tracing::info!("TickLoop received cancel signal, quit");
                     return;
                 }
-                // An earlier deadline: plan again.
+                // The deadline moved: plan again.
                 Select2::Second(Select2::Second(Ok(()))) => continue,
                 Select2::Second(Select2::Second(Err(_closed))) => {
                     tracing::info!("TickLoop: RaftCore dropped its tick plan, quit");
@@ -510,6 +517,33 @@ mod tests {
             assert!(early.is_err(), "a tick came at a deadline that had moved");
             let tick = TickUTConfig::timeout(ms(150), recv_tick::<TickUTConfig>(&mut rx)).await;
             assert_eq!(1, tick.expect("no tick at the last deadline"));
+            th.shutdown().unwrap().await.unwrap();
+        });
+    }
+
+    /// pgquorum: the loop re-arms its sleep when the deadline moves later, on the step that
+    /// moved it, so the runtime does not wake at the old deadline.
+    #[test]
+    fn test_a_deadline_moved_later_re_arms_the_sleep_at_once() {
+        TickUTConfig::run(async {
+            let (tx, mut rx) = TickUTConfig::mpsc(1024);
+            let start = TickUTConfig::now();
+            let (th, plan) = spawn_planned(ms(20), Some(start + ms(200)), tx);
+            let sleeping_until = || plan.state.lock().unwrap().sleeping_until;
+            TickUTConfig::sleep(ms(50)).await;
+            assert_eq!(Some(start + ms(200)), sleeping_until());
+            plan.set(Some(start + ms(400)));
+            // The loop runs on this runtime: give it a turn, no time passes.
+            for _ in 0..10 {
+                if sleeping_until() == Some(start + ms(400)) {
+                    break;
+                }
+                TickUTConfig::sleep(Duration::ZERO).await;
+            }
+            assert_eq!(Some(start + ms(400)), sleeping_until(), "the sleep was not re-armed");
+            let tick = TickUTConfig::timeout_at(start + ms(500), recv_tick::<TickUTConfig>(&mut rx)).await;
+            assert_eq!(1, tick.expect("no tick at the moved deadline"));
+            assert!(TickUTConfig::now() >= start + ms(400));
             th.shutdown().unwrap().await.unwrap();
         });
     }
