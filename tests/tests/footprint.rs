@@ -27,14 +27,16 @@ const MAX_GUARD_MIB: u64 = 4;
 /// binary run as the guard (what it replaced) held 6-7 MiB.
 const MAX_GUARD_RSS_MIB: u64 = 3;
 /// Most wake-ups (voluntary context switches of all its threads) per second of an idle agent:
-/// 28-40 a second (debug and release builds alike) with openraft ticking only when something is
-/// due and one runtime thread; 73-101 with two runtime threads, 81-111 with openraft's fixed
-/// tick, 190-284 before issue 10 (BENCHMARKS.md, issue 10, fourth and fifth sessions).
-const MAX_WAKES_PER_SECOND: f64 = 70.0;
-/// Most long-poll requests for peers' reports, all members together, per second: about 2 per
-/// pair of members (a peer answers every half staleness bound), 6 for 3 members; 12 when every
-/// member polls every other (before reports went with the requests).
-const MAX_POLLS_PER_SECOND: f64 = 8.0;
+/// 14-27 a second in release builds since the eighth session (28-40 before it, debug and release
+/// alike, with openraft ticking only when something is due and one runtime thread); 73-101 with
+/// two runtime threads, 81-111 with openraft's fixed tick, 190-284 before issue 10
+/// (BENCHMARKS.md, issue 10).
+const MAX_WAKES_PER_SECOND: f64 = 50.0;
+/// Most long-poll requests for peers' reports, all members together, per second: about 1 per
+/// pair of members (a peer answers every half staleness bound, 1 s), 3 for 3 members; 6 with
+/// the 1 s staleness bound of before, 12 when every member polls every other (before reports
+/// went with the requests).
+const MAX_POLLS_PER_SECOND: f64 = 4.5;
 
 /// The cluster's epoch (it changes with every failover).
 fn epoch(c: &mut Cluster) -> u64 {

@@ -109,9 +109,9 @@ fn a_quiet_member_ticks_at_least_twice_per_staleness_bound_and_not_at_all_when_a
     let cfg = HaConfig::default();
     // Renewal due at 500 ms comes first.
     assert_eq!(quiet_until(&obs, &steady_plan(), &cfg, Some(ms(1100)), ms(100)), Some(ms(500)));
-    // Without a nearer deadline: half the staleness bound, not the status interval.
+    // Without a nearer deadline: half the staleness bound (2 s), not a later status read.
     obs.local.renewal_in_flight_since = Some(ms(90));
-    assert_eq!(quiet_until(&obs, &steady_plan(), &cfg, Some(ms(1100)), ms(100)), Some(ms(600)));
+    assert_eq!(quiet_until(&obs, &steady_plan(), &cfg, Some(ms(2100)), ms(100)), Some(ms(1100)));
     // A status read already due (or a busy member) ticks at the loop interval.
     assert_eq!(quiet_until(&obs, &steady_plan(), &cfg, None, ms(100)), None);
     let busy = Plan { member: Decision::wait(Reason::BackingOff), coordinator: None };

@@ -27,7 +27,7 @@ pub struct HaConfig {
 impl Default for HaConfig {
     fn default() -> Self {
         HaConfig {
-            report_stale_after: Duration::from_millis(1000),
+            report_stale_after: Duration::from_millis(2000),
             stop_streaming_timeout: Duration::from_millis(1000),
             retry_after_failure: Duration::from_secs(3),
             transfer_interval: Duration::from_secs(2),
