@@ -96,31 +96,57 @@ pub struct Member {
     pub guard: Option<Sample>,
     /// Postgres processes by PID.
     pub postgres: Vec<(u32, Sample)>,
+    /// The PIDs of those that are client sessions ([`is_client_session`]).
+    pub sessions: Vec<u32>,
+}
+
+/// Whether a Postgres process title (`/proc/PID/cmdline`) is a client session: a backend
+/// serving a connection on the local socket or loopback, not a WAL sender. On an idle member
+/// these are the HA agent's own SQL sessions: the Postgres work the agent causes, as opposed to
+/// the server's own processes (checkpointer, WAL writer and receiver, ...), which run whoever
+/// manages it.
+pub fn is_client_session(title: &str) -> bool {
+    !title.contains("walsender") && ["[local]", "127.0.0.1(", "::1("].iter().any(|h| title.contains(h))
 }
 
 /// Samples the member whose agent is `agent_pid` and whose data directory is `pgdata`.
 pub fn member(agent_pid: u32, pgdata: &Path) -> Result<Member> {
     let mut guard = None;
-    let mut postgres = Vec::new();
+    let (mut postgres, mut sessions) = (Vec::new(), Vec::new());
     for pid in crate::procs::pids_of(pgdata) {
         let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let title = String::from_utf8_lossy(&cmd);
         let Ok(s) = sample(pid) else { continue };
-        if String::from_utf8_lossy(&cmd).contains("fence-guard") {
+        if title.contains("fence-guard") {
             guard = Some(s);
         } else {
+            if is_client_session(&title) {
+                sessions.push(pid);
+            }
             postgres.push((pid, s));
         }
     }
-    Ok(Member { agent: sample(agent_pid)?, guard, postgres })
+    Ok(Member { agent: sample(agent_pid)?, guard, postgres, sessions })
 }
 
 /// CPU clock ticks a member's Postgres spent between two samples: each process still running
 /// at the end, less what it had at the start, plus what reaped children added to the
 /// postmaster's (every process's `cutime`).
 pub fn postgres_ticks(before: &Member, after: &Member) -> u64 {
+    ticks_of(before, after, |_| true)
+}
+
+/// CPU clock ticks of the client sessions ([`is_client_session`]) alive at the end, less what
+/// they had at the start. Sessions that ended in the window are only in [`postgres_ticks`].
+pub fn session_ticks(before: &Member, after: &Member) -> u64 {
+    ticks_of(before, after, |pid| after.sessions.contains(&pid))
+}
+
+fn ticks_of(before: &Member, after: &Member, which: impl Fn(u32) -> bool) -> u64 {
     after
         .postgres
         .iter()
+        .filter(|(pid, _)| which(*pid))
         .map(|(pid, a)| {
             let b =
                 before.postgres.iter().find(|(p, _)| p == pid).map(|(_, s)| s.clone()).unwrap_or_default();
@@ -157,4 +183,29 @@ pub fn statements_logged(log: &Path) -> Result<usize> {
         .lines()
         .filter(|l| l.contains("LOG:  statement: ") || l.contains("LOG:  execute "))
         .count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_client_session;
+
+    #[test]
+    fn client_sessions_are_told_from_the_servers_own_processes() {
+        for title in [
+            "postgres: postgres postgres [local] idle",
+            "postgres: m1: postgres postgres [local] SELECT",
+            "postgres: postgres postgres 127.0.0.1(51234) idle",
+        ] {
+            assert!(is_client_session(title), "{title}");
+        }
+        for title in [
+            "/usr/lib/postgresql/15/bin/postgres -D /tmp/x",
+            "postgres: checkpointer ",
+            "postgres: walreceiver streaming 0/3000148",
+            "postgres: walsender replicator [local] streaming 0/3000148",
+            "postgres: walsender replicator 127.0.0.1(40000) streaming 0/3000148",
+        ] {
+            assert!(!is_client_session(title), "{title}");
+        }
+    }
 }

@@ -48,7 +48,7 @@ pub(crate) fn run(seconds: u64, settle: u64, log_statements: bool) -> Result<()>
     let pct = |ticks: u64| 100.0 * ticks as f64 / tck / window;
     println!("primary {primary}; window {window:.1} s; CLK_TCK {tck}; memory in MiB; CPU in % of one core");
     println!(
-        "{:<4} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>9} {:>9} {:>9}",
+        "{:<4} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>9} {:>9} {:>9}",
         "mbr",
         "agRSS",
         "agAnon",
@@ -60,7 +60,9 @@ pub(crate) fn run(seconds: u64, settle: u64, log_statements: bool) -> Result<()>
         "grdPriv",
         "grdCPU%",
         "pgCPU%",
+        "pgSes%",
         "total%",
+        "caused%",
         "SQL/min",
         "agWrite",
         "pgWrite",
@@ -73,9 +75,10 @@ pub(crate) fn run(seconds: u64, settle: u64, log_statements: bool) -> Result<()>
             _ => 0,
         };
         let pg = footprint::postgres_ticks(b, e);
+        let sessions = footprint::session_ticks(b, e);
         let sql = tx1.saturating_sub(*tx0) as f64 * 60.0 / window;
         println!(
-            "{:<4} {:>7.1} {:>7.1} {:>7.1} {:>7.2} {:>7.0} {:>7.1} {:>7.1} {:>7.1} {:>7.2} {:>7.2} {:>7.2} {:>8.0} {:>9} {:>9} {:>9}",
+            "{:<4} {:>7.1} {:>7.1} {:>7.1} {:>7.2} {:>7.0} {:>7.1} {:>7.1} {:>7.1} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>8.0} {:>9} {:>9} {:>9}",
             a.name,
             mib(e.agent.rss_kb),
             mib(e.agent.anon_kb),
@@ -87,7 +90,9 @@ pub(crate) fn run(seconds: u64, settle: u64, log_statements: bool) -> Result<()>
             e.guard.as_ref().map_or(0.0, |g| mib(g.private_kb)),
             pct(guard),
             pct(pg),
+            pct(sessions),
             pct(agent + guard + pg),
+            pct(agent + guard + sessions),
             sql,
             e.agent.write_bytes.saturating_sub(b.agent.write_bytes),
             footprint::postgres_write_bytes(b, e),
@@ -95,7 +100,11 @@ pub(crate) fn run(seconds: u64, settle: u64, log_statements: bool) -> Result<()>
         );
     }
     println!("ag = agent, grd = fence guard, pg = every process of the member's Postgres (reaped");
-    println!("backends included); agWake/s = voluntary context switches of the agent's threads per");
+    println!("backends included); pgSes = its client sessions alive at the end (the agent's own SQL:");
+    println!("footprint::is_client_session); total = ag + grd + pg; caused = ag + grd + pgSes, what the");
+    println!(
+        "agent costs beyond Postgres's own processes; agWake/s = voluntary context switches of the agent's threads per"
+    );
     println!(
         "second (each ends in a wake-up; an idle agent's CPU goes mostly to these); PSS = shared pages divided"
     );
