@@ -42,12 +42,11 @@ pub fn attempt_every(ttl: Duration) -> Duration {
 }
 
 /// When a renewal starts its second attempt: once the first, which waits for the leader's next
-/// periodic heartbeat, should have been answered (a heartbeat interval, the timer slot the
-/// leader may send it late by, and half an `every`),
+/// periodic heartbeat, should have been answered (a heartbeat interval and half an `every`),
 /// and no sooner than `every`; after `every` when the first failed sooner. `heartbeat` is this
 /// member's own `raft.heartbeat_interval`, which the leader's is expected to match.
 pub fn first_retry_after(every: Duration, heartbeat: Duration) -> Duration {
-    every.max(heartbeat + crate::timer::SLOT + every / 2)
+    every.max(heartbeat + every / 2)
 }
 
 /// Renews `epoch` for `me`, trying until `budget` has passed: a second attempt after
@@ -147,12 +146,11 @@ mod tests {
 
     #[test]
     fn the_second_attempt_waits_for_the_first_ones_heartbeat() {
-        // Defaults: a 150 ms heartbeat, sent on the leader's next 64 ms timer slot; the first
-        // attempt is answered within about 214 ms.
-        assert_eq!(first_retry_after(MS(100), MS(150)), MS(264));
+        // Defaults: a 150 ms heartbeat; the first attempt is answered within about 150 ms.
+        assert_eq!(first_retry_after(MS(100), MS(150)), MS(200));
         // A slow heartbeat (the low-power profile: 500 ms) holds the second attempt back as long.
-        assert_eq!(first_retry_after(MS(200), MS(500)), MS(664));
+        assert_eq!(first_retry_after(MS(200), MS(500)), MS(600));
         // Never sooner than the attempt interval.
-        assert_eq!(first_retry_after(MS(300), MS(50)), MS(300));
+        assert_eq!(first_retry_after(MS(200), MS(50)), MS(200));
     }
 }
