@@ -6,16 +6,19 @@
 //! the thread twice. A deadline on a 64 ms boundary of the wheel's own clock (which starts when
 //! the runtime is built) fires at the slot start itself. [`coarse`] moves a deadline later to
 //! the next such boundary (at most 64 ms), for sleeps where that does not matter: an idle
-//! member's HA loop, a long poll's keepalive. [`runtime`] builds the runtime and records where
-//! the wheel's clock starts. The unit test below fails if tokio's wheel stops working this way.
+//! member's HA loop, a long poll's keepalive. [`runtime`] builds the runtime, records where
+//! the wheel's clock starts, and has the Raft leader send its heartbeats on those boundaries too
+//! (each due one interval after the last, going out at most one slot late; the patched
+//! openraft's `set_heartbeat_alignment`). The unit test below fails if tokio's wheel stops
+//! working this way.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// The width of a slot on the wheel's second level.
-const SLOT: Duration = Duration::from_millis(64);
+/// The width of a slot on the wheel's second level: how late an aligned deadline may fire.
+pub const SLOT: Duration = Duration::from_millis(64);
 
 /// Taken just before the runtime (and its timer wheel) is built.
 static ORIGIN: OnceLock<Instant> = OnceLock::new();
@@ -26,7 +29,16 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let origin = Instant::now();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let _ = ORIGIN.set(origin);
+    openraft::set_heartbeat_alignment(slot_wait);
     Ok(runtime)
+}
+
+/// How long to wait for something due `wait` from now so that it fires on a slot boundary.
+/// openraft adds this to an instant it took before calling, so the sum lands on the boundary
+/// or a hair before it, never in the next millisecond.
+fn slot_wait(wait: Duration) -> Duration {
+    let now = Instant::now();
+    coarse(now + wait).saturating_duration_since(now)
 }
 
 /// `deadline`, moved later (by less than 64 ms) to where it costs the runtime a single

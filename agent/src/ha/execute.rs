@@ -343,10 +343,14 @@ impl Ha {
         let ttl = obs.cluster.config.ttl;
         let budget = (ttl / 3).max(Duration::from_millis(100));
         let heartbeat = self.cfg.raft.heartbeat_interval;
+        // Not holding this epoch's lease yet (a new primary): confirmed at once (`renew::prompt`).
+        let acquiring = self.local.lease.is_none_or(|l| l.epoch != epoch);
         let handle = tokio::spawn(async move {
             let every = super::renew::attempt_every(ttl);
             let first = super::renew::first_retry_after(every, heartbeat);
-            let res = super::renew::renew(cluster, shared.clone(), me, epoch, (first, every), budget).await;
+            let res =
+                super::renew::renew(cluster, shared.clone(), me, epoch, (first, every), budget, acquiring)
+                    .await;
             shared.wake.notify_one();
             res
         });

@@ -1,6 +1,6 @@
 //! One lease renewal on the member's side, as a series of attempts: the first on the cached
 //! channel to the Raft leader, confirmed with the leader's next periodic heartbeat (no extra
-//! round while all is well); then, while none has answered, another on a new connection
+//! round while all is well; at once while the member acquires the lease: [`prompt`]); then, while none has answered, another on a new connection
 //! confirmed with a heartbeat sent at once (the earlier ones keep running): the first of them
 //! after [`first_retry_after`], the rest every [`attempt_every`]. The first confirmation wins
 //! and counts from its own send time. A request sent into a network cut sits in TCP
@@ -42,15 +42,27 @@ pub fn attempt_every(ttl: Duration) -> Duration {
 }
 
 /// When a renewal starts its second attempt: once the first, which waits for the leader's next
-/// periodic heartbeat, should have been answered (a heartbeat interval and half an `every`),
+/// periodic heartbeat, should have been answered (a heartbeat interval, the timer slot the
+/// leader may send it late by, and half an `every`),
 /// and no sooner than `every`; after `every` when the first failed sooner. `heartbeat` is this
 /// member's own `raft.heartbeat_interval`, which the leader's is expected to match.
 pub fn first_retry_after(every: Duration, heartbeat: Duration) -> Duration {
-    every.max(heartbeat + every / 2)
+    every.max(heartbeat + crate::timer::SLOT + every / 2)
+}
+
+/// Whether attempt `n` (0: the first) of a renewal asks for a confirmation at once (the leader
+/// sends a heartbeat for it) rather than with its next periodic heartbeat: every attempt after
+/// the first, and the first too while the member is `acquiring` (it does not hold this epoch's
+/// lease yet). A new primary promotes only once it holds its lease, so its first confirmation
+/// must not wait on the leader's heartbeat schedule: that costs one heartbeat round per
+/// failover or switchover, and saves up to a heartbeat interval (plus the slot the leader may
+/// send it late by) on every promotion.
+pub fn prompt(n: u32, acquiring: bool) -> bool {
+    n > 0 || acquiring
 }
 
 /// Renews `epoch` for `me`, trying until `budget` has passed: a second attempt after
-/// `first_retry`, then one every `every`.
+/// `first_retry`, then one every `every`; `acquiring`: see [`prompt`].
 pub async fn renew(
     cluster: Cluster,
     shared: Arc<Shared>,
@@ -58,6 +70,7 @@ pub async fn renew(
     epoch: Epoch,
     (first_retry, every): (Duration, Duration),
     budget: Duration,
+    acquiring: bool,
 ) -> Result<Confirmed, String> {
     let give_up = tokio::time::Instant::now() + budget;
     let mut attempts = FuturesUnordered::new();
@@ -70,7 +83,7 @@ pub async fn renew(
         if now >= next {
             let sent = shared.now();
             let (cluster, shared, me) = (cluster.clone(), shared.clone(), me.clone());
-            let fresh = n > 0;
+            let fresh = prompt(n, acquiring);
             attempts.push(async move {
                 let res = attempt(&cluster, &shared, &me, epoch, fresh).await;
                 res.map(|ttl| Confirmed { epoch, ttl, sent })
@@ -145,12 +158,20 @@ mod tests {
     }
 
     #[test]
+    fn only_a_held_leases_first_attempt_waits_for_the_periodic_heartbeat() {
+        assert!(!prompt(0, false), "renewing a held lease: the next periodic heartbeat confirms it");
+        assert!(prompt(0, true), "acquiring: confirmed at once, promotion does not wait");
+        assert!(prompt(1, false) && prompt(2, true), "later attempts: at once");
+    }
+
+    #[test]
     fn the_second_attempt_waits_for_the_first_ones_heartbeat() {
-        // Defaults: a 150 ms heartbeat; the first attempt is answered within about 150 ms.
-        assert_eq!(first_retry_after(MS(100), MS(150)), MS(200));
+        // Defaults: a 150 ms heartbeat, sent on the leader's next 64 ms timer slot; the first
+        // attempt is answered within about 214 ms.
+        assert_eq!(first_retry_after(MS(100), MS(150)), MS(264));
         // A slow heartbeat (the low-power profile: 500 ms) holds the second attempt back as long.
-        assert_eq!(first_retry_after(MS(200), MS(500)), MS(600));
+        assert_eq!(first_retry_after(MS(200), MS(500)), MS(664));
         // Never sooner than the attempt interval.
-        assert_eq!(first_retry_after(MS(200), MS(50)), MS(200));
+        assert_eq!(first_retry_after(MS(300), MS(50)), MS(300));
     }
 }

@@ -124,6 +124,8 @@ pub use crate::config::ConfigError;
 pub use crate::config::SnapshotPolicy;
 pub use crate::config::StepDownPolicy;
 pub use crate::core::ServerState;
+// pgquorum: heartbeats on the host runtime's timer slots (README-pgquorum.md).
+pub use crate::core::tick_slot::set_heartbeat_alignment;
 pub use crate::entry::Entry;
 pub use crate::entry::EntryPayload;
 pub use crate::extensions::Extensions;

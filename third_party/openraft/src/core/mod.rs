@@ -45,6 +45,7 @@ mod server_state;
 mod shared_replicate_batch;
 mod step_down_watcher;
 mod tick;
+pub(crate) mod tick_slot;
 
 pub(crate) use client_responder_queue::ClientResponderQueue;
 pub(crate) use io_broadcast::IoBroadcast;

@@ -39,6 +39,7 @@ use crate::core::ServerState;
 use crate::core::SharedReplicateBatch;
 use crate::core::balancer::Balancer;
 use crate::core::core_state::CoreState;
+use crate::core::tick_slot;
 use crate::core::heartbeat::event::HeartbeatEvent;
 use crate::core::heartbeat::handle::HeartbeatWorkersHandle;
 use crate::core::merged_raft_msg_receiver::BatchRaftMsgReceiver;
@@ -2108,9 +2109,13 @@ where
                 self.send_heartbeat("tick");
             }
 
-            // Install next heartbeat
+            // Install next heartbeat. pgquorum: due one interval after this one was due, sent
+            // on the runtime's next timer slot (`tick_slot`).
             if let Some(l) = self.engine.leader_mut() {
-                l.next_heartbeat = C::now() + Duration::from_millis(self.config.heartbeat_interval);
+                let now = C::now();
+                let interval = Duration::from_millis(self.config.heartbeat_interval);
+                l.heartbeat_due = tick_slot::next_due(l.heartbeat_due, now, interval);
+                l.next_heartbeat = tick_slot::send_at(now, l.heartbeat_due);
             }
         }
     }

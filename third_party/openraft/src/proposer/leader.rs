@@ -57,6 +57,10 @@ where C: RaftTypeConfig
     /// The time to send next heartbeat.
     pub(crate) next_heartbeat: InstantOf<C>,
 
+    /// pgquorum: when the next heartbeat is due; `next_heartbeat` is this on the runtime's
+    /// next timer slot (`core::tick_slot`).
+    pub(crate) heartbeat_due: InstantOf<C>,
+
     /// The round of the last heartbeat broadcast, or `0` if none has been broadcast.
     ///
     /// A read records this round when it arrives; only a heartbeat broadcast after that has a
@@ -161,6 +165,7 @@ where
             transfer_to: None,
             committed_vote: vote,
             next_heartbeat: now,
+            heartbeat_due: now,
             heartbeat_round: 0,
             last_log_id: last_log_id.clone(),
             noop_log_id,
