@@ -112,7 +112,8 @@ pub async fn renew(
 }
 
 /// One request to the leader (or the local coordinator when this agent leads); a `fresh` one
-/// (a later attempt) on a new connection, and confirmed with a heartbeat sent at once.
+/// ([`prompt`]: a later attempt, or the first while acquiring) on a new connection, and
+/// confirmed with a heartbeat sent at once.
 async fn attempt(
     cluster: &Cluster,
     shared: &Shared,
