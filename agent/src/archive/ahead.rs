@@ -71,11 +71,13 @@ pub async fn run(archive: Arc<Archive>, pg_wal: PathBuf, every: Duration, cancel
             }
         }
         // Nothing waiting: look again when Postgres asks to archive something, or after
-        // `IDLE_EVERY` (an idle member does not list pg_wal five times a second).
-        let pause = if ready.is_empty() { IDLE_EVERY } else { every };
+        // `IDLE_EVERY` (an idle member does not list pg_wal five times a second), on a timer-slot
+        // boundary (one wake-up, not two).
+        let now = tokio::time::Instant::now();
+        let at = if ready.is_empty() { crate::timer::coarse(now + IDLE_EVERY) } else { now + every };
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(pause) => {}
+            _ = tokio::time::sleep_until(at) => {}
             _ = archive.activity.notified() => {}
         }
     }

@@ -91,27 +91,37 @@ impl Cluster {
         self.node.raft.metrics().borrow_watched().clone()
     }
 
+    /// Reads openraft's metrics under a borrow held only while `f` runs: for the few fields a
+    /// hot path needs, without copying the whole struct (its maps and membership) each time.
+    pub fn with_metrics<R>(&self, f: impl FnOnce(&openraft::RaftMetrics<crate::raft::TypeConfig>) -> R) -> R {
+        let rx = self.node.raft.metrics();
+        let m = rx.borrow_watched();
+        f(&m)
+    }
+
     /// Whether this agent is the Raft leader right now.
     pub fn is_leader(&self) -> bool {
-        self.metrics().state == ServerState::Leader
+        self.with_metrics(|m| m.state == ServerState::Leader)
     }
 
     /// The current membership (as this agent knows it).
     pub fn membership(&self) -> Membership {
-        let m = self.metrics();
-        let mc = &m.membership_config;
-        Membership {
-            nodes: mc.nodes().map(|(id, n)| (*id, n.clone())).collect(),
-            voters: mc.voter_ids().collect(),
-        }
+        self.with_metrics(|m| {
+            let mc = &m.membership_config;
+            Membership {
+                nodes: mc.nodes().map(|(id, n)| (*id, n.clone())).collect(),
+                voters: mc.voter_ids().collect(),
+            }
+        })
     }
 
     /// The leader's id and addresses, when known.
     pub fn leader(&self) -> Option<(u64, MemberNode)> {
-        let m = self.metrics();
-        let id = m.current_leader?;
-        let node = m.membership_config.get_node(&id)?.clone();
-        Some((id, node))
+        self.with_metrics(|m| {
+            let id = m.current_leader?;
+            let node = m.membership_config.get_node(&id)?.clone();
+            Some((id, node))
+        })
     }
 
     /// A peer client for `addr`.

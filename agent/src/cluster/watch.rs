@@ -12,42 +12,121 @@ use super::Cluster;
 /// How long without an acknowledged heartbeat before a peer counts as unreachable.
 const UNREACHABLE_AFTER: Duration = Duration::from_secs(2);
 
-/// Runs until `cancel`, logging transitions.
+/// Runs until `cancel`, logging transitions. Wakes when the leader changes, and on the leader
+/// once a second (on a timer-slot boundary) to look at its peers' heartbeats; not on every
+/// heartbeat, which changes openraft's full metrics.
 pub async fn log_transitions(cluster: Cluster, cancel: CancellationToken) -> anyhow::Result<()> {
+    use openraft::async_runtime::watch::WatchReceiver;
+    let mut server = cluster.node.raft.server_metrics();
     let mut leader: Option<u64> = None;
     let mut unreachable: BTreeSet<u64> = BTreeSet::new();
     loop {
-        let m = cluster.metrics();
-        let membership = cluster.membership();
-        let name =
-            |id: u64| membership.nodes.get(&id).map_or_else(|| format!("{id:016x}"), |n| n.name.to_string());
-        if m.current_leader != leader {
-            match m.current_leader {
-                Some(l) => tracing::info!(term = m.current_term, "Raft leader is now {}", name(l)),
-                None => tracing::info!(term = m.current_term, "no Raft leader"),
-            }
-            leader = m.current_leader;
-            unreachable.clear();
-        }
-        if let Some(hb) = &m.heartbeat {
-            for (id, at) in hb {
-                if *id == m.id {
-                    continue;
-                }
-                let lost = at.as_ref().is_none_or(|t| openraft::Instant::elapsed(&**t) > UNREACHABLE_AFTER);
-                if lost && unreachable.insert(*id) {
-                    tracing::warn!(
+        let (leading, lines) =
+            cluster.with_metrics(|m| (m.heartbeat.is_some(), transitions(m, &mut leader, &mut unreachable)));
+        if !lines.is_empty() {
+            let membership = cluster.membership();
+            let name = |id: u64| {
+                membership.nodes.get(&id).map_or_else(|| format!("{id:016x}"), |n| n.name.to_string())
+            };
+            for line in lines {
+                match line {
+                    Transition::Leader(term, Some(l)) => {
+                        tracing::info!(term, "Raft leader is now {}", name(l))
+                    }
+                    Transition::Leader(term, None) => tracing::info!(term, "no Raft leader"),
+                    Transition::Lost(id) => tracing::warn!(
                         "{} is unreachable (no heartbeat answer for {UNREACHABLE_AFTER:?})",
-                        name(*id)
-                    );
-                } else if !lost && unreachable.remove(id) {
-                    tracing::info!("{} is reachable again", name(*id));
+                        name(id)
+                    ),
+                    Transition::Back(id) => tracing::info!("{} is reachable again", name(id)),
                 }
             }
         }
+        let look_again = crate::timer::coarse(tokio::time::Instant::now() + LOOK_EVERY);
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            changed = server.changed() => if changed.is_err() {
+                return Ok(());
+            },
+            _ = tokio::time::sleep_until(look_again), if leading => {}
         }
+    }
+}
+
+/// How often the leader looks at its peers' heartbeats.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// One thing to log.
+#[derive(Debug, PartialEq, Eq)]
+enum Transition {
+    Leader(u64, Option<u64>),
+    Lost(u64),
+    Back(u64),
+}
+
+/// What changed since `leader` and `unreachable` (which it updates).
+fn transitions(
+    m: &openraft::RaftMetrics<crate::raft::TypeConfig>,
+    leader: &mut Option<u64>,
+    unreachable: &mut BTreeSet<u64>,
+) -> Vec<Transition> {
+    let mut out = Vec::new();
+    if m.current_leader != *leader {
+        out.push(Transition::Leader(m.current_term, m.current_leader));
+        *leader = m.current_leader;
+        unreachable.clear();
+    }
+    for (id, at) in m.heartbeat.iter().flatten() {
+        if *id == m.id {
+            continue;
+        }
+        let lost = at.as_ref().is_none_or(|t| openraft::Instant::elapsed(&**t) > UNREACHABLE_AFTER);
+        if lost && unreachable.insert(*id) {
+            out.push(Transition::Lost(*id));
+        } else if !lost && unreachable.remove(id) {
+            out.push(Transition::Back(*id));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::metrics::SerdeInstant;
+
+    fn metrics(
+        leader: Option<u64>,
+        heard: &[(u64, Option<Duration>)],
+    ) -> openraft::RaftMetrics<crate::raft::TypeConfig> {
+        let mut m = openraft::RaftMetrics::new_initial(1);
+        m.current_term = 3;
+        m.current_leader = leader;
+        if !heard.is_empty() {
+            let now = <openraft::alias::InstantOf<crate::raft::TypeConfig> as openraft::Instant>::now();
+            m.heartbeat =
+                Some(heard.iter().map(|(id, ago)| (*id, ago.map(|a| SerdeInstant::new(now - a)))).collect());
+        }
+        m
+    }
+
+    #[test]
+    fn each_transition_is_reported_once() {
+        let (mut leader, mut unreachable) = (None, BTreeSet::new());
+        let secs = Duration::from_secs;
+        let m = metrics(Some(1), &[(1, Some(secs(0))), (2, Some(secs(0))), (3, Some(secs(3)))]);
+        assert_eq!(
+            transitions(&m, &mut leader, &mut unreachable),
+            vec![Transition::Leader(3, Some(1)), Transition::Lost(3)]
+        );
+        assert_eq!(transitions(&m, &mut leader, &mut unreachable), vec![]);
+        let m = metrics(Some(1), &[(1, Some(secs(0))), (2, None), (3, Some(secs(0)))]);
+        assert_eq!(
+            transitions(&m, &mut leader, &mut unreachable),
+            vec![Transition::Lost(2), Transition::Back(3)]
+        );
+        let m = metrics(None, &[]);
+        assert_eq!(transitions(&m, &mut leader, &mut unreachable), vec![Transition::Leader(3, None)]);
+        assert!(unreachable.is_empty(), "a new leader starts with every peer reachable");
     }
 }

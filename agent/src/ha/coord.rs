@@ -131,7 +131,7 @@ impl Coord {
             Refusal::NotPrimary => format!("{member} is not the primary of epoch {epoch}"),
             Refusal::Expired => format!("the lease of epoch {epoch} has expired"),
         };
-        let term = cluster.metrics().current_term;
+        let term = cluster.with_metrics(|m| m.current_term);
         if !cluster.is_leader() {
             return Err("not the Raft leader".into());
         }
@@ -147,9 +147,9 @@ impl Coord {
             .await
             .map_err(|e| format!("leadership not confirmed: {e}"))?;
         let applied = cluster.applied();
-        let m = cluster.metrics();
+        let current_term = cluster.with_metrics(|m| m.current_term);
         let mut s = self.lock();
-        if m.current_term != term || s.term != term {
+        if current_term != term || s.term != term {
             return Err("Raft leadership changed during the confirmation".into());
         }
         may_confirm(&applied.state, s.expired_epoch, member, epoch).map_err(refuse)?;

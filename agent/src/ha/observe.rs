@@ -165,9 +165,10 @@ impl Ha {
         let membership = self.cluster.membership();
         let names: Vec<_> = membership.nodes.values().map(|n| n.name.clone()).collect();
         let peers = self.shared.reports.for_members(names);
-        let metrics = self.cluster.metrics();
+        let (term, last, replication) =
+            self.cluster.with_metrics(|m| (m.current_term, m.last_log_index, m.replication.clone()));
         let leader = self.cluster.is_leader();
-        self.shared.coord.refresh(metrics.current_term, leader, state.epoch, now);
+        self.shared.coord.refresh(term, leader, state.epoch, now);
         if let Some(p) = &state.primary
             && let Some(Some(seen)) = peers.get(&p.member)
             && seen.report.postgres.is_writable()
@@ -175,16 +176,14 @@ impl Ha {
         {
             self.shared.coord.note_primary_lsn(lsn);
         }
-        let coordinator = self.shared.coord.view(metrics.current_term).filter(|_| leader).map(|c| {
+        let coordinator = self.shared.coord.view(term).filter(|_| leader).map(|c| {
             let voters = membership
                 .voters
                 .iter()
                 .filter_map(|id| membership.nodes.get(id))
                 .map(|n| n.name.clone())
                 .collect();
-            let last = metrics.last_log_index;
-            let caught_up = metrics
-                .replication
+            let caught_up = replication
                 .as_ref()
                 .map(|r| {
                     r.iter()
