@@ -20,9 +20,18 @@ pub async fn log_transitions(cluster: Cluster, cancel: CancellationToken) -> any
     let mut server = cluster.node.raft.server_metrics();
     let mut leader: Option<u64> = None;
     let mut unreachable: BTreeSet<u64> = BTreeSet::new();
+    // Since when this member leads (its heartbeats may be unanswered at first).
+    let mut leading_since: Option<tokio::time::Instant> = None;
     loop {
-        let (leading, lines) =
-            cluster.with_metrics(|m| (m.heartbeat.is_some(), transitions(m, &mut leader, &mut unreachable)));
+        let (leading, lines) = cluster.with_metrics(|m| {
+            let leading = m.heartbeat.is_some() && m.current_leader == Some(m.id);
+            if !leading || m.current_leader != leader {
+                leading_since = None;
+            }
+            let since = *leading_since.get_or_insert_with(tokio::time::Instant::now);
+            let settled = leading && since.elapsed() > UNREACHABLE_AFTER;
+            (leading, transitions(m, &mut leader, &mut unreachable, settled))
+        });
         if !lines.is_empty() {
             let membership = cluster.membership();
             let name = |id: u64| {
@@ -64,11 +73,14 @@ enum Transition {
     Back(u64),
 }
 
-/// What changed since `leader` and `unreachable` (which it updates).
+/// What changed since `leader` and `unreachable` (which it updates). A peer never answered
+/// counts as unreachable only once this member has led for `UNREACHABLE_AFTER` (`settled`):
+/// right after an election its heartbeats may not have been answered yet.
 fn transitions(
     m: &openraft::RaftMetrics<crate::raft::TypeConfig>,
     leader: &mut Option<u64>,
     unreachable: &mut BTreeSet<u64>,
+    settled: bool,
 ) -> Vec<Transition> {
     let mut out = Vec::new();
     if m.current_leader != *leader {
@@ -80,7 +92,7 @@ fn transitions(
         if *id == m.id {
             continue;
         }
-        let lost = at.as_ref().is_none_or(|t| openraft::Instant::elapsed(&**t) > UNREACHABLE_AFTER);
+        let lost = at.as_ref().map_or(settled, |t| openraft::Instant::elapsed(&**t) > UNREACHABLE_AFTER);
         if lost && unreachable.insert(*id) {
             out.push(Transition::Lost(*id));
         } else if !lost && unreachable.remove(id) {
@@ -116,17 +128,28 @@ mod tests {
         let secs = Duration::from_secs;
         let m = metrics(Some(1), &[(1, Some(secs(0))), (2, Some(secs(0))), (3, Some(secs(3)))]);
         assert_eq!(
-            transitions(&m, &mut leader, &mut unreachable),
+            transitions(&m, &mut leader, &mut unreachable, true),
             vec![Transition::Leader(3, Some(1)), Transition::Lost(3)]
         );
-        assert_eq!(transitions(&m, &mut leader, &mut unreachable), vec![]);
+        assert_eq!(transitions(&m, &mut leader, &mut unreachable, true), vec![]);
         let m = metrics(Some(1), &[(1, Some(secs(0))), (2, None), (3, Some(secs(0)))]);
         assert_eq!(
-            transitions(&m, &mut leader, &mut unreachable),
+            transitions(&m, &mut leader, &mut unreachable, true),
             vec![Transition::Lost(2), Transition::Back(3)]
         );
         let m = metrics(None, &[]);
-        assert_eq!(transitions(&m, &mut leader, &mut unreachable), vec![Transition::Leader(3, None)]);
+        assert_eq!(transitions(&m, &mut leader, &mut unreachable, true), vec![Transition::Leader(3, None)]);
         assert!(unreachable.is_empty(), "a new leader starts with every peer reachable");
+    }
+
+    #[test]
+    fn a_peer_not_yet_answered_is_unreachable_only_once_the_leader_has_settled() {
+        let (mut leader, mut unreachable) = (None, BTreeSet::new());
+        let m = metrics(Some(1), &[(1, Some(Duration::ZERO)), (2, None)]);
+        assert_eq!(
+            transitions(&m, &mut leader, &mut unreachable, false),
+            vec![Transition::Leader(3, Some(1))]
+        );
+        assert_eq!(transitions(&m, &mut leader, &mut unreachable, true), vec![Transition::Lost(2)]);
     }
 }
