@@ -194,11 +194,16 @@ fn a_replica_with_a_wrong_replication_password_says_why_once() {
     let samples = prom::parse(&metrics.body).expect("metrics parse");
     assert_eq!(prom::value(&samples, "pgquorum_postgres_problem", &[("kind", "replication")]), Some(1.0));
 
-    // The receiver retries many times a second; the agent says it once.
-    std::thread::sleep(Duration::from_secs(3)); // a measurement window, not a synchronisation
-    let pg_log = std::fs::read_to_string(c.agent(&replica).dir.join("postgres.log")).unwrap_or_default();
-    let refusals = pg_log.lines().filter(|l| l.contains(words)).count();
-    assert!(refusals >= 3, "the receiver tried only {refusals} times");
+    // The receiver retries many times a second; the agent says it once. Wait until Postgres
+    // has logged a few refusals (a just-cloned replica killed early in its start can take a
+    // while to retry), and at least 3 s, a measurement window for the agent's own log.
+    let window = std::time::Instant::now() + Duration::from_secs(3);
+    wait_for("the receiver to be refused three times", T, || {
+        let pg_log = std::fs::read_to_string(c.agent(&replica).dir.join("postgres.log")).unwrap_or_default();
+        let refusals = pg_log.lines().filter(|l| l.contains(words)).count();
+        let done = refusals >= 3 && std::time::Instant::now() >= window;
+        if done { Ok(Some(())) } else { Err(format!("{refusals} refusals in postgres.log")) }
+    });
     let told = log_count(&c, &replica, "cannot stream from");
     assert!(
         (1..=2).contains(&told),
