@@ -28,8 +28,8 @@ pub async fn log_transitions(cluster: Cluster, cancel: CancellationToken) -> any
             if !leading || m.current_leader != leader {
                 leading_since = None;
             }
-            let since = *leading_since.get_or_insert_with(tokio::time::Instant::now);
-            let settled = leading && since.elapsed() > UNREACHABLE_AFTER;
+            let settled = leading
+                && leading_since.get_or_insert_with(tokio::time::Instant::now).elapsed() > UNREACHABLE_AFTER;
             (leading, transitions(m, &mut leader, &mut unreachable, settled))
         });
         if !lines.is_empty() {

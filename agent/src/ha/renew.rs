@@ -1,9 +1,10 @@
 //! One lease renewal on the member's side, as a series of attempts: the first on the cached
 //! channel to the Raft leader, confirmed with the leader's next periodic heartbeat (no extra
-//! round while all is well; at once while the member acquires the lease: [`prompt`]); then, while none has answered, another on a new connection
-//! confirmed with a heartbeat sent at once (the earlier ones keep running): the first of them
-//! after [`first_retry_after`], the rest every [`attempt_every`]. The first confirmation wins
-//! and counts from its own send time. A request sent into a network cut sits in TCP
+//! round while all is well; at once while the member acquires the lease: [`prompt`]); then,
+//! while none has answered, another on a new connection confirmed with a heartbeat sent at once
+//! (the earlier ones keep running): the first of them after [`first_retry_after`], the rest
+//! every [`attempt_every`]. The first confirmation wins and counts from its own send time. A
+//! request sent into a network cut sits in TCP
 //! retransmission (its next try can be seconds after the network is back); the attempt started
 //! after the cut heals lands at once, so a blip shorter than the lease does not cost it (DESIGN
 //! invariant 7).
