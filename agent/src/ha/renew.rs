@@ -4,10 +4,9 @@
 //! while none has answered, another on a new connection confirmed with a heartbeat sent at once
 //! (the earlier ones keep running): the first of them after [`first_retry_after`], the rest
 //! every [`attempt_every`]. The first confirmation wins and counts from its own send time. A
-//! request sent into a network cut sits in TCP
-//! retransmission (its next try can be seconds after the network is back); the attempt started
-//! after the cut heals lands at once, so a blip shorter than the lease does not cost it (DESIGN
-//! invariant 7).
+//! request sent into a network cut sits in TCP retransmission (its next try can be seconds
+//! after the network is back); the attempt started after the cut heals lands at once, so a blip
+//! shorter than the lease does not cost it (DESIGN invariant 7).
 //!
 //! Owns only the transport of a renewal: whether and when to renew is the core's
 //! (`rules::lease::upkeep`), confirming it is the coordinator's (`Coord::confirm`).
