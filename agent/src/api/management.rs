@@ -53,8 +53,9 @@ impl ManagementApi {
     }
 
     /// A client for the leader's management API, unless this agent is the leader.
-    fn leader_client(&self) -> Result<Option<ManagementClient<PeerChannel>>, Status> {
-        match self.cluster.leader() {
+    /// Waits for a leader while an election or a hand-off runs (see `Cluster::leader_within`).
+    async fn leader_client(&self) -> Result<Option<ManagementClient<PeerChannel>>, Status> {
+        match self.cluster.leader_within(self.cluster.leader_wait()).await {
             Some((id, _)) if id == self.cluster.node.ident.node_id => Ok(None),
             Some((_, node)) => {
                 let ch = self.cluster.node.channels.get(&node.grpc).map_err(Status::internal)?;
@@ -132,7 +133,7 @@ impl Management for ManagementApi {
         if req.into_inner().local_only {
             return Ok(Response::new(local_status(&self.cluster, &self.shared)));
         }
-        let forward = match self.leader_client() {
+        let forward = match self.leader_client().await {
             Ok(Some(c)) => Some(c),
             Ok(None) => None,
             Err(e) => {
@@ -233,7 +234,7 @@ impl Management for ManagementApi {
         req: Request<RemoveMemberRequest>,
     ) -> Result<Response<RemoveMemberReply>, Status> {
         let req = req.into_inner();
-        match self.leader_client()? {
+        match self.leader_client().await? {
             Some(mut leader) => leader.remove_member(req).await.map_err(forwarded),
             None => {
                 let voters = self.cluster.remove(&req.name).await.map_err(|e| {
@@ -250,7 +251,7 @@ impl Management for ManagementApi {
     }
 
     async fn switchover(&self, req: Request<SwitchoverRequest>) -> Result<Response<SwitchoverReply>, Status> {
-        match self.leader_client()? {
+        match self.leader_client().await? {
             Some(mut leader) => leader.switchover(req.into_inner()).await.map_err(forwarded),
             None => super::ops::switchover(self, req.into_inner()).await.map(Response::new),
         }
@@ -260,14 +261,14 @@ impl Management for ManagementApi {
         &self,
         req: Request<CancelSwitchoverRequest>,
     ) -> Result<Response<CancelSwitchoverReply>, Status> {
-        match self.leader_client()? {
+        match self.leader_client().await? {
             Some(mut leader) => leader.cancel_switchover(req.into_inner()).await.map_err(forwarded),
             None => super::ops::cancel_switchover(self).await.map(Response::new),
         }
     }
 
     async fn failover(&self, req: Request<FailoverRequest>) -> Result<Response<FailoverReply>, Status> {
-        match self.leader_client()? {
+        match self.leader_client().await? {
             Some(mut leader) => leader.failover(req.into_inner()).await.map_err(forwarded),
             None => super::ops::failover(self, req.into_inner()).await.map(Response::new),
         }
@@ -315,7 +316,7 @@ impl Management for ManagementApi {
     }
 
     async fn add_member(&self, req: Request<AddMemberRequest>) -> Result<Response<AddMemberReply>, Status> {
-        match self.leader_client()? {
+        match self.leader_client().await? {
             Some(mut leader) => leader.add_member(req.into_inner()).await.map_err(forwarded),
             None => super::ops::add_member(self, req.into_inner()).await.map(Response::new),
         }

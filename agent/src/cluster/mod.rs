@@ -9,6 +9,9 @@ mod foreign;
 mod members;
 mod watch;
 
+#[cfg(test)]
+mod leader_wait_tests;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,6 +125,32 @@ impl Cluster {
             let node = m.membership_config.get_node(&id)?.clone();
             Some((id, node))
         })
+    }
+
+    /// The leader, waiting up to `within` while none is known: an election, or the hand-off that
+    /// keeps Raft leadership off the primary's node after a switchover, leaves a member without
+    /// a leader for some milliseconds, and an operator's call then should not fail.
+    pub async fn leader_within(&self, within: Duration) -> Option<(u64, MemberNode)> {
+        let mut server = self.node.raft.server_metrics();
+        let deadline = Instant::now() + within;
+        loop {
+            let found = {
+                let s = server.borrow_watched();
+                s.current_leader.and_then(|id| Some((id, s.membership_config.get_node(&id)?.clone())))
+            };
+            if found.is_some() {
+                return found;
+            }
+            match tokio::time::timeout_at(deadline, server.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// How long a call waits for a leader before saying none is known: two election timeouts.
+    pub fn leader_wait(&self) -> Duration {
+        Duration::from_millis(2 * self.node.raft.config().election_timeout_max)
     }
 
     /// A peer client for `addr`.
