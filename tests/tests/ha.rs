@@ -44,6 +44,14 @@ fn bootstrap_gives_one_primary_and_two_streaming_replicas_that_see_its_writes() 
         st["members"].as_array().expect("members").iter().filter_map(|m| m["role"].as_str()).collect();
     assert_eq!(roles.iter().filter(|r| **r == "primary").count(), 1, "{st}");
     assert_eq!(roles.iter().filter(|r| **r == "replica").count(), 2, "{st}");
+    // Replicas wait for the primary's replication role: the first clone is not refused.
+    for r in &rest {
+        let log = c.agent(r).log_text();
+        assert!(
+            !log.contains("password authentication failed") && !log.contains("member=BackingOff"),
+            "{r} cloned before the primary had created the replication role:\n{log}"
+        );
+    }
     c.check_logs(&[]);
 }
 

@@ -132,6 +132,13 @@ impl LocalState {
         }
     }
 
+    /// Writable, and the replication role not yet confirmed since this postmaster started.
+    pub fn roles_pending(&self) -> bool {
+        self.postmaster.is_some()
+            && self.status.as_ref().is_some_and(|s| !s.in_recovery)
+            && !self.roles_checked
+    }
+
     /// The core's view of the local Postgres.
     pub fn postgres_view(&self) -> Postgres {
         if self.witness {

@@ -367,6 +367,7 @@ impl Ha {
             return;
         }
         let pg = self.pg().clone();
+        let shared = self.shared.clone();
         self.local.roles = Some(tokio::spawn(async move {
             // In protection mode the coordinator may name synchronous standbys before any could
             // clone: the replication role must not wait for them.
@@ -381,7 +382,11 @@ impl Ha {
                 Ok::<(), String>(())
             };
             match tokio::time::timeout(Duration::from_secs(30), res).await {
-                Ok(Ok(())) => true,
+                Ok(Ok(())) => {
+                    // Tick at once: the report says the roles are ready, and replicas clone.
+                    shared.wake.notify_one();
+                    true
+                }
                 Ok(Err(e)) => {
                     tracing::warn!("creating roles: {e}; will retry");
                     false

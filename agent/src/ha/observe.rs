@@ -238,6 +238,7 @@ impl Ha {
             at: wall(),
             election_timeout_max: Some(self.cfg.raft.election_timeout_max),
             problem: self.local.problem.clone(),
+            roles_pending: self.local.roles_pending(),
         };
         self.shared.reports.put(report.clone(), now);
         self.shared.set_report(report);

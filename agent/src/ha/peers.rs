@@ -324,6 +324,7 @@ mod tests {
             at: UnixMillis(at),
             election_timeout_max: None,
             problem: None,
+            roles_pending: false,
         }
     }
 

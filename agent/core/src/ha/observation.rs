@@ -267,6 +267,11 @@ pub struct Report {
     /// Why this member's Postgres does not work, in Postgres's own words (display only).
     #[serde(default)]
     pub problem: Option<Problem>,
+    /// Primary only: writable, but still creating the replication role. A clone started now
+    /// would be refused ("password authentication failed"), so replicas without data wait.
+    /// An agent that does not say (`false`) is taken as ready.
+    #[serde(default)]
+    pub roles_pending: bool,
 }
 
 /// What keeps a member's Postgres from working, as Postgres itself logged it. Shown in status

@@ -132,6 +132,8 @@ pub enum Reason {
     PrimaryUpkeep,
     /// This member needs data from the primary.
     NeedsClone,
+    /// The primary is writable but still creating the replication role: a clone waits for it.
+    PrimaryPreparing,
     /// Data diverged from the primary's timeline; says where.
     Diverged(String),
     /// Rewind failed; cloning again.

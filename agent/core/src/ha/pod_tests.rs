@@ -47,6 +47,7 @@ pub(crate) fn report(member: &str, postgres: Postgres, lease: Option<(u64, u64)>
         at: UnixMillis(0),
         election_timeout_max: None,
         problem: None,
+        roles_pending: false,
     }
 }
 

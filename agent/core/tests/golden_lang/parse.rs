@@ -292,7 +292,7 @@ pub fn observation(lines: &[String]) -> R<(Observation, HaConfig)> {
 }
 
 /// `peer NAME none` or `peer NAME recv=.. [epoch= lease=E:LEFT fenced= stop-streaming= task=
-/// applied= tags] [: <pg description>]`.
+/// applied= roles-pending tags] [: <pg description>]`.
 fn peer(rest: &str, cluster_epoch: Epoch, sysid: SystemId) -> R<PeerSpec> {
     let (head, pg) = match rest.split_once(" : ") {
         Some((h, p)) => (h, Some(p)),
@@ -320,6 +320,7 @@ fn peer(rest: &str, cluster_epoch: Epoch, sysid: SystemId) -> R<PeerSpec> {
             "stop-streaming" => rep.stop_streaming_for = Some(epoch(t.val()?)?),
             "task" => rep.task = Some(task(t.val()?)?),
             "applied" => rep.sync_applied_at = Some(applied(t.val()?)?),
+            "roles-pending" => rep.roles_pending = true,
             k => return Err(format!("unknown peer key {k:?}")),
         }
     }

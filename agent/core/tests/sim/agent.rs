@@ -181,6 +181,7 @@ pub fn report(w: &World, i: Id) -> Report {
         at: UnixMillis(now.as_millis() as u64),
         election_timeout_max: None,
         problem: None,
+        roles_pending: false,
     }
 }
 

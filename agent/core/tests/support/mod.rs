@@ -167,6 +167,7 @@ pub fn empty_report(
         at: pgquorum_core::UnixMillis(0),
         election_timeout_max: None,
         problem: None,
+        roles_pending: false,
     }
 }
 

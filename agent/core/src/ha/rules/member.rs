@@ -192,6 +192,7 @@ fn as_replica(obs: &Observation, cfg: &HaConfig, grant: Option<&PrimaryGrant>) -
     match (&obs.local.postgres, &obs.local.data) {
         (Postgres::Disabled, _) => Decision::wait(Reason::Witness),
         (Postgres::Stopped | Postgres::Crashed { .. }, Data::Missing) => match (primary, report) {
+            (Some(_), Some(r)) if r.roles_pending => Decision::wait(Reason::PrimaryPreparing),
             (Some(p), Some(_)) if backing_off(obs, cfg, &Task::Clone(p.clone())) => {
                 Decision::wait(Reason::BackingOff)
             }
