@@ -137,6 +137,16 @@ async fn push_is_idempotent_refuses_different_content_and_only_the_lease_holder_
     a.push(&p).await.expect("a standby confirms a file the primary stored");
     let e = a.push(&p2).await.expect_err("a standby's diverged copy");
     assert_eq!(e.kind, Some(FailureKind::Conflict));
+    // The last segment of an ended timeline: once the new primary stored it as `.partial`,
+    // a standby's whole copy is confirmed (nobody archives it whole), and still not written.
+    let last = segment(&wal, "000000010000000000000003", 4);
+    assert!(a.push(&last).await.is_err(), "not before the .partial is stored");
+    role.primary.store(true, Ordering::SeqCst);
+    let partial = segment(&other, "000000010000000000000003.partial", 4);
+    a.push(&partial).await.expect("the new primary archives the .partial");
+    role.primary.store(false, Ordering::SeqCst);
+    a.push(&last).await.expect("a standby confirms the ended timeline's last segment");
+    assert_eq!(store.get("demo/42/wal/000000010000000000000003").await.expect("get"), None);
     // Names Postgres never archives are refused.
     assert!(a.push(&tmp.path().join("postgresql.conf")).await.is_err());
 }

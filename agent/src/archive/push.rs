@@ -131,7 +131,11 @@ impl Archive {
 
     /// A standby's push (`archive_mode = always`): success only when the archive already holds
     /// this very file, so a standby keeps what the primary has not archived yet and archives it
-    /// itself once promoted. It never writes.
+    /// itself once promoted. It never writes. One exception: the last segment of a timeline
+    /// that ended (a switchover or failover) is never archived whole; the new primary archived
+    /// it as `<name>.partial` when it was promoted and the history goes on on its timeline.
+    /// Once that `.partial` is stored, the standby's copy is confirmed too, or Postgres would
+    /// keep it, and every segment after it, in `pg_wal` for good.
     async fn confirm_stored(&self, name: &str, path: &Path) -> Result<(), PushError> {
         let not_yet = || {
             PushError::refused(format!(
@@ -142,7 +146,9 @@ impl Archive {
         let layout = self.layout().ok_or_else(not_yet)?;
         let key = layout.wal(name);
         let Some(existing) = self.store.get(&key).await.map_err(|_| not_yet())? else {
-            return Err(not_yet());
+            let partial = layout.wal(&format!("{name}.partial"));
+            let listed = self.store.list(&partial).await.map_err(|_| not_yet())?;
+            return if listed.iter().any(|e| e.key == partial) { Ok(()) } else { Err(not_yet()) };
         };
         let file = path.to_path_buf();
         let (sha, len) = tokio::task::spawn_blocking(move || codec::sha256_from(std::fs::File::open(&file)?))
