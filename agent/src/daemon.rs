@@ -125,6 +125,10 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
             cancel.clone(),
         )),
     );
+    // The archive serves Postgres's `archive_command` until the HA loop has stopped Postgres:
+    // on the way down Postgres archives its last segments, and against a closed socket it
+    // retries for seconds (and a primary's lease runs out meanwhile).
+    let archive_cancel = CancellationToken::new();
     if cfg.archive.enabled {
         let started = crate::archive::open(&cfg, cluster.clone()).await?;
         let _ = shared.archive.set(started.archive.clone());
@@ -143,10 +147,11 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
             Box::pin(crate::archive::socket::serve(
                 started.listener,
                 started.archive.clone(),
-                cancel.clone(),
+                archive_cancel.clone(),
             )),
         );
-        let (a, pg_wal, c) = (started.archive, cfg.pg.data_dir(&cfg.data_dir).join("pg_wal"), cancel.clone());
+        let (a, pg_wal, c) =
+            (started.archive, cfg.pg.data_dir(&cfg.data_dir).join("pg_wal"), archive_cancel.clone());
         spawn(
             "archive-ahead",
             true,
@@ -161,7 +166,16 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         spawn("backup-schedule", false, Box::pin(schedule));
     }
     let ha = Ha::new(cfg.clone(), cluster.clone(), shared.clone(), pg).await?;
-    spawn("ha", true, Box::pin(ha.run(cancel.clone())));
+    let (ha_cancel, ha_done) = (cancel.clone(), archive_cancel.clone());
+    spawn(
+        "ha",
+        true,
+        Box::pin(async move {
+            let outcome = ha.run(ha_cancel).await;
+            ha_done.cancel();
+            outcome
+        }),
+    );
     if cfg.kube.active() {
         let kube = crate::kube::run(cfg.kube.clone(), cluster.clone(), shared.clone(), cancel.clone());
         spawn("kube", false, Box::pin(kube));

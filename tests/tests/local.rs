@@ -306,8 +306,24 @@ fn local_up_prints_a_psql_command_that_reaches_a_writable_primary_and_down_stops
 
     let before = l.processes();
     assert!(before.len() >= 6, "agents and postmasters found: {before:?}");
+    let last_primary = primary(&l.status()).expect("a primary before down");
+    let started = Instant::now();
     let down = l.ok(&["down"]);
     assert!(down.contains("stopped cleanly"), "{down}");
+    // Replicas stop first; the primary then has nobody to hand over to and no Raft majority
+    // to wait for: it shuts Postgres down cleanly at once instead of being fenced.
+    let took = started.elapsed();
+    let agent_log = std::fs::read_to_string(l.dir.join(format!("{last_primary}.log"))).expect("agent log");
+    assert!(took < Duration::from_secs(6), "local down took {took:?}:\n{agent_log}");
+    assert!(!agent_log.contains("fencing"), "the primary was fenced on the way down:\n{agent_log}");
+    let pg_log =
+        std::fs::read_to_string(l.dir.join(&last_primary).join("postgres.log")).expect("Postgres log");
+    let last_start = pg_log.rfind("database system is ready to accept connections").unwrap_or(0);
+    assert!(
+        pg_log[last_start..].contains("database system is shut down"),
+        "the primary's Postgres did not shut down cleanly:\n{}",
+        &pg_log[last_start..]
+    );
     let left: Vec<u32> = before.iter().copied().filter(|p| alive(*p)).collect();
     assert!(left.is_empty(), "still running after down: {left:?}");
     assert!(l.processes().is_empty(), "processes in member directories: {:?}", l.processes());

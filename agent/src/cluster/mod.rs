@@ -153,6 +153,20 @@ impl Cluster {
         Duration::from_millis(2 * self.node.raft.config().election_timeout_max)
     }
 
+    /// On the leader: the peers that answered a heartbeat within `within` (empty elsewhere).
+    pub fn answering(&self, within: Duration) -> BTreeSet<u64> {
+        self.with_metrics(|m| {
+            m.heartbeat
+                .iter()
+                .flatten()
+                .filter(|(id, at)| {
+                    **id != m.id && at.as_ref().is_some_and(|t| openraft::Instant::elapsed(&**t) <= within)
+                })
+                .map(|(id, _)| *id)
+                .collect()
+        })
+    }
+
     /// A peer client for `addr`.
     pub fn peer_client(&self, addr: &str) -> Result<PeerServiceClient<crate::raft::PeerChannel>, String> {
         Ok(PeerServiceClient::new(self.node.channels.get(addr)?))

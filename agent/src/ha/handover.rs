@@ -6,7 +6,7 @@
 //! Runs while the HA loop still runs (it carries the switchover out). The choice is the core's
 //! (`pgquorum_core::ha::handover`); this file only gathers inputs and waits.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use pgquorum_core::MemberName;
@@ -18,6 +18,9 @@ use super::Shared;
 use super::observe::wall;
 use crate::cluster::Cluster;
 use crate::kube::KubeSettings;
+
+/// How long a stopping agent waits for the HA loop's fresh report before choosing.
+const FRESH_REPORT_WITHIN: Duration = Duration::from_secs(1);
 
 /// Hands over what this member holds, within `timeout`.
 pub async fn before_stop(
@@ -31,6 +34,15 @@ pub async fn before_stop(
         return;
     }
     let deadline = Instant::now() + timeout;
+    // A report that says this member stops, from a tick that read Postgres after the request:
+    // peers stop counting on it, and this primary's own view of who streams from it is fresh
+    // (replicas stopped just before it are no longer candidates).
+    let mut published = shared.published.subscribe();
+    shared.request_stop();
+    let fresh = published.wait_for(|r| r.as_ref().is_some_and(|r| r.stopping));
+    if tokio::time::timeout(FRESH_REPORT_WITHIN, fresh).await.is_err() {
+        tracing::debug!("no fresh report within {FRESH_REPORT_WITHIN:?}; handing over with the last one");
+    }
     let state = cluster.applied().state.clone();
     let revisions = if kube.active() {
         tokio::time::timeout(Duration::from_secs(1), crate::kube::revisions(kube)).await.unwrap_or_default()
@@ -46,7 +58,8 @@ pub async fn before_stop(
         Handover::Paused => tracing::warn!("stopping the primary in maintenance mode: no handover"),
         Handover::NotPrimary => {}
     }
-    hand_leadership(cluster, deadline).await;
+    let stopping = reports.iter().filter(|r| r.stopping).map(|r| r.member.clone()).collect();
+    hand_leadership(cluster, &stopping, deadline).await;
 }
 
 async fn hand_primary(cluster: &Cluster, me: &MemberName, to: MemberName, deadline: Instant) {
@@ -95,16 +108,25 @@ async fn hand_primary(cluster: &Cluster, me: &MemberName, to: MemberName, deadli
 }
 
 /// If this agent leads Raft, makes another voter (not the primary, where one can) the leader.
-async fn hand_leadership(cluster: &Cluster, deadline: Instant) {
+/// Only to a voter that answers and does not say it stops too.
+async fn hand_leadership(cluster: &Cluster, stopping: &BTreeSet<MemberName>, deadline: Instant) {
     let my_id = cluster.node.ident.node_id;
     if cluster.leader().is_none_or(|(id, _)| id != my_id) {
         return;
     }
     let m = cluster.membership();
     let primary = cluster.applied().state.primary.clone().map(|p| p.member);
-    let mut voters: Vec<u64> = m.voters.iter().copied().filter(|id| *id != my_id).collect();
+    // When every member stops, the others may be stopping or gone already.
+    let answering = cluster.answering(Duration::from_secs(1));
+    let usable = |id: &u64| {
+        *id != my_id && answering.contains(id) && m.nodes.get(id).is_none_or(|n| !stopping.contains(&n.name))
+    };
+    let mut voters: Vec<u64> = m.voters.iter().copied().filter(usable).collect();
     voters.sort_by_key(|id| m.nodes.get(id).map(|n| Some(&n.name) == primary.as_ref()));
-    let Some(to) = voters.first().copied() else { return };
+    let Some(to) = voters.first().copied() else {
+        tracing::info!("stopping as Raft leader: no other voter answers and stays");
+        return;
+    };
     let name = m.nodes.get(&to).map(|n| n.name.to_string()).unwrap_or_default();
     tracing::info!("stopping: handing Raft leadership to {name}");
     if let Err(e) = cluster.node.raft.trigger().transfer_leader(to).await {

@@ -65,6 +65,8 @@ pub struct LocalState {
     pub coord_proposal: Option<JoinHandle<()>>,
     /// Roles were checked since this postmaster became primary.
     pub roles_checked: bool,
+    /// The agent is stopping (its report says so; `Shared::request_stop`).
+    pub stopping: bool,
     /// Role creation running in the background; it answers whether it succeeded.
     pub roles: Option<JoinHandle<bool>>,
     /// A witness member: no Postgres.
@@ -106,6 +108,7 @@ impl LocalState {
             proposal: None,
             coord_proposal: None,
             roles_checked: false,
+            stopping: false,
             roles: None,
             witness: false,
             standby_tli: None,

@@ -62,6 +62,8 @@ pub struct Shared {
     pub restart_requested: std::sync::atomic::AtomicBool,
     /// An operator asked to reload this member's Postgres configuration.
     pub reload_requested: std::sync::atomic::AtomicBool,
+    /// The agent was asked to stop; the loop's next tick takes it (`request_stop`).
+    stop_requested: std::sync::atomic::AtomicBool,
     /// The coordinator's latest decision, for status (empty unless this agent leads).
     pub coordinator_reason: Mutex<String>,
     /// This member's Postgres context (unset on a witness): the management API checks Postgres
@@ -90,6 +92,7 @@ impl Shared {
             wake: Notify::new(),
             restart_requested: std::sync::atomic::AtomicBool::new(false),
             reload_requested: std::sync::atomic::AtomicBool::new(false),
+            stop_requested: std::sync::atomic::AtomicBool::new(false),
             coordinator_reason: Mutex::new(String::new()),
             pg: std::sync::OnceLock::new(),
             backup_running: Default::default(),
@@ -117,6 +120,13 @@ impl Shared {
     /// Asks the loop to restart Postgres.
     pub fn request_restart(&self) {
         self.restart_requested.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// Tells the loop the agent is stopping: its next tick reads Postgres's status afresh and
+    /// publishes a report that says `stopping`.
+    pub fn request_stop(&self) {
+        self.stop_requested.store(true, std::sync::atomic::Ordering::SeqCst);
         self.wake.notify_one();
     }
 
@@ -291,6 +301,10 @@ impl Ha {
 
     async fn tick(&mut self) -> anyhow::Result<()> {
         let now = self.shared.now();
+        if self.shared.stop_requested.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.local.stopping = true;
+            self.local.status_due = true;
+        }
         self.reap(now).await;
         // The status query may be slow (up to its timeout): give up on it at the fence point.
         let fence_at = self.fence_point();
@@ -450,9 +464,17 @@ impl Ha {
         if let Some(g) = self.guard.as_mut() {
             let _ = g.disarm().await;
         }
-        if let Some(epoch) = epoch {
+        // A release is worth waiting for only while the lease holds: after it the others take
+        // over all the same (and a Raft group without a majority, as when every member stops,
+        // would keep the agent waiting for nothing).
+        let left = self.local.lease.map_or(Duration::ZERO, |l| l.deadline.saturating_sub(self.shared.now()));
+        if epoch.is_some() && left.is_zero() {
+            tracing::info!("the lease has run out: the others take over without a release");
+        }
+        if let Some(epoch) = epoch.filter(|_| !left.is_zero()) {
             let release = pgquorum_core::state::Command::ReleasePrimary { epoch };
-            match tokio::time::timeout(Duration::from_secs(3), self.cluster.propose(release)).await {
+            match tokio::time::timeout(left.min(Duration::from_secs(3)), self.cluster.propose(release)).await
+            {
                 Ok(Ok(_)) => tracing::info!(
                     "gave up the primary role of epoch {epoch} so another member can take over at once"
                 ),

@@ -239,6 +239,7 @@ impl Ha {
             election_timeout_max: Some(self.cfg.raft.election_timeout_max),
             problem: self.local.problem.clone(),
             roles_pending: self.local.roles_pending(),
+            stopping: self.local.stopping,
         };
         self.shared.reports.put(report.clone(), now);
         self.shared.set_report(report);

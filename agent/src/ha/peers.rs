@@ -325,6 +325,7 @@ mod tests {
             election_timeout_max: None,
             problem: None,
             roles_pending: false,
+            stopping: false,
         }
     }
 

@@ -30,7 +30,9 @@ pub enum Handover {
 /// Chooses the handover of `me`, given every member's last report and, where known, the
 /// StatefulSet revision each member's pod runs (`controller-revision-hash`).
 ///
-/// Candidates are streaming replicas not tagged `nofailover`. During a rolling update the
+/// Candidates are streaming replicas not tagged `nofailover` and not stopping themselves,
+/// which this primary's own report shows connected and streaming (a replica stopped just
+/// before it still has a recent report that says streaming). During a rolling update the
 /// stopping pod runs the old revision and the pods already replaced run the new one: a
 /// replica whose revision differs from ours is preferred, so the update costs one switchover
 /// rather than one per pod. Then the most advanced WAL position, the failover priority tag,
@@ -48,10 +50,15 @@ pub fn handover(
         return Handover::Paused;
     }
     let mine = revisions.get(me);
+    let connected =
+        reports.iter().find(|r| r.member == *me).and_then(|r| r.postgres.running()).map(|p| &p.replicas);
+    let streams_from_me = |r: &Report| {
+        connected.is_some_and(|c| c.iter().any(|c| c.name == r.member.as_str() && c.state == "streaming"))
+    };
     let best = reports
         .iter()
-        .filter(|r| r.member != *me && !r.tags.nofailover)
-        .filter(|r| r.postgres.running().is_some_and(|p| p.in_recovery && p.streaming))
+        .filter(|r| r.member != *me && !r.tags.nofailover && !r.stopping)
+        .filter(|r| r.postgres.running().is_some_and(|p| p.in_recovery && p.streaming) && streams_from_me(r))
         .max_by(|a, b| {
             let updated = |r: &Report| match (mine, revisions.get(&r.member)) {
                 (Some(m), Some(theirs)) => theirs != m,

@@ -272,6 +272,10 @@ pub struct Report {
     /// An agent that does not say (`false`) is taken as ready.
     #[serde(default)]
     pub roles_pending: bool,
+    /// The agent is stopping (SIGTERM): not a candidate for a handover or a switchover. An
+    /// agent that does not say (`false`) is not stopping.
+    #[serde(default)]
+    pub stopping: bool,
 }
 
 /// What keeps a member's Postgres from working, as Postgres itself logged it. Shown in status

@@ -48,6 +48,7 @@ pub(crate) fn report(member: &str, postgres: Postgres, lease: Option<(u64, u64)>
         election_timeout_max: None,
         problem: None,
         roles_pending: false,
+        stopping: false,
     }
 }
 

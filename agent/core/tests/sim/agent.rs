@@ -182,6 +182,7 @@ pub fn report(w: &World, i: Id) -> Report {
         election_timeout_max: None,
         problem: None,
         roles_pending: false,
+        stopping: false,
     }
 }
 

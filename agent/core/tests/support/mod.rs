@@ -168,6 +168,7 @@ pub fn empty_report(
         election_timeout_max: None,
         problem: None,
         roles_pending: false,
+        stopping: false,
     }
 }
 

@@ -1,5 +1,7 @@
 //! `pgquorumctl local down`: SIGTERM to every agent `local` started (replicas first, the
-//! primary last, so stopping causes no failover), wait for them to stop cleanly, then kill -9
+//! primary last, so stopping causes no failover; the primary at most half a second after
+//! them, so it stops its Postgres cleanly before its lease, which a Raft group without its
+//! replicas cannot renew, runs out), wait for them to stop cleanly, then kill -9
 //! whatever is left: agents past the deadline, and Postgres processes and fence guards found by
 //! PID (postmaster.pid, /proc). The data stays; `local up` starts the cluster again.
 
@@ -34,6 +36,11 @@ struct Stopped {
     killed: Vec<u32>,
 }
 
+/// How long the replicas get to stop before the primary is asked to: its lease can be renewed
+/// only while they run (a Raft majority), and it lasts 1.35 s after its last renewal at the
+/// defaults; an agent that is not Raft leader stops in about 0.3 s.
+const REPLICAS_FIRST_FOR: Duration = Duration::from_millis(500);
+
 /// Runs `local down`.
 pub async fn run(output: Output, args: Args) -> Result<(), Failure> {
     let mut st = args.dir.load()?;
@@ -53,14 +60,16 @@ pub async fn run(output: Output, args: Args) -> Result<(), Failure> {
         .iter()
         .map(|m| Stopped { name: m.name.clone(), agent_pid: None, agent: "not running", killed: Vec::new() })
         .collect();
-    for group in [first, last] {
-        for &(i, pid) in &group {
+    let replicas_deadline = deadline.min(Instant::now() + REPLICAS_FIRST_FOR);
+    for (group, until) in [(&first, replicas_deadline), (&last, deadline)] {
+        for &(i, pid) in group {
             procs::term(pid);
             outcome[i].agent_pid = Some(pid);
             outcome[i].agent = "clean";
         }
-        wait_gone(&st, &group, deadline, &progress).await;
+        wait_gone(&st, group, until, &progress).await;
     }
+    wait_gone(&st, &running, deadline, &progress).await;
     for &(i, pid) in &running {
         if procs::alive(pid) {
             procs::kill9(pid);
