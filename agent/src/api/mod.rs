@@ -34,6 +34,27 @@ use crate::cluster::Cluster;
 use crate::ha::Shared;
 use crate::raft::RaftGrpc;
 
+/// How long the servers let calls in flight finish once the agent is asked to stop. A graceful
+/// shutdown waits for every open call, and a peer's AppendEntries stream and long polls never
+/// end by themselves: without a bound, a member stopped alone waited 10 s for them.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Runs `serve` (a server with graceful shutdown on `cancel`) to its end, or until
+/// [`SHUTDOWN_GRACE`] after `cancel`, when it is dropped with whatever calls are still open.
+pub(crate) async fn until_grace<E>(
+    serve: impl std::future::Future<Output = Result<(), E>>,
+    cancel: &CancellationToken,
+) -> Result<(), E> {
+    let grace = async {
+        cancel.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        done = serve => done,
+        () = grace => Ok(()),
+    }
+}
+
 /// Serves all gRPC services on `listener` until `cancel`, behind `guard` (authentication) and,
 /// when `tls` is given, over mutual TLS.
 pub async fn serve_grpc(
@@ -56,12 +77,12 @@ pub async fn serve_grpc(
     if let Some(tls) = &tls {
         server = server.tls_config(tls.server())?;
     }
-    server
+    let serve = server
         .layer(AuthLayer::new(guard))
         .add_service(RaftServiceServer::new(raft).max_decoding_message_size(64 << 20))
         .add_service(PeerServiceServer::new(PeerApi::new(cluster.clone(), shared.clone())))
         .add_service(ManagementServer::new(ManagementApi::new(cluster, shared)))
-        .serve_with_incoming_shutdown(incoming, cancel.cancelled())
-        .await?;
+        .serve_with_incoming_shutdown(incoming, cancel.cancelled());
+    until_grace(serve, &cancel).await?;
     Ok(())
 }

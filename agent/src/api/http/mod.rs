@@ -60,7 +60,8 @@ pub async fn serve_http(
     let listener = listener.tap_io(|s| {
         let _ = s.set_nodelay(true);
     });
-    axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await?;
+    let serve = axum::serve(listener, app).with_graceful_shutdown(cancel.clone().cancelled_owned());
+    super::until_grace(serve.into_future(), &cancel).await?;
     Ok(())
 }
 
