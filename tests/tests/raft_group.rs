@@ -83,6 +83,24 @@ fn learner_joins_catches_up_and_becomes_voter() {
     c.check_logs(&[]);
 }
 
+/// A member stopped alone (SIGTERM) exits promptly: its servers give the calls they hold (the
+/// leader's AppendEntries stream, peers' long polls, which never end by themselves) 500 ms.
+#[test]
+fn a_member_stopped_alone_exits_within_seconds() {
+    let mut c = Cluster::start(options(3));
+    let leader = c.wait_for_leader(T);
+    let follower = c.agents.iter().map(|a| a.name.clone()).find(|n| *n != leader).expect("a follower");
+    // Long enough for the leader's AppendEntries stream and the long polls to be open.
+    std::thread::sleep(Duration::from_secs(3));
+    let stopped = std::time::Instant::now();
+    c.agent(&follower).signal(rustix::process::Signal::TERM);
+    let exit = c.agent_mut(&follower).wait_exit(Duration::from_secs(30));
+    let took = stopped.elapsed();
+    assert!(exit.is_some_and(|s| s.success()), "{follower} stopped cleanly: {exit:?}");
+    assert!(took < Duration::from_secs(5), "{follower} exited {took:?} after SIGTERM");
+    c.check_logs(&[]);
+}
+
 #[test]
 fn removed_member_stops_counting_toward_quorum() {
     let mut c = Cluster::start(options(3));
