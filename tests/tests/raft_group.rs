@@ -90,8 +90,9 @@ fn a_member_stopped_alone_exits_within_seconds() {
     let mut c = Cluster::start(options(3));
     let leader = c.wait_for_leader(T);
     let follower = c.agents.iter().map(|a| a.name.clone()).find(|n| *n != leader).expect("a follower");
-    // Long enough for the leader's AppendEntries stream and the long polls to be open.
-    std::thread::sleep(Duration::from_secs(3));
+    // The leader's AppendEntries stream to it is open once it has applied what the leader
+    // committed (entries travel on that stream); the long polls run from the start.
+    wait_applied(&c, &follower, commit_index(&c, &leader));
     let stopped = std::time::Instant::now();
     c.agent(&follower).signal(rustix::process::Signal::TERM);
     let exit = c.agent_mut(&follower).wait_exit(Duration::from_secs(30));

@@ -120,11 +120,7 @@ impl Cluster {
 
     /// The leader's id and addresses, when known.
     pub fn leader(&self) -> Option<(u64, MemberNode)> {
-        self.with_metrics(|m| {
-            let id = m.current_leader?;
-            let node = m.membership_config.get_node(&id)?.clone();
-            Some((id, node))
-        })
+        self.with_metrics(|m| leader_node(m.current_leader, &m.membership_config))
     }
 
     /// The leader, waiting up to `within` while none is known: an election, or the hand-off that
@@ -136,7 +132,7 @@ impl Cluster {
         loop {
             let found = {
                 let s = server.borrow_watched();
-                s.current_leader.and_then(|id| Some((id, s.membership_config.get_node(&id)?.clone())))
+                leader_node(s.current_leader, &s.membership_config)
             };
             if found.is_some() {
                 return found;
@@ -270,4 +266,10 @@ enum Attempt {
     Retry(Option<String>),
     /// Give up.
     Fatal(String),
+}
+
+/// The leader's id and addresses, from a metrics snapshot's leader and membership.
+fn leader_node(id: Option<u64>, membership: &crate::raft::StoredMembership) -> Option<(u64, MemberNode)> {
+    let id = id?;
+    Some((id, membership.get_node(&id)?.clone()))
 }

@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use pgquorum_core::MemberName;
-use pgquorum_core::ha::handover::{Handover, handover};
+use pgquorum_core::ha::handover::{Handover, handover, leadership_target};
+use pgquorum_core::ha::observation::Report;
 use pgquorum_core::state::{Command, SwitchoverRequest};
 use tokio::time::Instant;
 
@@ -58,8 +59,7 @@ pub async fn before_stop(
         Handover::Paused => tracing::warn!("stopping the primary in maintenance mode: no handover"),
         Handover::NotPrimary => {}
     }
-    let stopping = reports.iter().filter(|r| r.stopping).map(|r| r.member.clone()).collect();
-    hand_leadership(cluster, &stopping, deadline).await;
+    hand_leadership(cluster, &reports, deadline).await;
 }
 
 async fn hand_primary(cluster: &Cluster, me: &MemberName, to: MemberName, deadline: Instant) {
@@ -107,27 +107,24 @@ async fn hand_primary(cluster: &Cluster, me: &MemberName, to: MemberName, deadli
     }
 }
 
-/// If this agent leads Raft, makes another voter (not the primary, where one can) the leader.
-/// Only to a voter that answers and does not say it stops too.
-async fn hand_leadership(cluster: &Cluster, stopping: &BTreeSet<MemberName>, deadline: Instant) {
+/// If this agent leads Raft, makes the voter the core chooses (`leadership_target`) the leader.
+async fn hand_leadership(cluster: &Cluster, reports: &[Report], deadline: Instant) {
     let my_id = cluster.node.ident.node_id;
     if cluster.leader().is_none_or(|(id, _)| id != my_id) {
         return;
     }
     let m = cluster.membership();
+    let name_of = |id: &u64| m.nodes.get(id).map(|n| n.name.clone());
+    let voters: Vec<MemberName> = m.voters.iter().filter_map(name_of).collect();
+    let answering: BTreeSet<MemberName> =
+        cluster.answering(Duration::from_secs(1)).iter().filter_map(name_of).collect();
     let primary = cluster.applied().state.primary.clone().map(|p| p.member);
-    // When every member stops, the others may be stopping or gone already.
-    let answering = cluster.answering(Duration::from_secs(1));
-    let usable = |id: &u64| {
-        *id != my_id && answering.contains(id) && m.nodes.get(id).is_none_or(|n| !stopping.contains(&n.name))
-    };
-    let mut voters: Vec<u64> = m.voters.iter().copied().filter(usable).collect();
-    voters.sort_by_key(|id| m.nodes.get(id).map(|n| Some(&n.name) == primary.as_ref()));
-    let Some(to) = voters.first().copied() else {
+    let me = name_of(&my_id).unwrap_or_else(|| cluster.me.name.clone());
+    let Some(name) = leadership_target(&me, &voters, &answering, reports, primary.as_ref()).cloned() else {
         tracing::info!("stopping as Raft leader: no other voter answers and stays");
         return;
     };
-    let name = m.nodes.get(&to).map(|n| n.name.to_string()).unwrap_or_default();
+    let Some(to) = m.id_of(name.as_str()) else { return };
     tracing::info!("stopping: handing Raft leadership to {name}");
     if let Err(e) = cluster.node.raft.trigger().transfer_leader(to).await {
         tracing::warn!("leadership transfer to {name}: {e}");

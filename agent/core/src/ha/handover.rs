@@ -5,7 +5,7 @@
 //! Pure: the agent gathers the reports and the pods' StatefulSet revisions, carries out the
 //! answer (a switchover request, then waiting within the grace period) and stops regardless.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -75,6 +75,23 @@ pub fn handover(
         Some(r) => Handover::To(r.member.clone()),
         None => Handover::NoCandidate,
     }
+}
+
+/// Whom a stopping Raft leader hands leadership to, of `voters` (in their order): another
+/// voter that answers its heartbeats and does not say it stops too (when every member stops,
+/// the others may be stopping or gone), the primary's member only when no other can (the Raft
+/// leader is kept off it). `None`: it stops as leader.
+pub fn leadership_target<'a>(
+    me: &MemberName,
+    voters: &'a [MemberName],
+    answering: &BTreeSet<MemberName>,
+    reports: &[Report],
+    primary: Option<&MemberName>,
+) -> Option<&'a MemberName> {
+    let stopping = |v: &MemberName| reports.iter().any(|r| r.member == *v && r.stopping);
+    let mut usable = voters.iter().filter(|v| *v != me && answering.contains(*v) && !stopping(v));
+    let first = usable.clone().find(|v| Some(*v) != primary);
+    first.or_else(|| usable.next())
 }
 
 #[cfg(test)]

@@ -97,3 +97,21 @@ fn a_replica_gone_from_the_primarys_view_or_stopping_is_not_a_candidate() {
     let seen = vec![primary_seeing(&["pg-1", "pg-2"]), replica("pg-1", 100), stopping];
     assert_eq!(handover(&name("pg-0"), &c, &seen, &BTreeMap::new()), Handover::To(name("pg-1")));
 }
+
+#[test]
+fn leadership_goes_to_an_answering_voter_that_stays_and_to_the_primary_last() {
+    let voters = vec![name("pg-0"), name("pg-1"), name("pg-2")];
+    let all: std::collections::BTreeSet<_> = voters.iter().cloned().collect();
+    let primary = name("pg-1");
+    let to = |answering: &std::collections::BTreeSet<MemberName>, reports: &[Report]| {
+        leadership_target(&name("pg-2"), &voters, answering, reports, Some(&primary)).cloned()
+    };
+    assert_eq!(to(&all, &[]), Some(name("pg-0")), "not the primary's member while another can");
+    let mut stopping = replica("pg-0", 1);
+    stopping.stopping = true;
+    assert_eq!(to(&all, &[stopping.clone()]), Some(name("pg-1")), "the primary's, when the other stops");
+    let only_primary: std::collections::BTreeSet<_> = [name("pg-1")].into();
+    assert_eq!(to(&only_primary, &[]), Some(name("pg-1")));
+    assert_eq!(to(&[name("pg-0")].into(), &[stopping]), None, "nobody answers and stays");
+    assert_eq!(to(&Default::default(), &[]), None);
+}
