@@ -114,6 +114,9 @@ fn fence_guard_data() -> Option<PathBuf> {
 }
 
 fn main() -> ExitCode {
+    // Before any thread: one malloc arena and fixed thresholds, or the blocking pool's WAL
+    // compression leaves megabytes resident per thread (pgquorum-malloc).
+    pgquorum_malloc::keep_heap_small();
     if let Some(data) = fence_guard_data() {
         pgquorum_agent::fence::guard::run(data);
     }

@@ -185,9 +185,70 @@ pub fn statements_logged(log: &Path) -> Result<usize> {
         .count())
 }
 
+/// glibc's malloc arenas beyond the main one in process `pid` ([`count_arenas`] of its maps).
+pub fn malloc_arenas(pid: u32) -> Result<usize> {
+    let maps =
+        std::fs::read_to_string(format!("/proc/{pid}/maps")).with_context(|| format!("/proc/{pid}/maps"))?;
+    Ok(count_arenas(&maps))
+}
+
+/// glibc reserves each extra malloc arena as an anonymous 64 MiB region on a 64 MiB boundary
+/// (HEAP_MAX_SIZE on 64-bit), mapped read-write as far as it is used and inaccessible beyond:
+/// counts such regions in a `/proc/<pid>/maps` text. Thread stacks and other anonymous mappings
+/// neither start on such a boundary nor span exactly that.
+pub fn count_arenas(maps: &str) -> usize {
+    const HEAP: u64 = 64 << 20;
+    // Anonymous mappings as (start, end), in address order.
+    let anon: Vec<(u64, u64)> = maps
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (range, _perms, _off, _dev, inode) = (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
+            if inode != "0" || f.next().is_some() {
+                return None;
+            }
+            let (a, b) = range.split_once('-')?;
+            Some((u64::from_str_radix(a, 16).ok()?, u64::from_str_radix(b, 16).ok()?))
+        })
+        .collect();
+    (0..anon.len())
+        .filter(|&i| {
+            let start = anon[i].0;
+            if !start.is_multiple_of(HEAP) {
+                return false;
+            }
+            let mut end = start;
+            for &(a, b) in &anon[i..] {
+                if a != end || end >= start + HEAP {
+                    break;
+                }
+                end = b;
+            }
+            end == start + HEAP
+        })
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::is_client_session;
+    use super::{count_arenas, is_client_session};
+
+    #[test]
+    fn malloc_arenas_are_told_from_stacks_and_other_mappings() {
+        let maps = "\
+55cbf28bc000-55cbf28bd000 rw-p 00000000 00:00 0 \n\
+7fb7a4000000-7fb7a4021000 rw-p 00000000 00:00 0 \n\
+7fb7a4021000-7fb7a8000000 ---p 00000000 00:00 0 \n\
+7fb7a8000000-7fb7ac000000 rw-p 00000000 00:00 0 \n\
+7fb7b0000000-7fb7b0021000 rw-p 00000000 00:00 0 \n\
+7fb7b0021000-7fb7b2000000 ---p 00000000 00:00 0 \n\
+7fb7b81c8000-7fb7b81c9000 ---p 00000000 00:00 0 \n\
+7fb7b81c9000-7fb7b83c9000 rw-p 00000000 00:00 0 \n\
+7fb7b8e00000-7fb7b8e21000 r--p 00000000 fd:01 1234 /usr/lib/x86_64-linux-gnu/libc.so.6\n";
+        // Two whole 64 MiB regions (the second fully used), one cut short, a stack, the heap.
+        assert_eq!(count_arenas(maps), 2);
+        assert_eq!(count_arenas(""), 0);
+    }
 
     #[test]
     fn client_sessions_are_told_from_the_servers_own_processes() {

@@ -22,6 +22,7 @@ pub mod pgbench;
 pub mod prom;
 pub mod secrets;
 pub mod wait;
+pub mod wal;
 
 // The fault machinery lives in the chaos crate; these paths stay for the tests that use them.
 pub use pgquorum_chaos::{lab, procs};

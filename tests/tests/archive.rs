@@ -12,6 +12,7 @@ use std::time::Duration;
 use pgquorum_tests::bins::bin;
 use pgquorum_tests::moto::Moto;
 use pgquorum_tests::secrets::{SecretDir, give_to_agents};
+use pgquorum_tests::wal::{ready_files, wait_archived, write_and_switch};
 use pgquorum_tests::{Cluster, ClusterOptions, wait_for};
 
 const T: Duration = Duration::from_secs(90);
@@ -30,34 +31,9 @@ fn healthy(c: &mut Cluster) -> String {
     p
 }
 
-/// Writes a row and ends the WAL segment, `n` times, on the primary `p`.
-fn write_and_switch(c: &Cluster, p: &str, n: usize) {
-    let pg = c.pg(p);
-    pg.query("CREATE TABLE IF NOT EXISTS archived (id serial primary key, at timestamptz default now())")
-        .expect("table");
-    for _ in 0..n {
-        pg.query("INSERT INTO archived DEFAULT VALUES; SELECT pg_switch_wal()").expect("insert and switch");
-    }
-}
-
-/// WAL files Postgres on `agent` still has to archive.
-fn ready_files(pgdata: &Path) -> Vec<String> {
-    std::fs::read_dir(pgdata.join("pg_wal/archive_status"))
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| e.file_name().to_str()?.strip_suffix(".ready").map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Waits until the primary `p` archived everything it finished.
 fn wait_drained(c: &Cluster, p: &str) {
-    let data = c.agent(p).pgdata();
-    wait_for(&format!("{p} to archive every finished WAL file"), DRAIN, || {
-        let left = ready_files(&data);
-        Ok(left.is_empty().then_some(()))
-    });
+    wait_archived(c, &[p], DRAIN);
 }
 
 /// The archive socket of an agent.

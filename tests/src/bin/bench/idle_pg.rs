@@ -26,18 +26,30 @@ fn sample_all(c: &Cluster) -> Result<Vec<(Member, u64)>> {
         .collect()
 }
 
-/// Starts 3 members, waits until they are steady and then `settle` seconds more, and samples
-/// every member at the start and end of a `seconds` window. With `log_statements` Postgres logs
-/// every statement (which costs it CPU) so the SQL column counts them; without, it reads 0.
-pub(crate) fn run(seconds: u64, settle: u64, log_statements: bool) -> Result<()> {
+/// Starts 3 members, waits until they are steady (after `switch_wal` segments archived, when
+/// not 0) and then `settle` seconds more, and samples every member at the start and end of a
+/// `seconds` window. With `log_statements` Postgres logs every statement (which costs it CPU)
+/// so the SQL column counts them; without, it reads 0.
+pub(crate) fn run(seconds: u64, settle: u64, log_statements: bool, switch_wal: u64) -> Result<()> {
     let mut opts = ClusterOptions::default();
     if log_statements {
         opts.settings.push("postgres.parameters.log_statement=all".into());
+    }
+    let archive = pgquorum_tests::secrets::agents_tempdir("pgq-idle-archive-");
+    if switch_wal > 0 {
+        opts.settings.push("archive.enabled=true".into());
+        opts.settings.push(format!("archive.dir={}", archive.path().display()));
     }
     let mut c = Cluster::start(opts);
     let primary = c.wait_for_primary(T);
     let rest: Vec<String> = c.agents.iter().map(|a| a.name.clone()).filter(|n| *n != primary).collect();
     c.wait_for_streaming(&[&rest[0], &rest[1]], T);
+    if switch_wal > 0 {
+        pgquorum_tests::wal::write_and_switch(&c, &primary, switch_wal as usize);
+        let names: Vec<&str> = c.agents.iter().map(|a| a.name.as_str()).collect();
+        pgquorum_tests::wal::wait_archived(&c, &names, T);
+        println!("{switch_wal} WAL segments ended on {primary} and archived by every member");
+    }
     std::thread::sleep(Duration::from_secs(settle));
     let before = sample_all(&c)?;
     let t = Instant::now();

@@ -65,6 +65,11 @@ enum Cmd {
         /// Run Postgres with log_statement=all and count the statements (costs Postgres CPU).
         #[arg(long)]
         log_statements: bool,
+        /// Archive WAL to a directory, and before the window end this many WAL segments on the
+        /// primary (a row each) and wait until every member has archived them: members that have
+        /// been archiving, as in any real cluster, rather than freshly started ones.
+        #[arg(long, default_value_t = 0)]
+        switch_wal: u64,
     },
     /// 3 agents with Postgres and one writer: kill -9 the primary (agent and Postgres) N times;
     /// write unavailability per failover, and acknowledged writes lost at the end.
@@ -189,7 +194,9 @@ fn main() -> Result<()> {
         }
         Cmd::KubeLabelLag { trials } => kube::label_lag(trials as usize),
         Cmd::KubeHandover { trials } => kube::handover(trials as usize),
-        Cmd::IdleMembers { seconds, settle, log_statements } => idle_pg::run(seconds, settle, log_statements),
+        Cmd::IdleMembers { seconds, settle, log_statements, switch_wal } => {
+            idle_pg::run(seconds, settle, log_statements, switch_wal)
+        }
         Cmd::Archive { seconds, compression, parallel } => archive::run(seconds, &compression, parallel),
         Cmd::Switchover { mode, trials, logs } => {
             pg_failover::run(mode.as_str(), pg_failover::Action::Switchover, trials as usize, logs)
