@@ -36,13 +36,19 @@ where
     }
 }
 
+/// pgquorum: the engine's command queue starts this large (upstream: 4096). A `VecDeque` used as
+/// a queue moves its head through the whole allocation, so every slot's page ends up resident;
+/// a few commands are queued at a time, and the queue grows beyond this when needed.
+pub(crate) const COMMAND_QUEUE_CAPACITY: usize = 64;
+
 impl<C, SM> EngineOutput<C, SM>
 where
     C: RaftTypeConfig,
     SM: RaftStateMachine<C>,
 {
     pub(crate) fn new(command_buffer_size: usize) -> Self {
-        let pending_capacity = 1024;
+        // pgquorum: 64, not 1024 (see `COMMAND_QUEUE_CAPACITY`); the queues grow when needed.
+        let pending_capacity = 64;
         Self {
             commands: VecDeque::with_capacity(command_buffer_size),
             pending_responds: PendingResponds::new(pending_capacity),

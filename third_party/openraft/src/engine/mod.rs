@@ -54,6 +54,7 @@ mod tests {
     mod handle_vote_resp_test;
     mod initialize_test;
     mod install_full_snapshot_test;
+    mod pgquorum_command_queue_test;
     mod pre_elect_test;
     mod refresh_server_state_test;
     mod startup_test;
