@@ -5,11 +5,11 @@
 //! thresholds to that block's size, so later blocks of that size come from an arena and stay
 //! resident after they are freed. The agent's blocking pool compresses and checksums WAL
 //! segments (a zstd context is about 4 MiB): each thread that did so left its arena holding
-//! that much, and an agent that had archived a few segments sat at 10-14 MiB of heap instead
-//! of 2 (BENCHMARKS.md, issue 10). [`keep_heap_small`] fixes both: one arena for all threads
-//! (the agent runs one runtime thread; blocking work is occasional), and fixed thresholds, so a
-//! large block is always its own mapping, returned to the system when freed, and the heap's free
-//! top is trimmed.
+//! that much, and agents that had archived ten segments held 5.0-5.7 MiB of heap instead of
+//! 2.1-2.2 (BENCHMARKS.md, issue 10, eleventh session). [`keep_heap_small`] fixes both: one
+//! arena for all threads (the agent runs one runtime thread; blocking work is occasional), and
+//! fixed thresholds, so a large block is always its own mapping, returned to the system when
+//! freed, and the heap's free top is trimmed.
 //!
 //! Owns only those allocator settings; must be called before the process starts threads. On
 //! other C libraries (musl returns freed memory by itself) it does nothing.

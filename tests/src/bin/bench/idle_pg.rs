@@ -35,10 +35,11 @@ pub(crate) fn run(seconds: u64, settle: u64, log_statements: bool, switch_wal: u
     if log_statements {
         opts.settings.push("postgres.parameters.log_statement=all".into());
     }
-    let archive = pgquorum_tests::secrets::agents_tempdir("pgq-idle-archive-");
-    if switch_wal > 0 {
+    // Kept until the end of the run: the agents archive into it.
+    let archive = (switch_wal > 0).then(|| pgquorum_tests::secrets::agents_tempdir("pgq-idle-archive-"));
+    if let Some(dir) = &archive {
         opts.settings.push("archive.enabled=true".into());
-        opts.settings.push(format!("archive.dir={}", archive.path().display()));
+        opts.settings.push(format!("archive.dir={}", dir.path().display()));
     }
     let mut c = Cluster::start(opts);
     let primary = c.wait_for_primary(T);
