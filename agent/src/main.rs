@@ -116,7 +116,7 @@ fn fence_guard_data() -> Option<PathBuf> {
 fn main() -> ExitCode {
     // Before any thread: one malloc arena and fixed thresholds, or the blocking pool's WAL
     // compression leaves megabytes resident per thread (pgquorum-malloc).
-    pgquorum_malloc::keep_heap_small();
+    let heap_tuned = pgquorum_malloc::keep_heap_small();
     if let Some(data) = fence_guard_data() {
         pgquorum_agent::fence::guard::run(data);
     }
@@ -149,6 +149,11 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     init_logging(&cfg);
+    if !heap_tuned {
+        tracing::debug!(
+            "malloc settings not applied (not glibc, or glibc refused one): the heap may stay larger"
+        );
+    }
     // TLS uses ring, explicitly, whatever other crates enable in rustls.
     let _ = rustls::crypto::ring::default_provider().install_default();
     // One thread for all the agent's tasks (blocking work goes to tokio's blocking pool): an idle
