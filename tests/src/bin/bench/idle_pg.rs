@@ -1,4 +1,4 @@
-//! Idle members with Postgres: per member, the agent's, the fence guard's and Postgres's memory
+//! Idle members with Postgres (or, with --writer, under pgbench): per member, the agent's, the fence guard's and Postgres's memory
 //! and CPU, the bytes each wrote to storage, and (with --log-statements) the statements Postgres ran (the agent's SQL
 //! statements), over a window without client requests. Samples /proc through
 //! `pgquorum_tests::footprint`.
@@ -28,15 +28,23 @@ fn sample_all(c: &Cluster) -> Result<Vec<(Member, u64)>> {
 
 /// Starts 3 members, waits until they are steady (after `switch_wal` segments archived, when
 /// not 0) and then `settle` seconds more, and samples every member at the start and end of a
-/// `seconds` window. With `log_statements` Postgres logs every statement (which costs it CPU)
-/// so the SQL column counts them; without, it reads 0.
-pub(crate) fn run(seconds: u64, settle: u64, log_statements: bool, switch_wal: u64) -> Result<()> {
+/// `seconds` window, through which `writer` pgbench clients write (when not 0). With
+/// `log_statements` Postgres logs every statement (which costs it CPU) so the SQL column counts
+/// them; without, it reads 0.
+pub(crate) fn run(
+    seconds: u64,
+    settle: u64,
+    log_statements: bool,
+    switch_wal: u64,
+    writer: u32,
+) -> Result<()> {
     let mut opts = ClusterOptions::default();
     if log_statements {
         opts.settings.push("postgres.parameters.log_statement=all".into());
     }
     // Kept until the end of the run: the agents archive into it.
-    let archive = (switch_wal > 0).then(|| pgquorum_tests::secrets::agents_tempdir("pgq-idle-archive-"));
+    let archive =
+        (switch_wal > 0 || writer > 0).then(|| pgquorum_tests::secrets::agents_tempdir("pgq-idle-archive-"));
     if let Some(dir) = &archive {
         opts.settings.push("archive.enabled=true".into());
         opts.settings.push(format!("archive.dir={}", dir.path().display()));
@@ -51,12 +59,45 @@ pub(crate) fn run(seconds: u64, settle: u64, log_statements: bool, switch_wal: u
         pgquorum_tests::wal::wait_archived(&c, &names, T);
         println!("{switch_wal} WAL segments ended on {primary} and archived by every member");
     }
+    let hosts = c.postgres_addresses();
+    if writer > 0 {
+        pgquorum_tests::pgbench::init(&hosts, 2);
+    }
     std::thread::sleep(Duration::from_secs(settle));
+    let load = (writer > 0)
+        .then(|| pgquorum_tests::pgbench::Load::start(hosts, writer, Duration::from_secs(seconds)));
     let before = sample_all(&c)?;
     let t = Instant::now();
-    std::thread::sleep(Duration::from_secs(seconds));
+    // Under a writer, each agent's RSS every 200 ms through the window: (largest, sum, count).
+    let mut rss: Vec<(u64, u64, u64)> = vec![(0, 0, 0); c.agents.len()];
+    while t.elapsed() < Duration::from_secs(seconds) {
+        let left = Duration::from_secs(seconds).saturating_sub(t.elapsed());
+        std::thread::sleep(if writer > 0 { left.min(Duration::from_millis(200)) } else { left });
+        for (a, r) in c.agents.iter().zip(rss.iter_mut()).filter(|_| writer > 0) {
+            let Ok(s) = footprint::sample(a.pid().context("agent not running")?) else { continue };
+            *r = (r.0.max(s.rss_kb), r.1 + s.rss_kb, r.2 + 1);
+        }
+    }
     let after = sample_all(&c)?;
     let window = t.elapsed().as_secs_f64();
+    if let Some(load) = load {
+        println!("under a writer: {writer} pgbench clients, {} transactions in the window", load.stop());
+        let peaks: Vec<String> = c
+            .agents
+            .iter()
+            .zip(&before)
+            .map(|(a, (m, _))| format!("{} {:.1}", a.name, mib(m.agent.hwm_kb)))
+            .collect();
+        println!("agent peak RSS (agHWM) when the window started: {} MiB", peaks.join(", "));
+        let during: Vec<String> = c
+            .agents
+            .iter()
+            .zip(&rss)
+            .map(|(a, r)| format!("{} {:.1} / {:.1}", a.name, mib(r.0), mib(r.1 / r.2.max(1))))
+            .collect();
+        println!("agent RSS through the window, every 200 ms, largest / mean: {} MiB", during.join(", "));
+        println!("pgSes% and caused% of the primary include pgbench's sessions");
+    }
     let tck = footprint::clk_tck() as f64;
     let pct = |ticks: u64| 100.0 * ticks as f64 / tck / window;
     println!("primary {primary}; window {window:.1} s; CLK_TCK {tck}; memory in MiB; CPU in % of one core");

@@ -70,6 +70,10 @@ enum Cmd {
         /// been archiving, as in any real cluster, rather than freshly started ones.
         #[arg(long, default_value_t = 0)]
         switch_wal: u64,
+        /// Run pgbench with this many clients against the primary through the window (0: none):
+        /// what the members cost under a writer rather than idle. Archives WAL as --switch-wal.
+        #[arg(long, default_value_t = 0)]
+        writer: u32,
     },
     /// 3 agents with Postgres and one writer: kill -9 the primary (agent and Postgres) N times;
     /// write unavailability per failover, and acknowledged writes lost at the end.
@@ -194,8 +198,8 @@ fn main() -> Result<()> {
         }
         Cmd::KubeLabelLag { trials } => kube::label_lag(trials as usize),
         Cmd::KubeHandover { trials } => kube::handover(trials as usize),
-        Cmd::IdleMembers { seconds, settle, log_statements, switch_wal } => {
-            idle_pg::run(seconds, settle, log_statements, switch_wal)
+        Cmd::IdleMembers { seconds, settle, log_statements, switch_wal, writer } => {
+            idle_pg::run(seconds, settle, log_statements, switch_wal, writer)
         }
         Cmd::Archive { seconds, compression, parallel } => archive::run(seconds, &compression, parallel),
         Cmd::Switchover { mode, trials, logs } => {
