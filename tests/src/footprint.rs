@@ -185,6 +185,35 @@ pub fn statements_logged(log: &Path) -> Result<usize> {
         .count())
 }
 
+/// Anonymous memory (kB) inside the mappings of process `pid`'s own executable
+/// ([`exe_anon_in`] of its smaps): pages of the file the process wrote to. A position-independent
+/// agent's dynamic loader writes every relocated pointer of `.data.rel.ro` (about 1 MiB in a
+/// release build); linked without PIE only the GOT entries of shared-library symbols and the
+/// data the program itself changes remain.
+pub fn exe_anon_kb(pid: u32) -> Result<u64> {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).with_context(|| format!("/proc/{pid}/exe"))?;
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))
+        .with_context(|| format!("/proc/{pid}/smaps"))?;
+    Ok(exe_anon_in(&smaps, &exe.to_string_lossy()))
+}
+
+/// Sums the `Anonymous:` fields of the mappings of file `path` in a `/proc/<pid>/smaps` text.
+pub fn exe_anon_in(smaps: &str, path: &str) -> u64 {
+    let mut ours = false;
+    let mut total = 0;
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        let first = f.next().unwrap_or_default();
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping's header: range, perms, offset, device, inode, then the path if any.
+            ours = f.nth(4) == Some(path);
+        } else if ours && first == "Anonymous:" {
+            total += f.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    total
+}
+
 /// glibc's malloc arenas beyond the main one in process `pid` ([`count_arenas`] of its maps).
 pub fn malloc_arenas(pid: u32) -> Result<usize> {
     let maps =
@@ -231,7 +260,24 @@ pub fn count_arenas(maps: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::{count_arenas, is_client_session};
+    use super::{count_arenas, exe_anon_in, is_client_session};
+
+    #[test]
+    fn anonymous_pages_of_the_executable_are_summed_over_its_mappings_only() {
+        let smaps = "\
+00400000-00800000 r--p 00000000 fe:00 42 /x/pgquorum-agent
+Rss:                2148 kB
+Anonymous:            44 kB
+00800000-00900000 rw-p 00400000 fe:00 42 /x/pgquorum-agent
+Anonymous:            32 kB
+00900000-00a00000 rw-p 00000000 00:00 0 [heap]
+Anonymous:           932 kB
+7f0000000000-7f0000100000 r--p 00000000 fe:00 7 /usr/lib/x86_64-linux-gnu/libc.so.6
+Anonymous:             8 kB
+";
+        assert_eq!(exe_anon_in(smaps, "/x/pgquorum-agent"), 76);
+        assert_eq!(exe_anon_in(smaps, "/x/other"), 0);
+    }
 
     #[test]
     fn malloc_arenas_are_told_from_stacks_and_other_mappings() {
