@@ -6,6 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use pgquorum_core::SystemId;
 
 use super::dir::DirStore;
@@ -13,7 +15,7 @@ use super::fetch::{FetchError, Fetched};
 use super::role::Role;
 use super::s3::{S3Settings, S3Store};
 use super::status::FailureKind;
-use super::store::{Put, Store};
+use super::store::{Download, Entry, Put, Store, StoreError, Upload};
 use super::{Archive, Compression};
 
 /// What every store must do.
@@ -22,6 +24,10 @@ async fn conforms(s: &dyn Store) {
     assert_eq!(s.put_new("c/1/wal/a", b"one".to_vec()).await.expect("put"), Put::Stored);
     assert_eq!(s.put_new("c/1/wal/a", b"two".to_vec()).await.expect("put"), Put::Exists);
     assert_eq!(s.get("c/1/wal/a").await.expect("get").as_deref(), Some(&b"one"[..]), "overwritten");
+    // The head of an object: its first bytes, all of a shorter one, nothing of a missing one.
+    assert_eq!(s.get_head("c/1/wal/a", 2).await.expect("head").as_deref(), Some(&b"on"[..]));
+    assert_eq!(s.get_head("c/1/wal/a", 256).await.expect("head").as_deref(), Some(&b"one"[..]));
+    assert_eq!(s.get_head("c/1/wal/none", 2).await.expect("head"), None);
     s.put("c/1/backups/b", b"m".to_vec()).await.expect("put");
     s.put("c/1/backups/b", b"m2".to_vec()).await.expect("replace");
     assert_eq!(s.get("c/1/backups/b").await.expect("get").as_deref(), Some(&b"m2"[..]));
@@ -203,5 +209,68 @@ async fn fetch_restores_verified_files_reports_missing_and_stops_on_a_flipped_by
             .file_name()
             .to_string_lossy()
             .ends_with("tmp"))
+    );
+}
+
+/// A store that counts the bytes its reads hand back (a mock around the directory store).
+struct Counting {
+    inner: DirStore,
+    read: std::sync::atomic::AtomicUsize,
+}
+
+impl Counting {
+    fn count(&self, got: &Option<Vec<u8>>) {
+        self.read.fetch_add(got.as_ref().map_or(0, Vec::len), Ordering::SeqCst);
+    }
+}
+
+impl Store for Counting {
+    fn put_new<'a>(&'a self, key: &'a str, bytes: Vec<u8>) -> BoxFuture<'a, Result<Put, StoreError>> {
+        self.inner.put_new(key, bytes)
+    }
+    fn put<'a>(&'a self, key: &'a str, bytes: Vec<u8>) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.put(key, bytes)
+    }
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+        self.inner.get(key).inspect(|r| r.iter().for_each(|g| self.count(g))).boxed()
+    }
+    fn get_head<'a>(&'a self, key: &'a str, n: usize) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+        self.inner.get_head(key, n).inspect(|r| r.iter().for_each(|g| self.count(g))).boxed()
+    }
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<Entry>, StoreError>> {
+        self.inner.list(prefix)
+    }
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.delete(key)
+    }
+    fn upload<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Box<dyn Upload>, StoreError>> {
+        self.inner.upload(key)
+    }
+    fn download<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Box<dyn Download>>, StoreError>> {
+        self.inner.download(key)
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+#[tokio::test]
+async fn confirming_a_stored_segment_reads_only_its_header() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let counting =
+        Arc::new(Counting { inner: DirStore::new(tmp.path().join("archive")), read: Default::default() });
+    let store: Arc<dyn Store> = counting.clone();
+    // Stored uncompressed, so reading the whole object would be 16 MiB.
+    let (a, role) = archive(store, 42, Compression::None);
+    let p = segment(tmp.path(), "000000010000000000000001", 1);
+    a.push(&p).await.expect("the primary archives");
+    let (again, _) = archive(counting.clone(), 42, Compression::None);
+    again.push(&p).await.expect("a new primary re-pushes the same file");
+    role.primary.store(false, Ordering::SeqCst);
+    a.push(&p).await.expect("a standby confirms the stored file");
+    let read = counting.read.load(Ordering::SeqCst);
+    assert!(
+        read <= 2 * super::codec::HEADER_MAX,
+        "{read} bytes read from the store to compare two headers: is the whole object fetched again?"
     );
 }

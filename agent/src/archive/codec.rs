@@ -120,10 +120,14 @@ pub fn sha256_from(src: impl Read) -> std::io::Result<(String, u64)> {
     copy_hashed(src, &mut std::io::sink())
 }
 
+/// Longest header line [`header`] reads, newline included: `Store::get_head` of this many
+/// bytes is enough to read an object's header.
+pub const HEADER_MAX: usize = 256;
+
 /// Reads an object's header (without the body); `Err` when it is not a pgquorum object.
 pub fn header(object: &[u8]) -> Result<(Header, usize), Corrupt> {
     let end =
-        object.iter().take(256).position(|&b| b == b'\n').ok_or_else(|| {
+        object.iter().take(HEADER_MAX).position(|&b| b == b'\n').ok_or_else(|| {
             Corrupt("no pgquorum archive header (damaged, or not written by pgquorum)".into())
         })?;
     let line = std::str::from_utf8(&object[..end]).map_err(|_| Corrupt("header is not text".into()))?;

@@ -4,7 +4,7 @@
 //!
 //! Must not interpret object contents.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use futures::FutureExt;
@@ -153,6 +153,22 @@ impl Store for DirStore {
         .boxed()
     }
 
+    fn get_head<'a>(&'a self, key: &'a str, n: usize) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+        let (me, key) = (self.clone(), key.to_string());
+        blocking(move || {
+            let path = me.path(&key)?;
+            let file = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(err("opening", &path, e)),
+            };
+            let mut head = Vec::with_capacity(n);
+            file.take(n as u64).read_to_end(&mut head).map_err(|e| err("reading", &path, e))?;
+            Ok(Some(head))
+        })
+        .boxed()
+    }
+
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<Entry>, StoreError>> {
         let (me, prefix) = (self.clone(), prefix.to_string());
         blocking(move || me.list_blocking(&prefix)).boxed()
@@ -255,7 +271,6 @@ impl Download for DirDownload {
         async move {
             let Some(mut file) = file else { return Ok(None) };
             let (file, chunk) = blocking(move || {
-                use std::io::Read;
                 let mut buf = vec![0u8; 1 << 20];
                 let n = file.read(&mut buf).map_err(|e| err("reading", &path, e))?;
                 buf.truncate(n);

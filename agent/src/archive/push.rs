@@ -145,7 +145,10 @@ impl Archive {
         };
         let layout = self.layout().ok_or_else(not_yet)?;
         let key = layout.wal(name);
-        let Some(existing) = self.store.get(&key).await.map_err(|_| not_yet())? else {
+        // Only the header is compared: a ranged read, not the whole object (each standby
+        // confirms every segment the primary archives).
+        let Some(existing) = self.store.get_head(&key, codec::HEADER_MAX).await.map_err(|_| not_yet())?
+        else {
             let partial = layout.wal(&format!("{name}.partial"));
             let listed = self.store.list(&partial).await.map_err(|_| not_yet())?;
             return if listed.iter().any(|e| e.key == partial) { Ok(()) } else { Err(not_yet()) };
@@ -218,7 +221,7 @@ impl Archive {
         match self.store.put_new(&key, object).await? {
             Put::Stored => Ok(()),
             Put::Exists => {
-                let existing = self.store.get(&key).await?.ok_or_else(|| {
+                let existing = self.store.get_head(&key, codec::HEADER_MAX).await?.ok_or_else(|| {
                     PushError::new(FailureKind::Unavailable, format!("{key} vanished while being compared"))
                 })?;
                 match codec::header(&existing) {

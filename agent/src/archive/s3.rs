@@ -188,6 +188,29 @@ impl Store for S3Store {
         .boxed()
     }
 
+    fn get_head<'a>(&'a self, key: &'a str, n: usize) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+        async move {
+            let full = self.full(key);
+            // A ranged GET: S3 sends at most these bytes (all of a shorter object).
+            let range = format!("bytes=0-{}", n.max(1) - 1);
+            let req = self.client.get_object().bucket(&self.bucket).key(&full).range(range);
+            let out = match req.send().await {
+                Ok(o) => o,
+                Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => return Ok(None),
+                Err(e) => return Err(classify("GET (range)", &full, e)),
+            };
+            let body = out
+                .body
+                .collect()
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("S3 GET {full}: reading the body: {e}")))?;
+            let mut head = body.into_bytes().to_vec();
+            head.truncate(n);
+            Ok(Some(head))
+        }
+        .boxed()
+    }
+
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<Entry>, StoreError>> {
         async move {
             let full = self.full(prefix);
