@@ -28,6 +28,9 @@ async fn conforms(s: &dyn Store) {
     assert_eq!(s.get_head("c/1/wal/a", 2).await.expect("head").as_deref(), Some(&b"on"[..]));
     assert_eq!(s.get_head("c/1/wal/a", 256).await.expect("head").as_deref(), Some(&b"one"[..]));
     assert_eq!(s.get_head("c/1/wal/none", 2).await.expect("head"), None);
+    s.put("c/3/empty", Vec::new()).await.expect("put empty");
+    assert_eq!(s.get_head("c/3/empty", 2).await.expect("head of an empty object").as_deref(), Some(&b""[..]));
+    s.delete("c/3/empty").await.expect("delete");
     s.put("c/1/backups/b", b"m".to_vec()).await.expect("put");
     s.put("c/1/backups/b", b"m2".to_vec()).await.expect("replace");
     assert_eq!(s.get("c/1/backups/b").await.expect("get").as_deref(), Some(&b"m2"[..]));

@@ -94,7 +94,7 @@ pub fn encode(data: &[u8], compression: Compression) -> std::io::Result<Vec<u8>>
 /// level 3 picks for a 16 MiB input. WAL repeats itself within a few pages, so pgbench segments
 /// came out the same size (3,342,677 against 3,355,730 bytes for one, 506,440 against 507,481
 /// for another, `zstd -3 --zstd=wlog=19`), and each compression holds about 1.5 MiB less while
-/// it runs (up to two at once under a writer). Any zstd decoder reads it.
+/// it runs (up to `archive.parallel` run at once). Any zstd decoder reads it.
 fn wal_zstd<W: Write>(out: W) -> std::io::Result<zstd::stream::write::Encoder<'static, W>> {
     let mut enc = zstd::stream::write::Encoder::new(out, 3)?;
     enc.window_log(19)?;

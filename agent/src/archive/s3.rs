@@ -197,6 +197,10 @@ impl Store for S3Store {
             let out = match req.send().await {
                 Ok(o) => o,
                 Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => return Ok(None),
+                // An empty object has no first byte to send: S3 answers 416.
+                Err(SdkError::ServiceError(se)) if se.raw().status().as_u16() == 416 => {
+                    return Ok(Some(Vec::new()));
+                }
                 Err(e) => return Err(classify("GET (range)", &full, e)),
             };
             let body = out
