@@ -185,33 +185,39 @@ pub fn statements_logged(log: &Path) -> Result<usize> {
         .count())
 }
 
-/// Anonymous memory (kB) inside the mappings of process `pid`'s own executable
-/// ([`exe_anon_in`] of its smaps): pages of the file the process wrote to. A position-independent
-/// agent's dynamic loader writes every relocated pointer of `.data.rel.ro` (about 1 MiB in a
-/// release build); linked without PIE only the GOT entries of shared-library symbols and the
-/// data the program itself changes remain.
-pub fn exe_anon_kb(pid: u32) -> Result<u64> {
+/// Anonymous memory (kB) inside the mappings of process `pid`'s own executable, and how many
+/// mappings of it there are ([`exe_anon_in`] of its smaps): pages of the file the process wrote
+/// to. A position-independent agent's dynamic loader writes every relocated pointer of
+/// `.data.rel.ro` (about 1 MiB in a release build); linked without PIE only the GOT entries of
+/// shared-library symbols and the data the program itself changes remain.
+pub fn exe_anon_kb(pid: u32) -> Result<(u64, usize)> {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).with_context(|| format!("/proc/{pid}/exe"))?;
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))
         .with_context(|| format!("/proc/{pid}/smaps"))?;
     Ok(exe_anon_in(&smaps, &exe.to_string_lossy()))
 }
 
-/// Sums the `Anonymous:` fields of the mappings of file `path` in a `/proc/<pid>/smaps` text.
-pub fn exe_anon_in(smaps: &str, path: &str) -> u64 {
-    let mut ours = false;
-    let mut total = 0;
+/// Sums the `Anonymous:` fields of the mappings of file `path` in a `/proc/<pid>/smaps` text, and
+/// counts those mappings. A file replaced since it was mapped reads `<path> (deleted)` in both
+/// places; the suffix is ignored on either side.
+pub fn exe_anon_in(smaps: &str, path: &str) -> (u64, usize) {
+    let unlinked = |p: &str| p.strip_suffix(" (deleted)").unwrap_or(p).to_string();
+    let path = unlinked(path);
+    let (mut ours, mut total, mut mappings) = (false, 0, 0);
     for line in smaps.lines() {
         let mut f = line.split_whitespace();
         let first = f.next().unwrap_or_default();
         if first.contains('-') && !first.ends_with(':') {
-            // A mapping's header: range, perms, offset, device, inode, then the path if any.
-            ours = f.nth(4) == Some(path);
+            // A mapping's header: range, perms, offset, device, inode, then the path (which may
+            // hold spaces), if any.
+            let name = f.skip(4).collect::<Vec<_>>().join(" ");
+            ours = unlinked(&name) == path;
+            mappings += usize::from(ours);
         } else if ours && first == "Anonymous:" {
             total += f.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         }
     }
-    total
+    (total, mappings)
 }
 
 /// glibc's malloc arenas beyond the main one in process `pid` ([`count_arenas`] of its maps).
@@ -275,8 +281,11 @@ Anonymous:           932 kB
 7f0000000000-7f0000100000 r--p 00000000 fe:00 7 /usr/lib/x86_64-linux-gnu/libc.so.6
 Anonymous:             8 kB
 ";
-        assert_eq!(exe_anon_in(smaps, "/x/pgquorum-agent"), 76);
-        assert_eq!(exe_anon_in(smaps, "/x/other"), 0);
+        assert_eq!(exe_anon_in(smaps, "/x/pgquorum-agent"), (76, 2));
+        assert_eq!(exe_anon_in(smaps, "/x/other"), (0, 0));
+        // Replaced while running, and a path with a space.
+        let replaced = smaps.replace("/x/pgquorum-agent", "/x y/pgquorum-agent (deleted)");
+        assert_eq!(exe_anon_in(&replaced, "/x y/pgquorum-agent (deleted)"), (76, 2));
     }
 
     #[test]

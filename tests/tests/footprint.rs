@@ -160,8 +160,10 @@ fn idle_members_query_postgres_about_once_a_second_and_stay_small() {
             a.name,
             m.agent.anon_kb
         );
-        let exe_anon = footprint::exe_anon_kb(a.pid().expect("agent running")).expect("/proc smaps");
+        let (exe_anon, mappings) =
+            footprint::exe_anon_kb(a.pid().expect("agent running")).expect("/proc smaps");
         eprintln!("{}: {exe_anon} kB of the agent executable's own pages written", a.name);
+        assert!(mappings > 0, "{}: no mapping of the agent's own executable found in its smaps", a.name);
         assert!(
             exe_anon <= MAX_EXE_ANON_KB,
             "{}: {exe_anon} kB of the agent executable's pages are private copies (at most {MAX_EXE_ANON_KB} kB \

@@ -294,8 +294,8 @@ mod tests {
         let (_, start) = header(&obj).expect("header");
         let frame = &obj[start..];
         assert_eq!(frame[..4], [0x28, 0xb5, 0x2f, 0xfd], "a zstd frame");
-        // Frame header descriptor: without a declared content size the window descriptor
-        // follows it; its exponent is windowLog - 10.
+        // Frame header descriptor (RFC 8878): unless its Single_Segment_flag is set, the window
+        // descriptor follows it; the descriptor's exponent is windowLog - 10.
         assert_eq!(frame[4] & 0x20, 0, "single-segment frame: no window descriptor");
         let window_log = 10 + (frame[5] >> 3);
         assert_eq!(window_log, 19, "WAL compressed with a {} KiB window", 1u32 << (window_log - 10));

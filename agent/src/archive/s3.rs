@@ -190,11 +190,16 @@ impl Store for S3Store {
 
     fn get_head<'a>(&'a self, key: &'a str, n: usize) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
         async move {
+            use aws_sdk_s3::config::ResponseChecksumValidation;
             let full = self.full(key);
-            // A ranged GET: S3 sends at most these bytes (all of a shorter object).
+            // A ranged GET: S3 sends at most these bytes (all of a shorter object). Checksums
+            // are not validated on it: some S3-compatible servers send the whole object's
+            // checksum with a part of it, which would fail every read.
             let range = format!("bytes=0-{}", n.max(1) - 1);
+            let no_validation = aws_sdk_s3::config::Builder::default()
+                .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
             let req = self.client.get_object().bucket(&self.bucket).key(&full).range(range);
-            let out = match req.send().await {
+            let mut out = match req.customize().config_override(no_validation).send().await {
                 Ok(o) => o,
                 Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => return Ok(None),
                 // An empty object has no first byte to send: S3 answers 416.
@@ -203,13 +208,14 @@ impl Store for S3Store {
                 }
                 Err(e) => return Err(classify("GET (range)", &full, e)),
             };
-            let body = out
-                .body
-                .collect()
-                .await
-                .map_err(|e| StoreError::Unavailable(format!("S3 GET {full}: reading the body: {e}")))?;
-            let mut head = body.into_bytes().to_vec();
-            head.truncate(n);
+            // A server that ignores the range sends the whole object: stop reading after n bytes.
+            let mut head = Vec::with_capacity(n);
+            while head.len() < n {
+                let Some(chunk) = out.body.next().await else { break };
+                let chunk = chunk
+                    .map_err(|e| StoreError::Unavailable(format!("S3 GET {full}: reading the body: {e}")))?;
+                head.extend_from_slice(&chunk[..chunk.len().min(n - head.len())]);
+            }
             Ok(Some(head))
         }
         .boxed()
