@@ -1,7 +1,8 @@
-//! Idle members with Postgres (or, with --writer, under pgbench): per member, the agent's, the fence guard's and Postgres's memory
-//! and CPU, the bytes each wrote to storage, and (with --log-statements) the statements Postgres ran (the agent's SQL
-//! statements), over a window without client requests. Samples /proc through
-//! `pgquorum_tests::footprint`.
+//! Idle members with Postgres: per member, the agent's, the fence guard's and Postgres's memory
+//! and CPU, the bytes each wrote to storage, and (with --log-statements) the statements Postgres
+//! ran (the agent's SQL statements), over a window without client requests; or, with --writer,
+//! the same under pgbench, with each agent's RSS sampled through the window. Samples /proc
+//! through `pgquorum_tests::footprint`.
 
 use std::time::{Duration, Instant};
 
