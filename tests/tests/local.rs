@@ -578,3 +578,19 @@ fn a_one_member_cluster_is_primary_again_after_local_down_and_up() {
     assert_eq!(psql(&again, "-c 'SELECT v FROM kept'").expect("read"), "1");
     psql(&again, "-c 'INSERT INTO kept VALUES (2)'").expect("writable again");
 }
+
+#[test]
+fn an_agent_whose_pid_was_never_recorded_is_found_and_stopped_by_down() {
+    let d = LocalDir::new();
+    d.up();
+    // As if `local up` had been stopped right after starting m1's agent, before it wrote the PID
+    // down (it now records each at once; a kill -9 can still land in between).
+    let mut st = d.state();
+    let pid = st["members"][0]["agent_pid"].as_u64().expect("m1's agent PID") as u32;
+    st["members"][0]["agent_pid"] = Value::Null;
+    std::fs::write(d.dir.join("local.json"), serde_json::to_vec_pretty(&st).expect("JSON")).expect("write");
+    let running = &d.status()["members"][0];
+    assert_eq!(running["agent_pid"].as_u64(), Some(u64::from(pid)), "local status finds it: {running}");
+    d.ok(&["down"]);
+    assert!(!alive(pid), "local down left m1's agent (PID {pid}) running because local.json did not name it");
+}

@@ -49,7 +49,7 @@ pub async fn run(output: Output, args: Args) -> Result<(), Failure> {
         .members
         .iter()
         .enumerate()
-        .filter_map(|(i, m)| m.agent_pid.filter(|p| procs::is_agent(*p, &m.config)).map(|p| (i, p)))
+        .filter_map(|(i, m)| procs::agent_of(m.agent_pid, &m.config).map(|p| (i, p)))
         .collect();
     let primary = primary_of(&st, &running).await;
     let (first, last): (Vec<_>, Vec<_>) =

@@ -22,7 +22,7 @@ pub fn run(output: Output, args: Args) -> Result<(), Failure> {
     let m = &st.members[i];
     // Read the postmaster's PID before the agent dies: it may not be findable afterwards.
     let postmaster = procs::postmaster(&m.pgdata);
-    let agent = m.agent_pid.filter(|p| procs::is_agent(*p, &m.config));
+    let agent = procs::agent_of(m.agent_pid, &m.config);
     if agent.is_none() && postmaster.is_none() {
         return Err(Failure::failed(format!(
             "{} is not running: neither its agent nor its Postgres; start it with `pgquorumctl local start {}`",

@@ -18,6 +18,20 @@ pub fn is_agent(pid: u32, config: &Path) -> bool {
             .is_some_and(|c| c.contains("pgquorum-agent") && c.contains(&config.display().to_string()))
 }
 
+/// The live agent of the member with configuration file `config`: the PID recorded in
+/// local.json while it is still that agent, else one found by its command line in /proc (an
+/// agent whose `local up` was interrupted before it recorded the PID).
+pub fn agent_of(recorded: Option<u32>, config: &Path) -> Option<u32> {
+    recorded.filter(|p| is_agent(*p, config)).or_else(|| {
+        let me = std::process::id();
+        std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .find(|&pid| pid != me && is_agent(pid, config))
+    })
+}
+
 /// The live postmaster of `pgdata`, from `postmaster.pid`.
 pub fn postmaster(pgdata: &Path) -> Option<u32> {
     let text = std::fs::read_to_string(pgdata.join("postmaster.pid")).ok()?;

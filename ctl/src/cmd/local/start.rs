@@ -27,7 +27,7 @@ pub async fn run(output: Output, args: Args) -> Result<(), Failure> {
     let mut st = args.dir.load()?;
     let i = st.member_index(&args.member)?;
     let m = st.members[i].clone();
-    if let Some(pid) = m.agent_pid.filter(|p| procs::is_agent(*p, &m.config)) {
+    if let Some(pid) = procs::agent_of(m.agent_pid, &m.config) {
         match output {
             Output::Json => {
                 println!(
@@ -64,7 +64,7 @@ pub async fn run(output: Output, args: Args) -> Result<(), Failure> {
         let running: Vec<String> = st
             .members
             .iter()
-            .filter(|x| x.agent_pid.is_some_and(|p| procs::is_agent(p, &x.config)))
+            .filter(|x| procs::agent_of(x.agent_pid, &x.config).is_some())
             .map(|x| x.name.clone())
             .collect();
         Some(health::wait_healthy(&st, &running, &mut children, args.timeout, &progress).await?)

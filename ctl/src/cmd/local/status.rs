@@ -51,25 +51,25 @@ pub struct LocalMemberDoc {
 
 /// Builds the document: local facts from /proc, roles from whichever agent answers.
 pub async fn doc(st: &LocalState) -> LocalStatusDoc {
-    let alive: Vec<bool> =
-        st.members.iter().map(|m| m.agent_pid.is_some_and(|p| procs::is_agent(p, &m.config))).collect();
+    let agents: Vec<Option<u32>> =
+        st.members.iter().map(|m| procs::agent_of(m.agent_pid, &m.config)).collect();
     let running: Vec<String> =
-        st.members.iter().zip(&alive).filter(|(_, a)| **a).map(|(m, _)| m.name.clone()).collect();
+        st.members.iter().zip(&agents).filter(|(_, a)| a.is_some()).map(|(m, _)| m.name.clone()).collect();
     let reply = if running.is_empty() { None } else { Clients::new(st).status(&running).await.ok() };
     let primary =
         reply.as_ref().and_then(|r| r.ha.as_ref()).map(|h| h.primary.clone()).filter(|p| !p.is_empty());
     let members = st
         .members
         .iter()
-        .zip(alive)
-        .map(|(m, alive)| {
+        .zip(agents)
+        .map(|(m, agent)| {
             let seen = reply.as_ref().and_then(|r| r.members.iter().find(|x| x.name == m.name));
             LocalMemberDoc {
                 name: m.name.clone(),
                 role: seen.map(|x| x.role.clone()),
                 state: seen.map(|x| x.state.clone()),
-                alive,
-                agent_pid: m.agent_pid.filter(|_| alive),
+                alive: agent.is_some(),
+                agent_pid: agent,
                 postgres_pid: procs::postmaster(&m.pgdata),
                 ports: m.ports,
                 endpoint: m.endpoint(),

@@ -100,9 +100,17 @@ pub async fn run(output: Output, args: Args) -> Result<(), Failure> {
     };
     let progress = Progress::start("local up");
     let mut st = st;
-    let dead: Vec<usize> = (0..st.members.len())
-        .filter(|&i| !st.members[i].agent_pid.is_some_and(|p| procs::is_agent(p, &st.members[i].config)))
-        .collect();
+    // An agent started by an interrupted `local up` runs without its PID recorded: adopt it.
+    let mut adopted = false;
+    for m in &mut st.members {
+        let found = procs::agent_of(m.agent_pid, &m.config);
+        adopted |= found.is_some() && found != m.agent_pid;
+        m.agent_pid = found;
+    }
+    if adopted {
+        st.save()?;
+    }
+    let dead: Vec<usize> = (0..st.members.len()).filter(|&i| st.members[i].agent_pid.is_none()).collect();
     if dead.is_empty() {
         progress.finish();
         return report(output, &st, None, true, 0.0);
@@ -140,8 +148,9 @@ pub async fn run(output: Output, args: Args) -> Result<(), Failure> {
         let child = launcher.start(&st.members[i])?;
         st.members[i].agent_pid = Some(child.id());
         children.push((st.members[i].name.clone(), child));
+        // Recorded at once: `local down` must find it even if this command is stopped now.
+        st.save()?;
     }
-    st.save()?;
     let names: Vec<String> = st.members.iter().map(|m| m.name.clone()).collect();
     let primary = health::wait_healthy(&st, &names, &mut children, args.timeout, &progress).await?;
     let secs = progress.elapsed().as_secs_f64();
