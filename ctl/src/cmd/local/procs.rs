@@ -1,5 +1,6 @@
 //! Finding and signalling the processes of a local cluster by PID: agents by the PID recorded
-//! in local.json (checked against their command line, so a reused PID is never signalled),
+//! in local.json (checked against their command line, so a reused PID is never signalled), or
+//! by that command line (`pgquorum-agent` and the member's configuration file) when none is,
 //! Postgres by `postmaster.pid`, and anything else whose working directory is a member's data
 //! directory or that guards it (fence guards), by scanning /proc.
 //!
