@@ -3,8 +3,8 @@
 //! A position-independent agent carries about 70,000 relative relocations (1.6 MiB of
 //! `.rela.dyn`) that the dynamic loader reads and applies at every start, and applying them
 //! turns the whole of `.data.rel.ro` into private copies (1 MiB). Without PIE the linker
-//! resolves them once: an idle release agent holds 1.2-1.4 MiB less (12.9-13.1 MiB resident
-//! instead of 14.1-14.5). See docs/decisions.md, "The agent is linked without PIE".
+//! resolves them once: an idle release agent holds about 1 MiB less (12.6-13.1 MiB resident
+//! instead of 13.6-14.5). See docs/decisions.md, "The agent is linked without PIE".
 
 fn main() {
     let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
