@@ -47,8 +47,8 @@ where
     SM: RaftStateMachine<C>,
 {
     pub(crate) fn new(command_buffer_size: usize) -> Self {
-        // pgquorum: 64, not 1024 (see `COMMAND_QUEUE_CAPACITY`); the queues grow when needed.
-        let pending_capacity = 64;
+        // pgquorum: `COMMAND_QUEUE_CAPACITY` (64), not 1024; the queues grow when needed.
+        let pending_capacity = COMMAND_QUEUE_CAPACITY;
         Self {
             commands: VecDeque::with_capacity(command_buffer_size),
             pending_responds: PendingResponds::new(pending_capacity),
