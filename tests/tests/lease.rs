@@ -1,7 +1,8 @@
 //! End-to-end lease tests (issue 11 items 1, 2, 9, 10): ttl and lease_margin changes under a
 //! writer never fence or fail over the primary; a dynamic ttl a member's Raft timing cannot
 //! support is refused; an isolated primary whose status query hangs is fenced by its agent, not
-//! its guard; short cuts of the primary's network do not fail it over.
+//! its guard; short cuts of the primary's network, or a Raft leader frozen right after
+//! confirming its lease, do not fail it over.
 
 use std::time::Duration;
 
@@ -10,6 +11,12 @@ use pgquorum_tests::pg::{CREATE_TABLE, Writer, conninfo, lost_writes};
 use pgquorum_tests::{Cluster, ClusterOptions, wait_for};
 
 const T: Duration = Duration::from_secs(90);
+
+/// The Raft term, as the leader's status reports it.
+fn raft_term(c: &mut Cluster) -> u64 {
+    let st = c.status().expect("status");
+    st["raft"]["term"].as_u64().unwrap_or_else(|| panic!("no Raft term in {st}"))
+}
 
 fn others(c: &Cluster, not: &str) -> Vec<String> {
     c.agents.iter().map(|a| a.name.clone()).filter(|n| n != not).collect()
@@ -188,6 +195,60 @@ fn cuts_of_the_primary_for_half_its_lease_never_fail_it_over() {
             (now, agent, guard),
             (before, 0, 0),
             "trial {trial}: a {took:?} cut (epoch, agent fence, guard fence)"
+        );
+    }
+    c.check_logs(&[]);
+}
+
+/// A Raft leader that freezes (SIGSTOP: its connections hang rather than being refused) right
+/// after confirming the primary's lease, or a little later. The other two elect a new leader
+/// and the primary renews with it before its fence point, every time (DESIGN invariant 7: losing a replica,
+/// even the Raft leader, never interrupts writes). With 256 ms heartbeats a renewal after a
+/// failed one that waited for a periodic heartbeat tried again only after the fence point
+/// (`renew::urgent`).
+#[test]
+fn a_raft_leader_frozen_right_after_confirming_the_lease_never_fails_over_the_primary() {
+    let mut c = Cluster::start(ClusterOptions::default());
+    let p = c.wait_for_primary(T);
+    let rest = others(&c, &p);
+    c.wait_for_streaming(&[&rest[0], &rest[1]], T);
+    let before = epoch(&mut c).expect("epoch");
+    let ttl = Duration::from_millis(1500);
+    for trial in 0..6 {
+        // A leader elected on the primary's member hands leadership to a replica soon.
+        let leader = wait_for("a Raft leader on a replica", T, || {
+            let l = c.wait_for_leader(T);
+            Ok((l != p).then_some(l))
+        });
+        let mark = format!("frozen leader trial {trial}");
+        c.agent(&p).mark_log(&mark);
+        // Just after a confirmation (the leader's last heartbeat confirmed it), or, every other
+        // trial, 300 ms later, so that the new leader comes only after the primary's next
+        // renewal failed.
+        assert!(
+            wait_fresh_lease(&c, &p, ttl, Duration::from_millis(100), T),
+            "trial {trial}: no fresh lease on {p}"
+        );
+        if trial % 2 == 1 {
+            // Part of the fault: where in the renewal cycle the leader freezes.
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let term = raft_term(&mut c);
+        c.agent(&leader).sigstop();
+        // The fault itself: a whole lease and more, so the primary must renew elsewhere.
+        std::thread::sleep(Duration::from_millis(2500));
+        c.agent(&leader).sigcont();
+        // Long enough for what the thawed leader does on its stale memory (an expiry of the
+        // lease it last confirmed: ttl and margin after that) to show before the check.
+        std::thread::sleep(Duration::from_millis(2000));
+        c.wait_for_leader(T);
+        assert!(raft_term(&mut c) > term, "trial {trial}: no election while {leader} was frozen");
+        let now = epoch(&mut c).expect("epoch");
+        let (agent, guard) = fencings(&c, &p, &mark);
+        assert_eq!(
+            (now, agent, guard),
+            (before, 0, 0),
+            "trial {trial}: {leader} frozen after confirming {p}'s lease (epoch, agent fence, guard fence)"
         );
     }
     c.check_logs(&[]);

@@ -74,6 +74,8 @@ fn event() -> impl Strategy<Value = Event> {
 #[derive(Clone, Copy, Debug)]
 struct InFlight {
     sent: Duration,
+    /// When the request reaches the coordinator: the confirmation counts from here.
+    arrive_at: Duration,
     confirm_at: Duration,
     answer_at: Duration,
     answer_lost: bool,
@@ -246,7 +248,9 @@ impl World {
             return;
         }
         let ttl = self.leader_state.config.ttl;
-        self.coord.last_confirmed = Some(self.now);
+        // As `Coord::confirm`: from the request's arrival, never moving back.
+        let arrived = f.arrive_at.min(self.now);
+        self.coord.last_confirmed = Some(self.coord.last_confirmed.map_or(arrived, |t| t.max(arrived)));
         self.coord.granted_ttl = Some(self.coord.granted_ttl.map_or(ttl, |g| g.max(ttl)));
         f.confirmed_ttl = Some(ttl);
     }
@@ -289,6 +293,9 @@ impl World {
                     self.last_sent = Some(self.now);
                     self.in_flight = Some(InFlight {
                         sent: self.now,
+                        // The request travels a quarter of the latency, then waits up to a
+                        // quarter for its ReadIndex round.
+                        arrive_at: self.now + ms(latency / 4),
                         confirm_at: self.now + ms(latency / 2),
                         answer_at: self.now + ms(latency),
                         answer_lost,

@@ -115,10 +115,14 @@ impl PeerService for PeerApi {
         if req.known != 0 && req.wait_ms > 0 {
             // Long poll: wait for a different report, at most `wait_ms` (bounded here too).
             let wait = Duration::from_millis(u64::from(req.wait_ms)).min(Duration::from_secs(5));
-            // Answered at most 64 ms later than asked: one wake-up instead of two (`timer`).
-            let until = crate::timer::coarse(tokio::time::Instant::now() + wait);
+            // The keepalive answer goes out with the first Raft message after `wait` (at most
+            // `timer::BEAT_WAIT` + 64 ms later than asked): no wake-up of its own (`timer`).
+            let until = tokio::time::Instant::now() + wait;
             let mut digest = self.shared.digest.subscribe();
-            let _ = tokio::time::timeout_at(until, digest.wait_for(|d| *d != req.known)).await;
+            tokio::select! {
+                _ = crate::timer::at_beat(until) => {}
+                _ = digest.wait_for(|d| *d != req.known) => {}
+            }
         }
         let (report, digest) = self.shared.current_report();
         let report = report.ok_or_else(|| Status::unavailable("no report yet (starting)"))?;

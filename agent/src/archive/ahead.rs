@@ -71,13 +71,19 @@ pub async fn run(archive: Arc<Archive>, pg_wal: PathBuf, every: Duration, cancel
             }
         }
         // Nothing waiting: look again when Postgres asks to archive something, or after
-        // `IDLE_EVERY` (an idle member does not list pg_wal five times a second), on a timer-slot
-        // boundary (one wake-up, not two).
+        // `IDLE_EVERY` (an idle member does not list pg_wal five times a second), with the first
+        // Raft message after that (no wake-up of its own: `timer::at_beat`).
         let now = tokio::time::Instant::now();
-        let at = if ready.is_empty() { crate::timer::coarse(now + IDLE_EVERY) } else { now + every };
+        let next = async {
+            if ready.is_empty() {
+                crate::timer::at_beat(now + IDLE_EVERY).await
+            } else {
+                tokio::time::sleep_until(now + every).await
+            }
+        };
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep_until(at) => {}
+            _ = next => {}
             _ = archive.activity.notified() => {}
         }
     }

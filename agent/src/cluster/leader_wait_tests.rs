@@ -4,17 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use pgquorum_core::state::MemberNode;
-
-use super::Cluster;
-use crate::raft::{Channels, RaftNode, RaftSettings};
-
-async fn lone_member(dir: &std::path::Path) -> Cluster {
-    let name = pgquorum_core::MemberName::new("m1").expect("valid name");
-    let channels = Channels::new(None, None).expect("channels");
-    let node = RaftNode::open(dir, &name, "c", &RaftSettings::default(), channels).await.expect("raft node");
-    Cluster::new(node, MemberNode { name, ..MemberNode::default() })
-}
+use super::testing::lone_member;
 
 #[tokio::test]
 async fn waits_for_a_leader_that_appears_and_gives_up_after_its_bound() {

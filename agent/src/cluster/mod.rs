@@ -11,6 +11,8 @@ mod watch;
 
 #[cfg(test)]
 mod leader_wait_tests;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -187,6 +189,25 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// Proposes `cmd` on this node as the Raft leader of `term`, never forwarding it and never
+    /// retrying. A coordinator's decisions rest on what it holds in memory as that leader (the
+    /// confirmations it gave, its failover handshake), so only that leader may commit them: a
+    /// leader that was frozen or cut off, and still believes it leads an old term, would
+    /// otherwise have another leader commit a decision taken on its stale memory (an expiry of a
+    /// lease the new leader kept renewing). Written here, the entry commits only if a quorum
+    /// still accepts `term`.
+    pub async fn propose_as_leader(&self, cmd: Command, term: u64) -> Result<(CommandResult, u64), String> {
+        let current = self.with_metrics(|m| m.current_term);
+        if current != term || !self.is_leader() {
+            return Err(format!("no longer the Raft leader of term {term} (term {current})"));
+        }
+        let resp = self.node.raft.client_write(cmd).await.map_err(|e| match e.forward_to_leader() {
+            Some(_) => format!("no longer the Raft leader of term {term}"),
+            None => e.to_string(),
+        })?;
+        Ok((resp.data, resp.log_id.index))
     }
 
     async fn try_propose(&self, cmd: &Command) -> Result<(CommandResult, u64), Attempt> {

@@ -51,13 +51,14 @@ pub async fn log_transitions(cluster: Cluster, cancel: CancellationToken) -> any
                 }
             }
         }
-        let look_again = crate::timer::coarse(tokio::time::Instant::now() + LOOK_EVERY);
+        // With the first heartbeat after a second: no wake-up of its own (`timer::at_beat`).
+        let look_again = crate::timer::at_beat(tokio::time::Instant::now() + LOOK_EVERY);
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             changed = server.changed() => if changed.is_err() {
                 return Ok(());
             },
-            _ = tokio::time::sleep_until(look_again), if leading => {}
+            _ = look_again, if leading => {}
         }
     }
 }

@@ -188,7 +188,7 @@ pub const AGENT_KEYS: &[KeyDef] = &[
     },
     KeyDef {
         key: "raft.heartbeat_interval",
-        default: "150ms",
+        default: "256ms",
         help: "How often the Raft leader sends heartbeats.",
         set: |c, k, v| {
             c.raft.heartbeat_interval = dur(k, v)?;

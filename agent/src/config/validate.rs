@@ -4,6 +4,29 @@
 use super::AgentConfig;
 use pgquorum_core::duration::format as fmt_dur;
 
+/// The heartbeat must fit the election timers. openraft refuses one that is not shorter than
+/// `election_timeout_min`. A follower starts an election only after `election_timeout_max`
+/// (openraft's leader lease) plus its own timeout without hearing from its leader, at least
+/// `min + max` of silence; each heartbeat may go out up to one timer slot late
+/// (`crate::timer::SLOT`), so two whole gaps must fit in that silence with room to spare: one
+/// delayed or lost heartbeat never starts an election.
+fn heartbeat_error(r: &crate::raft::RaftSettings) -> Option<String> {
+    let gap = r.heartbeat_interval + crate::timer::SLOT;
+    let silence = r.election_timeout_min + r.election_timeout_max;
+    (r.heartbeat_interval.is_zero() || r.heartbeat_interval >= r.election_timeout_min || gap * 2 >= silence).then(|| {
+        format!(
+            "raft.heartbeat_interval ({}) must be positive, less than raft.election_timeout_min ({}), and such \
+             that two heartbeat gaps (the interval plus the {} a heartbeat may be sent late by) are shorter than the \
+             silence after which a follower starts an election (election_timeout_min + \
+             election_timeout_max = {}); lower the interval or raise the election timeouts",
+            fmt_dur(r.heartbeat_interval),
+            fmt_dur(r.election_timeout_min),
+            fmt_dur(crate::timer::SLOT),
+            fmt_dur(silence)
+        )
+    })
+}
+
 pub(super) fn validate(c: &mut AgentConfig) -> Vec<String> {
     let mut errs = Vec::new();
     if c.name.as_str().is_empty() {
@@ -18,12 +41,8 @@ pub(super) fn validate(c: &mut AgentConfig) -> Vec<String> {
         );
     }
     let r = &c.raft;
-    if r.heartbeat_interval.is_zero() || r.heartbeat_interval * 2 > r.election_timeout_min {
-        errs.push(format!(
-            "raft.heartbeat_interval ({}) must be positive and at most half of raft.election_timeout_min ({})",
-            fmt_dur(r.heartbeat_interval),
-            fmt_dur(r.election_timeout_min)
-        ));
+    if let Some(e) = heartbeat_error(r) {
+        errs.push(e);
     }
     if r.election_timeout_min >= r.election_timeout_max {
         errs.push(format!(

@@ -26,7 +26,8 @@ pub struct CoordState {
     pub epoch: Epoch,
     /// When this state first saw that epoch.
     pub epoch_since: Duration,
-    /// Last confirmation of that epoch's lease (or when the epoch was first seen).
+    /// When the last request confirmed for that epoch's lease arrived (or when the epoch was
+    /// first seen).
     pub last_confirmed: Option<Duration>,
     /// Longest ttl confirmed for it.
     pub granted_ttl: Option<Duration>,
@@ -119,6 +120,13 @@ impl Coord {
     /// acknowledged by a quorum), and records the confirmation under the lock that expiry uses.
     /// The heartbeat is the next periodic one, or, when `prompt` (a renewal's later attempt),
     /// one sent at once: the same proof either way, the first costing no extra round.
+    ///
+    /// The confirmation counts from when the request *arrived*, not from the end of the round:
+    /// the member counts its lease from its send time, which is earlier still, so the
+    /// coordinator's view of the lease still ends after the member's. Counting from the end of
+    /// the round would keep a dead primary's lease alive for up to a heartbeat interval longer:
+    /// a renewal sent just before the primary died is confirmed by the leader and the other
+    /// replica after it died.
     pub async fn confirm(
         &self,
         cluster: &Cluster,
@@ -135,7 +143,9 @@ impl Coord {
         if !cluster.is_leader() {
             return Err("not the Raft leader".into());
         }
-        self.refresh(term, true, cluster.applied().state.epoch, now());
+        // Read once it leads, so a new term's `leader_since` is at or after the election.
+        let arrived = now();
+        self.refresh(term, true, cluster.applied().state.epoch, arrived);
         {
             let s = self.lock();
             may_confirm(&cluster.applied().state, s.expired_epoch, member, epoch).map_err(refuse)?;
@@ -157,7 +167,9 @@ impl Coord {
         if s.epoch != epoch {
             return Err(format!("epoch {epoch} is not current"));
         }
-        s.last_confirmed = Some(now());
+        // Never earlier than a confirmation already recorded (attempts of one renewal, or an
+        // older request answered late, may finish in any order).
+        s.last_confirmed = Some(s.last_confirmed.map_or(arrived, |t| t.max(arrived)));
         s.granted_ttl = Some(s.granted_ttl.map_or(ttl, |g| g.max(ttl)));
         Ok(ttl)
     }
@@ -168,6 +180,10 @@ impl Coord {
 fn read_index(prompt: bool) -> LinearizerOption {
     if prompt { ReadPolicy::ReadIndex.into() } else { LinearizerOption::new(Some(Duration::ZERO), false) }
 }
+
+#[cfg(test)]
+#[path = "coord_tests.rs"]
+mod tests;
 
 impl CoordState {
     /// The core's view of this state.

@@ -338,19 +338,22 @@ impl Ha {
 
     fn renew(&mut self, obs: &Observation, epoch: pgquorum_core::Epoch) {
         let sent = self.shared.now();
+        // Not holding this epoch's lease yet (a new primary), or the last renewal of the one
+        // held was not confirmed (its Raft leader may be gone): confirmed at once
+        // (`renew::urgent`).
+        let held = self.local.lease.filter(|l| l.epoch == epoch);
+        let failed_before =
+            held.is_some_and(|l| self.local.last_renewal_sent.is_some_and(|s| s > l.renewed_at));
+        let urgent = super::renew::urgent(held.is_none(), failed_before);
         self.local.last_renewal_sent = Some(sent);
         let (cluster, shared, me) = (self.cluster.clone(), self.shared.clone(), obs.me.clone());
         let ttl = obs.cluster.config.ttl;
         let budget = (ttl / 3).max(Duration::from_millis(100));
         let heartbeat = self.cfg.raft.heartbeat_interval;
-        // Not holding this epoch's lease yet (a new primary): confirmed at once (`renew::prompt`).
-        let acquiring = self.local.lease.is_none_or(|l| l.epoch != epoch);
         let handle = tokio::spawn(async move {
-            let every = super::renew::attempt_every(ttl);
-            let first = super::renew::first_retry_after(every, heartbeat);
+            let (first, every) = super::renew::schedule(ttl, heartbeat, urgent);
             let res =
-                super::renew::renew(cluster, shared.clone(), me, epoch, (first, every), budget, acquiring)
-                    .await;
+                super::renew::renew(cluster, shared.clone(), me, epoch, (first, every), budget, urgent).await;
             shared.wake.notify_one();
             res
         });

@@ -64,9 +64,11 @@ impl Ha {
                     return Ok(());
                 }
                 let (cluster, cmd) = (self.cluster.clone(), cmd.clone());
+                // The term this coordinator decided in: only its own leadership commits it.
+                let term = self.local.coord_term;
                 tracing::info!("coordinator proposes: {cmd}");
                 self.local.coord_proposal = Some(tokio::spawn(async move {
-                    match cluster.propose(cmd.clone()).await {
+                    match cluster.propose_as_leader(cmd.clone(), term).await {
                         Ok((Ok(_), _)) => {}
                         Ok((Err(e), _)) => tracing::warn!("{cmd}: refused: {e}"),
                         Err(e) => tracing::warn!("{cmd}: {e}"),

@@ -37,6 +37,10 @@ pub struct LocalState {
     pub renewal: Option<(Duration, Renewal)>,
     /// When the last renewal was sent.
     pub last_renewal_sent: Option<Duration>,
+    /// The Raft election delay set on this node (`Ha::election_delay`).
+    pub election_delay: Duration,
+    /// The Raft term the last observation saw this node lead (0: it did not).
+    pub coord_term: u64,
     /// Epoch fenced for.
     pub fenced_epoch: Option<Epoch>,
     /// Long task in progress.
@@ -94,6 +98,8 @@ impl LocalState {
             lease: None,
             renewal: None,
             last_renewal_sent: None,
+            election_delay: Duration::ZERO,
+            coord_term: 0,
             fenced_epoch: None,
             task: None,
             last_failure: None,

@@ -204,8 +204,9 @@ pub struct Ha {
     hacfg: HaConfig,
     history_cache: Option<(Timeline, Vec<(Timeline, Lsn)>)>,
     last_logged: Option<(Reason, Vec<Action>, Option<Reason>)>,
-    /// Set while quiet: the loop time of the next tick (otherwise every loop interval).
-    quiet_until: Option<(Duration, bool)>,
+    /// Set while quiet: the loop time of the next tick (otherwise every loop interval), and
+    /// the next deadline a decision depends on, if any (`cadence::next_deadline`).
+    quiet_until: Option<(Duration, Option<Duration>)>,
 }
 
 impl Ha {
@@ -269,12 +270,20 @@ impl Ha {
             // renewal, task or peer request finished, or Postgres exited. A new replicated
             // state is a change worth a fresh Postgres status. And at the fence point of the
             // lease held, so fencing never waits for a tick.
-            let next = match self.quiet_until {
-                Some((at, true)) => self.shared.start + at,
-                // Only the status read or the report's freshness is due: up to 64 ms later
-                // costs one wake-up instead of two (`timer`).
-                Some((at, false)) => crate::timer::coarse(self.shared.start + at),
-                None => Instant::now() + every,
+            let (quiet, start) = (self.quiet_until, self.shared.start);
+            let next = async move {
+                match quiet {
+                    // A deadline a decision depends on comes first: met exactly.
+                    Some((at, Some(exact))) if exact <= at => tokio::time::sleep_until(start + exact).await,
+                    // Only the status read or the report's freshness is due: with the first
+                    // Raft message after it, no wake-up of its own (`timer::at_beat`), but never
+                    // past the next deadline a decision depends on.
+                    Some((at, exact)) => tokio::select! {
+                        _ = crate::timer::at_beat(start + at) => {}
+                        _ = sleep_until_some(exact.map(|e| start + e)) => {}
+                    },
+                    None => tokio::time::sleep_until(Instant::now() + every).await,
+                }
             };
             let fence_at = self.fence_point().filter(|at| *at > Instant::now());
             let postmaster_exit = async {
@@ -286,7 +295,7 @@ impl Ha {
             let mut new_state = false;
             tokio::select! {
                 _ = cancel.cancelled() => {}
-                _ = tokio::time::sleep_until(next) => {}
+                _ = next => {}
                 _ = sleep_until_some(fence_at) => {}
                 _ = self.shared.wake.notified() => {}
                 _ = applied.changed() => new_state = true,
@@ -357,6 +366,7 @@ impl Ha {
     /// Keeps the guard armed, the configuration current, and the primary's roles present.
     async fn upkeep(&mut self, obs: &pgquorum_core::ha::Observation) {
         self.arm_guard(obs).await;
+        self.election_delay(obs);
         if self.local.postmaster.is_some() && self.local.task.is_none() && self.local.status.is_some() {
             if let Err(e) = self.write_conf(obs, true).await {
                 tracing::warn!("{e}");
@@ -366,6 +376,28 @@ impl Ha {
             if writable && !self.local.roles_checked && !busy {
                 self.spawn_ensure_roles();
             }
+        }
+    }
+
+    /// While this member is the granted primary, its Raft election timer runs longer by the
+    /// width of the election timeout's random range plus 100 ms (200 ms at the defaults), so
+    /// that when the Raft leader dies or is cut off, the other voters' timers run out first and
+    /// one of them campaigns alone. With the primary campaigning too, the two survivors of a
+    /// three-member cluster split the vote about one time in ten, and the election after it
+    /// comes a whole election timeout later, after the primary's fence point (docs/decisions.md,
+    /// "The primary's member campaigns last"). It still campaigns, later, when nobody else does
+    /// (or nobody else can win: a voter whose log is behind).
+    fn election_delay(&mut self, obs: &pgquorum_core::ha::Observation) {
+        let r = &self.cfg.raft;
+        let primary = obs.cluster.primary.as_ref().is_some_and(|p| p.member == obs.me && !p.expired);
+        let delay = if primary {
+            r.election_timeout_max.saturating_sub(r.election_timeout_min) + Duration::from_millis(100)
+        } else {
+            Duration::ZERO
+        };
+        if delay != self.local.election_delay {
+            self.cluster.node.raft.runtime_config().election_delay(delay);
+            self.local.election_delay = delay;
         }
     }
 
@@ -414,14 +446,18 @@ impl Ha {
     }
 
     /// While quiet, when the loop next ticks (`cadence::quiet_until`; `None`: every interval),
-    /// and whether that is a deadline on which a decision depends (`cadence::next_deadline`: a
-    /// renewal, a lease running out), to be met exactly.
-    fn quiet_until(&self, obs: &pgquorum_core::ha::Observation, plan: &Plan) -> Option<(Duration, bool)> {
+    /// and the next deadline on which a decision depends (`cadence::next_deadline`: a renewal,
+    /// a lease running out), to be met exactly.
+    fn quiet_until(
+        &self,
+        obs: &pgquorum_core::ha::Observation,
+        plan: &Plan,
+    ) -> Option<(Duration, Option<Duration>)> {
         use pgquorum_core::ha::cadence;
         let next_status = (!self.local.status_due)
             .then(|| self.local.status_at.unwrap_or(obs.now) + self.cfg.status_interval);
         let at = cadence::quiet_until(obs, plan, &self.hacfg, next_status, self.cfg.loop_interval)?;
-        Some((at, cadence::next_deadline(obs, &self.hacfg) == Some(at)))
+        Some((at, cadence::next_deadline(obs, &self.hacfg)))
     }
 
     /// When this member must fence itself if no renewal lands first (`None`: no lease held).

@@ -169,6 +169,8 @@ impl Ha {
             self.cluster.with_metrics(|m| (m.current_term, m.last_log_index, m.replication.clone()));
         let leader = self.cluster.is_leader();
         self.shared.coord.refresh(term, leader, state.epoch, now);
+        // The term this tick's coordinator decisions are taken in (`Cluster::propose_as_leader`).
+        self.local.coord_term = if leader { term } else { 0 };
         if let Some(p) = &state.primary
             && let Some(Some(seen)) = peers.get(&p.member)
             && seen.report.postgres.is_writable()

@@ -1,6 +1,7 @@
 //! One lease renewal on the member's side, as a series of attempts: the first on the cached
 //! channel to the Raft leader, confirmed with the leader's next periodic heartbeat (no extra
-//! round while all is well; at once while the member acquires the lease: [`prompt`]); then,
+//! round while all is well; at once while the member acquires the lease or after a renewal
+//! that failed: [`urgent`], [`prompt`]); then,
 //! while none has answered, another on a new connection confirmed with a heartbeat sent at once
 //! (the earlier ones keep running): the first of them after [`first_retry_after`], the rest
 //! every [`attempt_every`]. The first confirmation wins and counts from its own send time. A
@@ -50,19 +51,40 @@ pub fn first_retry_after(every: Duration, heartbeat: Duration) -> Duration {
     every.max(heartbeat + crate::timer::SLOT + every / 2)
 }
 
+/// Whether a renewal is urgent: the member is `acquiring` (it does not hold this epoch's lease
+/// yet), or the last renewal of the lease it holds `failed_before` (no attempt was confirmed
+/// within its budget). An urgent renewal asks for a confirmation at once from its first
+/// attempt ([`prompt`]) and tries again every attempt interval ([`schedule`]).
+///
+/// A new primary promotes only once it holds its lease, so its first confirmation must not
+/// wait on the leader's heartbeat schedule: that costs one heartbeat round per failover or
+/// switchover, and saves up to a heartbeat interval (plus the slot the leader may send it late
+/// by) on every promotion. After a failed renewal the Raft leader may be gone (frozen, cut off):
+/// waiting for its next periodic heartbeat would put the second attempt a heartbeat interval,
+/// a slot and half an attempt interval later, which at the defaults (ttl 1.5 s, heartbeat
+/// 256 ms) falls after the fence point (renewals start ttl/3 apart with a budget of ttl/3: the
+/// second renewal after the last confirmed one starts at 1000 ms, the fence point is at
+/// 1350 ms, and its second attempt would have come at 1370 ms).
+pub fn urgent(acquiring: bool, failed_before: bool) -> bool {
+    acquiring || failed_before
+}
+
+/// When a renewal starts its second attempt and every one after: ([`first_retry_after`],
+/// [`attempt_every`]), or the attempt interval for both when it is [`urgent`].
+pub fn schedule(ttl: Duration, heartbeat: Duration, urgent: bool) -> (Duration, Duration) {
+    let every = attempt_every(ttl);
+    (if urgent { every } else { first_retry_after(every, heartbeat) }, every)
+}
+
 /// Whether attempt `n` (0: the first) of a renewal asks for a confirmation at once (the leader
 /// sends a heartbeat for it) rather than with its next periodic heartbeat: every attempt after
-/// the first, and the first too while the member is `acquiring` (it does not hold this epoch's
-/// lease yet). A new primary promotes only once it holds its lease, so its first confirmation
-/// must not wait on the leader's heartbeat schedule: that costs one heartbeat round per
-/// failover or switchover, and saves up to a heartbeat interval (plus the slot the leader may
-/// send it late by) on every promotion.
-pub fn prompt(n: u32, acquiring: bool) -> bool {
-    n > 0 || acquiring
+/// the first, and the first too when the renewal is [`urgent`].
+pub fn prompt(n: u32, urgent: bool) -> bool {
+    n > 0 || urgent
 }
 
 /// Renews `epoch` for `me`, trying until `budget` has passed: a second attempt after
-/// `first_retry`, then one every `every`; `acquiring`: see [`prompt`].
+/// `first_retry`, then one every `every`; `urgent`: see [`prompt`].
 pub async fn renew(
     cluster: Cluster,
     shared: Arc<Shared>,
@@ -70,7 +92,7 @@ pub async fn renew(
     epoch: Epoch,
     (first_retry, every): (Duration, Duration),
     budget: Duration,
-    acquiring: bool,
+    urgent: bool,
 ) -> Result<Confirmed, String> {
     let give_up = tokio::time::Instant::now() + budget;
     let mut attempts = FuturesUnordered::new();
@@ -83,7 +105,7 @@ pub async fn renew(
         if now >= next {
             let sent = shared.now();
             let (cluster, shared, me) = (cluster.clone(), shared.clone(), me.clone());
-            let fresh = prompt(n, acquiring);
+            let fresh = prompt(n, urgent);
             attempts.push(async move {
                 let res = attempt(&cluster, &shared, &me, epoch, fresh).await;
                 res.map(|ttl| Confirmed { epoch, ttl, sent })
@@ -112,7 +134,7 @@ pub async fn renew(
 }
 
 /// One request to the leader (or the local coordinator when this agent leads); a `fresh` one
-/// ([`prompt`]: a later attempt, or the first while acquiring) on a new connection, and
+/// ([`prompt`]: a later attempt, or the first of an [`urgent`] renewal) on a new connection, and
 /// confirmed with a heartbeat sent at once.
 async fn attempt(
     cluster: &Cluster,
@@ -161,18 +183,37 @@ mod tests {
     #[test]
     fn only_a_held_leases_first_attempt_waits_for_the_periodic_heartbeat() {
         assert!(!prompt(0, false), "renewing a held lease: the next periodic heartbeat confirms it");
-        assert!(prompt(0, true), "acquiring: confirmed at once, promotion does not wait");
+        assert!(prompt(0, true), "urgent: confirmed at once, promotion does not wait");
         assert!(prompt(1, false) && prompt(2, true), "later attempts: at once");
     }
 
     #[test]
     fn the_second_attempt_waits_for_the_first_ones_heartbeat() {
-        // Defaults: a 150 ms heartbeat, sent on the leader's next 64 ms timer slot; the first
-        // attempt is answered within about 214 ms.
+        // Defaults: a 256 ms heartbeat, sent on the leader's next 64 ms timer slot; the first
+        // attempt is answered within about 320 ms.
+        assert_eq!(first_retry_after(MS(100), MS(256)), MS(370));
+        // The 150 ms heartbeat of the sessions before the thirteenth.
         assert_eq!(first_retry_after(MS(100), MS(150)), MS(264));
         // A slow heartbeat (the low-power profile: 500 ms) holds the second attempt back as long.
         assert_eq!(first_retry_after(MS(200), MS(500)), MS(664));
         // Never sooner than the attempt interval.
         assert_eq!(first_retry_after(MS(300), MS(50)), MS(300));
+    }
+
+    #[test]
+    fn a_renewal_after_a_failed_one_tries_every_attempt_interval_from_the_start() {
+        assert!(urgent(true, false) && urgent(false, true) && !urgent(false, false));
+        let (ttl, heartbeat) = (MS(1500), MS(256));
+        assert_eq!(schedule(ttl, heartbeat, false), (MS(370), MS(100)));
+        assert_eq!(schedule(ttl, heartbeat, true), (MS(100), MS(100)));
+        // The last confirmed renewal was sent at 0; its lease fences at 1350 ms. The next
+        // renewal starts at 500 ms and fails (its leader froze after confirming at 0); the one
+        // after starts at 1000 ms. Its attempts must reach a new leader before the fence point
+        // whenever one exists by then: not urgent, its second attempt would come after it.
+        let (start, fence) = (MS(1000), MS(1350));
+        let (first, _) = schedule(ttl, heartbeat, false);
+        assert!(start + first > fence, "the case this rule is for");
+        let (first, every) = schedule(ttl, heartbeat, true);
+        assert!(start + first + every * 2 < fence, "attempts at 1000, 1100, 1200 and 1300 ms");
     }
 }

@@ -45,7 +45,9 @@ pub struct RaftSettings {
 impl Default for RaftSettings {
     fn default() -> Self {
         RaftSettings {
-            heartbeat_interval: Duration::from_millis(150),
+            // Four of the runtime's 64 ms timer slots, so aligned heartbeats are always exactly
+            // one interval apart (docs/decisions.md, "Default timers").
+            heartbeat_interval: Duration::from_millis(256),
             election_timeout_min: Duration::from_millis(300),
             election_timeout_max: Duration::from_millis(400),
             snapshot_every: 1000,

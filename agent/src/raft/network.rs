@@ -207,10 +207,10 @@ fn map_status(status: tonic::Status) -> RPCError<TypeConfig> {
     }
 }
 
-impl RaftNetworkV2<TypeConfig> for PeerRaft {
-    type SnapshotData = Vec<u8>;
-
-    async fn append_entries(
+impl PeerRaft {
+    /// One AppendEntries (a heartbeat when it carries no entries): on the stream, else as a
+    /// plain call.
+    async fn send_append(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
@@ -232,6 +232,22 @@ impl RaftNetworkV2<TypeConfig> for PeerRaft {
             Box::pin(async move { c.append_entries(r).await })
         })
         .await
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerRaft {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let answer = self.send_append(rpc, option).await;
+        // The answer is in: periodic work waiting for a wake-up runs in this one
+        // (`timer::at_beat`).
+        crate::timer::beat();
+        answer
     }
 
     async fn vote(

@@ -69,10 +69,13 @@ impl RaftGrpc {
             Ok(None) => return None,
             Err(status) => return Some(Err(status)),
         };
-        Some(match self.decode_body(body) {
+        let reply = match self.decode_body(body) {
             Ok(rpc) => encode(self.raft.append_entries(rpc).await),
             Err(status) => Err(status),
-        })
+        };
+        // Periodic work waiting for this wake-up runs in it (`timer::at_beat`).
+        crate::timer::beat();
+        Some(reply)
     }
 }
 
@@ -80,7 +83,9 @@ impl RaftGrpc {
 impl RaftService for RaftGrpc {
     async fn append_entries(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let rpc = self.decode(req)?;
-        reply(self.raft.append_entries(rpc).await)
+        let answer = self.raft.append_entries(rpc).await;
+        crate::timer::beat();
+        reply(answer)
     }
 
     type AppendEntriesStreamStream = AppendReplies;

@@ -328,7 +328,8 @@ pub struct Coordinator {
     pub leader_since: Duration,
     /// When this coordinator first saw the current epoch (its grant, or its own start).
     pub epoch_since: Duration,
-    /// When the current primary's lease was last confirmed by this leader.
+    /// When the last renewal request of the current primary that this leader confirmed
+    /// arrived (the confirmation counts from its arrival).
     pub last_confirmed: Option<Duration>,
     /// The longest ttl this leader granted for the current epoch.
     pub granted_ttl: Option<Duration>,

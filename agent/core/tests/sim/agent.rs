@@ -38,6 +38,8 @@ pub struct Confirming {
     pub epoch: Epoch,
     /// The requester's send time.
     pub sent: Duration,
+    /// When the request reached the leader: the confirmation counts from here.
+    pub arrived: Duration,
     /// End of the round trip.
     pub done_at: Duration,
     /// Raft term when it started; a leadership change voids it.

@@ -33,8 +33,19 @@ pub fn deliver(w: &mut World) {
                 let Some(mem) = &mut w.agents[to].coord else { continue };
                 match may_confirm(&w.raft.states[to], mem.expired_epoch, &w.names[env.from], epoch) {
                     Ok(()) => {
-                        let done_at = now + w.rng.ms(2, 10);
-                        mem.confirming.push(Confirming { from: env.from, epoch, sent, done_at, term });
+                        // A prompt round (a heartbeat sent at once), or, as often, one that
+                        // waits for the next periodic heartbeat: up to an interval and a
+                        // timer slot (256 + 64 ms).
+                        let round = if w.rng.chance(0.5) { w.rng.ms(2, 10) } else { w.rng.ms(2, 320) };
+                        let (arrived, done_at) = (now, now + round);
+                        mem.confirming.push(Confirming {
+                            from: env.from,
+                            epoch,
+                            sent,
+                            arrived,
+                            done_at,
+                            term,
+                        });
                     }
                     Err(_) => w.send(to, env.from, Msg::RenewAnswer { epoch, sent, ttl: None }),
                 }
@@ -83,7 +94,8 @@ pub fn confirmations(w: &mut World) {
             let ok = leads && may_confirm(state, mem.expired_epoch, &w.names[c.from], c.epoch).is_ok();
             let ttl = state.config.ttl;
             if ok {
-                mem.last_confirmed = Some(now);
+                // As `Coord::confirm`: from the request's arrival, never moving back.
+                mem.last_confirmed = Some(mem.last_confirmed.map_or(c.arrived, |t| t.max(c.arrived)));
                 mem.granted_ttl = Some(mem.granted_ttl.unwrap_or(ttl).max(ttl));
             }
             w.send(l, c.from, Msg::RenewAnswer { epoch: c.epoch, sent: c.sent, ttl: ok.then_some(ttl) });

@@ -24,8 +24,8 @@ const FAILOVER_LIMIT: Duration = Duration::from_secs(20);
 /// A kill comes up to this long after the setup of its trial. Without it every kill followed
 /// the catch-up poll by the same few milliseconds, and the catch-up follows one of the
 /// leader's messages, so every trial killed the leader at about the same point between two
-/// heartbeats and the figure measured that point. Two heartbeats at the default 150 ms.
-const KILL_SPREAD_MS: u64 = 300;
+/// heartbeats and the figure measured that point. Two heartbeat intervals (256 ms by default).
+const KILL_SPREAD_MS: u64 = 512;
 
 fn client(grpc: &str) -> Result<Client> {
     let ep = Endpoint::from_shared(format!("http://{grpc}"))?

@@ -2,6 +2,7 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicU64;
 
 use crate::Config;
 use crate::RaftTypeConfig;
@@ -17,6 +18,9 @@ where C: RaftTypeConfig
     pub(crate) enable_heartbeat: AtomicBool,
     pub(crate) enable_elect: AtomicBool,
     pub(crate) enable_pre_vote: AtomicBool,
+    /// pgquorum: milliseconds added to this node's election timeout (see
+    /// `RuntimeConfigHandle::election_delay`).
+    pub(crate) election_delay_ms: AtomicU64,
 }
 
 impl<C> RuntimeConfig<C>
@@ -30,6 +34,7 @@ where C: RaftTypeConfig
             enable_heartbeat: AtomicBool::from(config.enable_heartbeat),
             enable_elect: AtomicBool::from(config.enable_elect),
             enable_pre_vote: AtomicBool::from(config.get_enable_pre_vote()),
+            election_delay_ms: AtomicU64::new(0),
         }
     }
 }

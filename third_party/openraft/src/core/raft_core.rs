@@ -2066,6 +2066,18 @@ where
         Ok(())
     }
 
+    /// This node's election timeout: the configured one (randomised at start), plus the
+    /// smaller-log delay when a peer has a greater log, plus pgquorum's runtime election delay
+    /// (`RuntimeConfigHandle::election_delay`).
+    fn election_timeout(&self) -> Duration {
+        let mut election_timeout = self.engine.config.timer_config.election_timeout;
+        if self.engine.is_there_greater_log() {
+            election_timeout += self.engine.config.timer_config.smaller_log_timeout;
+        }
+        let delay = self.runtime_config.election_delay_ms.load(Ordering::Relaxed);
+        election_timeout + Duration::from_millis(delay)
+    }
+
     /// pgquorum: when [`Self::handle_tick`] next has something to do: the leader's next
     /// heartbeat, a voter's election deadline (at once for a single voter), `None` for a learner.
     /// The tick loop sleeps until then instead of ticking every interval.
@@ -2083,10 +2095,7 @@ where
         if effective.is_voter(&self.id) && effective.voter_ids().count() == 1 {
             return Some(C::now());
         }
-        let mut election_timeout = self.engine.config.timer_config.election_timeout;
-        if self.engine.is_there_greater_log() {
-            election_timeout += self.engine.config.timer_config.smaller_log_timeout;
-        }
+        let election_timeout = self.election_timeout();
         Some(self.engine.state.vote.expires_after(election_timeout).unwrap_or_else(C::now))
     }
 
@@ -2211,10 +2220,7 @@ where
             return;
         }
 
-        let mut election_timeout = self.engine.config.timer_config.election_timeout;
-        if self.engine.is_there_greater_log() {
-            election_timeout += self.engine.config.timer_config.smaller_log_timeout;
-        }
+        let election_timeout = self.election_timeout();
 
         let effective = self.engine.state.membership_state.effective();
         // Whether this node is the only one that will start an election.

@@ -47,6 +47,17 @@ where C: RaftTypeConfig
         self.raft_inner.runtime_config.enable_elect.store(enabled, Ordering::Relaxed);
     }
 
+    /// pgquorum: lengthen this node's election timeout by `delay` (0 by default), so that
+    /// while it is set, its peers' timers run out first and one of them campaigns alone instead
+    /// of splitting the vote with this node. It still campaigns, only later, when none of them
+    /// does (or none can win). The election check uses it from the next tick on; the tick
+    /// already planned is not moved, so removing a delay may leave that one tick up to the
+    /// delay late when no Raft message arrives meanwhile.
+    pub fn election_delay(&self, delay: std::time::Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.raft_inner.runtime_config.election_delay_ms.store(ms, Ordering::Relaxed);
+    }
+
     /// Enable or disable the Pre-Vote round that precedes a real election.
     ///
     /// When enabled, a follower asks peers whether they would grant it a vote before incrementing
