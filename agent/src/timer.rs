@@ -13,9 +13,9 @@
 //! working this way.
 //!
 //! Periodic work that no decision waits for can do better still: [`at_beat`] waits past its
-//! deadline for the next Raft message the agent sends or receives ([`beat`]: the leader sending
-//! a heartbeat, a follower receiving one), and so shares that wake-up instead of costing one of
-//! its own; without one it fires on its own timer at most [`BEAT_WAIT`] plus a slot late.
+//! deadline for the next Raft AppendEntries the agent has answered or handled ([`beat`]: the
+//! leader's heartbeats, a follower's), and so shares that wake-up instead of costing one of its
+//! own; without one it fires on its own timer at most [`BEAT_WAIT`] plus a slot late.
 
 use std::sync::OnceLock;
 use std::time::Duration;
