@@ -26,6 +26,13 @@ pub fn fencings(c: &Cluster, name: &str, since: &str) -> (usize, usize) {
     (tail.matches(AGENT_FENCE_LINE).count(), tail.matches(GUARD_FENCE_LINE).count())
 }
 
+/// The cluster's epoch, and how often `name` fenced since the marker `since` (by the agent, by
+/// the guard): a primary that was not failed over compares equal to (the epoch before, 0, 0).
+pub fn epoch_and_fencings(c: &mut Cluster, name: &str, since: &str) -> (u64, usize, usize) {
+    let (agent, guard) = fencings(c, name, since);
+    (epoch(c).expect("epoch"), agent, guard)
+}
+
 /// A small deterministic generator (xorshift64*), so a run can be replayed from its seed.
 pub struct Rng(u64);
 

@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use pgquorum_tests::lease::{Rng, cut_off, epoch, fencings, random_change, wait_fresh_lease};
+use pgquorum_tests::lease::{
+    Rng, cut_off, epoch, epoch_and_fencings, fencings, random_change, wait_fresh_lease,
+};
 use pgquorum_tests::pg::{CREATE_TABLE, Writer, conninfo, lost_writes};
 use pgquorum_tests::{Cluster, ClusterOptions, wait_for};
 
@@ -189,10 +191,8 @@ fn cuts_of_the_primary_for_half_its_lease_never_fail_it_over() {
             Ok(st["members"].as_array().and_then(|m| m.iter().find(|m| m["name"] == p.as_str()).cloned()))
         });
         std::thread::sleep(Duration::from_secs(2));
-        let now = epoch(&mut c).expect("epoch");
-        let (agent, guard) = fencings(&c, &p, &mark);
         assert_eq!(
-            (now, agent, guard),
+            epoch_and_fencings(&mut c, &p, &mark),
             (before, 0, 0),
             "trial {trial}: a {took:?} cut (epoch, agent fence, guard fence)"
         );
@@ -222,6 +222,7 @@ fn a_raft_leader_frozen_right_after_confirming_the_lease_never_fails_over_the_pr
         });
         let mark = format!("frozen leader trial {trial}");
         c.agent(&p).mark_log(&mark);
+        let term = raft_term(&mut c);
         // Just after a confirmation (the leader's last heartbeat confirmed it), or, every other
         // trial, 300 ms later, so that the new leader comes only after the primary's next
         // renewal failed.
@@ -233,7 +234,6 @@ fn a_raft_leader_frozen_right_after_confirming_the_lease_never_fails_over_the_pr
             // Part of the fault: where in the renewal cycle the leader freezes.
             std::thread::sleep(Duration::from_millis(300));
         }
-        let term = raft_term(&mut c);
         c.agent(&leader).sigstop();
         // The fault itself: a whole lease and more, so the primary must renew elsewhere.
         std::thread::sleep(Duration::from_millis(2500));
@@ -243,10 +243,8 @@ fn a_raft_leader_frozen_right_after_confirming_the_lease_never_fails_over_the_pr
         std::thread::sleep(Duration::from_millis(2000));
         c.wait_for_leader(T);
         assert!(raft_term(&mut c) > term, "trial {trial}: no election while {leader} was frozen");
-        let now = epoch(&mut c).expect("epoch");
-        let (agent, guard) = fencings(&c, &p, &mark);
         assert_eq!(
-            (now, agent, guard),
+            epoch_and_fencings(&mut c, &p, &mark),
             (before, 0, 0),
             "trial {trial}: {leader} frozen after confirming {p}'s lease (epoch, agent fence, guard fence)"
         );

@@ -4,7 +4,8 @@
 //! expire the primary's lease (a peer's report going stale wakes the loop from the agent's peer
 //! follower); and a history test that a quiet primary
 //! whose renewals are answered never comes near its fence point, with the loop woken only where
-//! the agent wakes it.
+//! the agent wakes it. Also the two lease rules the renewal and the Raft timer read: whether
+//! the last renewal failed, and the primary's election delay.
 
 mod support;
 
@@ -204,4 +205,29 @@ fn a_quiet_primary_renews_on_time_and_never_nears_its_fence_point() {
         assert!(renewals >= 110, "latency {latency} ms: only {renewals} renewals in a minute");
         assert!(closest >= ms(500), "latency {latency} ms: came within {closest:?} of the fence point");
     }
+}
+
+#[test]
+fn a_renewal_sent_after_the_confirmed_one_counts_as_failed() {
+    let lease = Lease { epoch: EPOCH, renewed_at: ms(1000), deadline: ms(2500) };
+    assert!(!lease.last_renewal_failed(None));
+    assert!(!lease.last_renewal_failed(Some(ms(1000))), "the renewal this lease counts from");
+    assert!(!lease.last_renewal_failed(Some(ms(900))), "its attempt sent later was confirmed");
+    assert!(lease.last_renewal_failed(Some(ms(1500))), "sent since, and not confirmed");
+}
+
+#[test]
+fn only_the_granted_primary_delays_its_raft_elections() {
+    use pgquorum_core::ha::rules::lease::election_delay;
+    let timeouts = (ms(300), ms(400));
+    let mut obs = primary_obs(ms(0));
+    assert_eq!(election_delay(&obs, timeouts), ms(200), "the range's width plus 100 ms");
+    assert_eq!(election_delay(&obs, (ms(1200), ms(1600))), ms(500));
+    obs.me = m("m2");
+    assert_eq!(election_delay(&obs, timeouts), Duration::ZERO, "a replica campaigns on time");
+    obs.me = m("m1");
+    obs.cluster.primary = Some(grant(m("m1"), EPOCH, true, None));
+    assert_eq!(election_delay(&obs, timeouts), Duration::ZERO, "an expired grant is no primary");
+    obs.cluster.primary = None;
+    assert_eq!(election_delay(&obs, timeouts), Duration::ZERO);
 }

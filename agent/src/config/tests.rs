@@ -108,44 +108,20 @@ fn lease_must_outlast_an_election() {
 
 #[test]
 fn the_heartbeat_must_leave_two_gaps_before_an_election() {
-    let load = |hb: &str| {
-        AgentConfig::load(
-            None,
-            env(&[]),
-            &[
-                "name=a".into(),
-                "postgres.enabled=false".into(),
-                "data_dir=/x".into(),
-                "grpc.listen=127.0.0.1:1".into(),
-                format!("raft.heartbeat_interval={hb}"),
-            ],
-        )
+    let load = |extra: &[String]| {
+        let base = ["name=a", "postgres.enabled=false", "data_dir=/x", "grpc.listen=127.0.0.1:1"];
+        let sets: Vec<String> = base.iter().map(|s| s.to_string()).chain(extra.iter().cloned()).collect();
+        AgentConfig::load(None, env(&[]), &sets)
     };
+    let hb = |v: &str| vec![format!("raft.heartbeat_interval={v}")];
     // Defaults 300-400 ms: a follower waits at least 700 ms; two gaps of 285 + 64 ms are shorter.
-    assert_eq!(load("285ms").expect("fits").0.raft.heartbeat_interval.as_millis(), 285);
-    assert_eq!(
-        AgentConfig::load(
-            None,
-            env(&[]),
-            &[
-                "name=a".into(),
-                "postgres.enabled=false".into(),
-                "data_dir=/x".into(),
-                "grpc.listen=127.0.0.1:1".into()
-            ]
-        )
-        .expect("defaults")
-        .0
-        .raft
-        .heartbeat_interval
-        .as_millis(),
-        256
-    );
-    for hb in ["286ms", "300ms", "0s"] {
-        let err = load(hb).expect_err(hb).to_string();
+    assert_eq!(load(&hb("285ms")).expect("fits").0.raft.heartbeat_interval.as_millis(), 285);
+    assert_eq!(load(&[]).expect("defaults").0.raft.heartbeat_interval.as_millis(), 256);
+    for v in ["286ms", "300ms", "0s"] {
+        let err = load(&hb(v)).expect_err(v).to_string();
         assert!(
             err.contains(&format!(
-                "raft.heartbeat_interval ({hb}) must be positive, less than raft.election_timeout_min (300ms)"
+                "raft.heartbeat_interval ({v}) must be positive, less than raft.election_timeout_min (300ms)"
             )),
             "{err}"
         );

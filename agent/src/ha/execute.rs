@@ -342,8 +342,7 @@ impl Ha {
         // held was not confirmed (its Raft leader may be gone): confirmed at once
         // (`renew::urgent`).
         let held = self.local.lease.filter(|l| l.epoch == epoch);
-        let failed_before =
-            held.is_some_and(|l| self.local.last_renewal_sent.is_some_and(|s| s > l.renewed_at));
+        let failed_before = held.is_some_and(|l| l.last_renewal_failed(self.local.last_renewal_sent));
         let urgent = super::renew::urgent(held.is_none(), failed_before);
         self.local.last_renewal_sent = Some(sent);
         let (cluster, shared, me) = (self.cluster.clone(), self.shared.clone(), obs.me.clone());

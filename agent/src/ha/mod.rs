@@ -379,22 +379,14 @@ impl Ha {
         }
     }
 
-    /// While this member is the granted primary, its Raft election timer runs longer by the
-    /// width of the election timeout's random range plus 100 ms (200 ms at the defaults), so
-    /// that when the Raft leader dies or is cut off, the other voters' timers run out first and
-    /// one of them campaigns alone. With the primary campaigning too, the two survivors of a
-    /// three-member cluster split the vote about one time in ten, and the election after it
-    /// comes a whole election timeout later, after the primary's fence point (docs/decisions.md,
-    /// "The primary's member campaigns last"). It still campaigns, later, when nobody else does
-    /// (or nobody else can win: a voter whose log is behind).
+    /// Sets the Raft election delay the core decides (`rules::lease::election_delay`) when it
+    /// changes.
     fn election_delay(&mut self, obs: &pgquorum_core::ha::Observation) {
         let r = &self.cfg.raft;
-        let primary = obs.cluster.primary.as_ref().is_some_and(|p| p.member == obs.me && !p.expired);
-        let delay = if primary {
-            r.election_timeout_max.saturating_sub(r.election_timeout_min) + Duration::from_millis(100)
-        } else {
-            Duration::ZERO
-        };
+        let delay = pgquorum_core::ha::rules::lease::election_delay(
+            obs,
+            (r.election_timeout_min, r.election_timeout_max),
+        );
         if delay != self.local.election_delay {
             self.cluster.node.raft.runtime_config().election_delay(delay);
             self.local.election_delay = delay;

@@ -37,6 +37,23 @@ impl Lease {
     pub fn renew_at(&self, configured_ttl: Duration) -> Duration {
         self.renewed_at + renew_every(self.ttl().min(configured_ttl))
     }
+
+    /// Whether the member's last renewal, sent at `last_sent`, went unconfirmed: it was sent
+    /// after the confirmed one this lease counts from.
+    pub fn last_renewal_failed(&self, last_sent: Option<Duration>) -> bool {
+        last_sent.is_some_and(|sent| sent > self.renewed_at)
+    }
+}
+
+/// How much longer than configured this member's Raft election timer runs, given the
+/// configured `(election_timeout_min, election_timeout_max)`: while it is the granted primary
+/// (not expired), the width of the random range plus 100 ms (200 ms at the defaults), so that
+/// when the Raft leader goes, another voter's timer runs out first and it campaigns alone
+/// instead of splitting the vote with this member (docs/decisions.md, "The primary's member
+/// campaigns last"); zero otherwise.
+pub fn election_delay(obs: &Observation, (min, max): (Duration, Duration)) -> Duration {
+    let primary = obs.cluster.primary.as_ref().is_some_and(|p| p.member == obs.me && !p.expired);
+    if primary { max.saturating_sub(min) + Duration::from_millis(100) } else { Duration::ZERO }
 }
 
 /// The epoch this member is granted, if the applied state says it is primary.
@@ -94,7 +111,7 @@ pub fn renew_due_at(obs: &Observation) -> Option<Duration> {
     Some(match (obs.local.lease.filter(|l| l.epoch == epoch), obs.local.last_renewal_sent) {
         (_, None) => Duration::ZERO,
         // Held: renew every ttl/3; after a failed attempt, retry quickly.
-        (Some(l), Some(sent)) if sent <= l.renewed_at => l.renew_at(ttl),
+        (Some(l), Some(sent)) if !l.last_renewal_failed(Some(sent)) => l.renew_at(ttl),
         (Some(l), Some(sent)) => l.renew_at(ttl).max(sent + retry),
         // Acquiring: retry quickly.
         (None, Some(sent)) => sent + retry,
