@@ -56,11 +56,14 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// A base port whose whole layout (base+i, base+100+i, base+200+i) is free now.
+/// A base port whose whole layout (base+i, base+100+i, base+200+i) is free now, and below the
+/// kernel's ephemeral range (32768 and up by default): there, any outgoing connection of a
+/// parallel test may take one of the ports as its source port while the cluster starts, and
+/// that member's Postgres then cannot listen.
 fn free_base(members: u16) -> u16 {
     let seed = std::process::id();
     for k in 0..500u32 {
-        let base = 20000 + ((seed.wrapping_mul(7919) + k * 331) % 30000) as u16;
+        let base = 20000 + ((seed.wrapping_mul(7919) + k * 331) % 12000) as u16;
         let free = (0..members)
             .flat_map(|i| [base + i, base + 100 + i, base + 200 + i])
             .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
