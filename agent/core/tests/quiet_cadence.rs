@@ -12,7 +12,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use pgquorum_core::ha::cadence::{next_deadline, quiet, quiet_until};
+use pgquorum_core::ha::cadence::{RENEWAL_BEAT_WAIT, next_deadline, next_exact_deadline, quiet, quiet_until};
 use pgquorum_core::ha::observation::{Coordinator, Lease, Observation, Postgres};
 use pgquorum_core::ha::plan::{Action, Decision, Plan, Reason};
 use pgquorum_core::ha::rules::lease::upkeep;
@@ -149,19 +149,28 @@ fn only_a_steady_member_and_coordinator_are_quiet() {
     assert!(!quiet(&obs, &fencing));
 }
 
-/// A quiet primary whose renewals are answered within `latency` is woken only where the agent
-/// wakes it (its deadline, its fence point, a renewal's answer, the status interval): over a
-/// minute, every renewal starts on time and the lease never comes within 500 ms of its fence
-/// point (with the old 100 ms tick the margin was the same).
+/// A quiet primary is woken only where the agent wakes it (a Raft message after its
+/// `quiet_until`, its exact deadline, its fence point, a renewal's answer): over a minute,
+/// every renewal starts at most `RENEWAL_BEAT_WAIT` after it is due and the lease never comes
+/// within 500 ms of its fence point (with the old 100 ms tick the margin was the same).
+/// Without Raft messages (`beats` off) a renewal is answered `latency` after it is sent; with
+/// heartbeats every 256 ms, at the heartbeat after the one it was sent with (plus `latency`),
+/// and then almost every renewal goes out with a heartbeat.
 #[test]
 fn a_quiet_primary_renews_on_time_and_never_nears_its_fence_point() {
-    for latency in [1u64, 15, 40, 120] {
+    let heartbeat = ms(256);
+    // The first heartbeat at or after `t` (heartbeats at 7 ms + k × 256 ms).
+    let beat_at = |t: Duration| {
+        let k = t.saturating_sub(ms(7)).as_nanos().div_ceil(heartbeat.as_nanos());
+        ms(7) + heartbeat * u32::try_from(k).expect("small")
+    };
+    for (beats, latency) in [(false, 1u64), (false, 15), (false, 40), (false, 120), (true, 1), (true, 15)] {
         let mut obs = primary_obs(ms(0));
         holding(&mut obs, 0, 0);
         let mut ticks = (0, 0); // (quiet, all)
         let mut in_flight: Option<(Duration, Duration)> = None; // (sent, answered at)
         let mut closest = Duration::MAX;
-        let mut renewals = 0;
+        let (mut renewals, mut with_a_beat) = (0, 0);
         while obs.now < ms(60_000) {
             if let Some((sent, at)) = in_flight
                 && obs.now >= at
@@ -172,39 +181,83 @@ fn a_quiet_primary_renews_on_time_and_never_nears_its_fence_point() {
             }
             let plan = decide(&obs, &HaConfig::default());
             if plan.member.actions.contains(&Action::Fence) {
-                panic!("latency {latency} ms: fenced at {:?}", obs.now);
+                panic!("beats {beats}, latency {latency} ms: fenced at {:?}", obs.now);
             }
             if plan.member.actions.contains(&Action::Renew { epoch: EPOCH }) {
                 if let Some(l) = obs.local.lease {
-                    assert!(obs.now <= l.renew_at(ms(1500)) + ms(1), "late renewal at {:?}", obs.now);
+                    let latest = l.renew_at(ms(1500)) + RENEWAL_BEAT_WAIT;
+                    assert!(obs.now <= latest + ms(1), "late renewal at {:?}", obs.now);
                 }
+                let answer = if beats { beat_at(obs.now + ms(1)) } else { obs.now } + ms(latency);
                 obs.local.last_renewal_sent = Some(obs.now);
                 obs.local.renewal_in_flight_since = Some(obs.now);
-                in_flight = Some((obs.now, obs.now + ms(latency)));
+                in_flight = Some((obs.now, answer));
                 renewals += 1;
+                with_a_beat += usize::from(beats && beat_at(obs.now) == obs.now);
             }
             if let Some(l) = obs.local.lease {
                 closest = closest.min(l.fence_at().saturating_sub(obs.now));
             }
             // The next wake-up: as the agent's loop picks it (status read every second).
             ticks.1 += 1;
-            let quiet_until =
-                quiet_until(&obs, &plan, &HaConfig::default(), Some(obs.now + ms(1000)), ms(100));
+            let cfg = HaConfig::default();
+            let quiet_until = quiet_until(&obs, &plan, &cfg, Some(obs.now + ms(1000)), ms(100));
             ticks.0 += usize::from(quiet_until.is_some());
-            let mut next = vec![quiet_until.unwrap_or(obs.now + ms(100))];
+            let mut next = match quiet_until {
+                // `timer::at_beat`: the first Raft message at or after it (or its own timer).
+                Some(at) if beats => vec![beat_at(at)],
+                Some(at) => vec![at + ms(256)],
+                None => vec![obs.now + ms(100)],
+            };
+            next.extend(quiet_until.and(next_exact_deadline(&obs, &cfg)));
             next.extend(obs.local.lease.map(|l| l.fence_at()));
             next.extend(in_flight.map(|(_, at)| at));
             obs.now = next.into_iter().filter(|t| *t > obs.now).min().expect("always a next wake-up");
         }
+        let what = format!("beats {beats}, latency {latency} ms");
         assert!(
             ticks.0 * 10 >= ticks.1 * 9,
-            "latency {latency} ms: quiet in only {ticks:?} (quiet, all) ticks; {plan:?}",
+            "{what}: quiet in only {ticks:?} (quiet, all) ticks; {plan:?}",
             plan = decide(&obs, &HaConfig::default())
         );
-        assert!(ticks.1 <= 400, "latency {latency} ms: {} ticks in a minute", ticks.1);
-        assert!(renewals >= 110, "latency {latency} ms: only {renewals} renewals in a minute");
-        assert!(closest >= ms(500), "latency {latency} ms: came within {closest:?} of the fence point");
+        assert!(ticks.1 <= 400, "{what}: {} ticks in a minute", ticks.1);
+        assert!(renewals >= 110, "{what}: only {renewals} renewals in a minute");
+        assert!(closest >= ms(500), "{what}: came within {closest:?} of the fence point");
+        if beats {
+            assert!(
+                with_a_beat * 100 >= renewals * 95,
+                "{what}: {with_a_beat} of {renewals} renewals rode a beat"
+            );
+        }
     }
+}
+
+#[test]
+fn a_renewal_due_waits_a_little_for_a_raft_message_and_the_coordinator_none() {
+    let mut obs = primary_obs(ms(100));
+    holding(&mut obs, 0, 0);
+    let cfg = HaConfig::default();
+    assert_eq!(next_deadline(&obs, &cfg), Some(ms(500)));
+    assert_eq!(next_exact_deadline(&obs, &cfg), Some(ms(500) + RENEWAL_BEAT_WAIT));
+    assert_eq!(RENEWAL_BEAT_WAIT, ms(32), "12 ms past the due time is where the heartbeat comes");
+    obs.local.renewal_in_flight_since = Some(ms(90));
+    assert_eq!(next_exact_deadline(&obs, &cfg), None);
+    // The coordinator's own deadline is met exactly.
+    obs.me = m("m2");
+    obs.coordinator = Some(Coordinator {
+        leader_since: ms(0),
+        epoch_since: ms(0),
+        last_confirmed: Some(ms(2800)),
+        granted_ttl: Some(ms(1500)),
+        expired_epoch: None,
+        stop_requested: None,
+        voters: vec![m("m1"), m("m2"), m("m3")],
+        caught_up: Vec::new(),
+        last_primary_lsn: None,
+        last_transfer: None,
+    });
+    obs.now = ms(3000);
+    assert_eq!(next_exact_deadline(&obs, &cfg), Some(ms(4400)));
 }
 
 #[test]

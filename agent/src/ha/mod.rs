@@ -205,7 +205,7 @@ pub struct Ha {
     history_cache: Option<(Timeline, Vec<(Timeline, Lsn)>)>,
     last_logged: Option<(Reason, Vec<Action>, Option<Reason>)>,
     /// Set while quiet: the loop time of the next tick (otherwise every loop interval), and
-    /// the next deadline a decision depends on, if any (`cadence::next_deadline`).
+    /// the next moment it must tick on its own timer, if any (`cadence::next_exact_deadline`).
     quiet_until: Option<(Duration, Option<Duration>)>,
 }
 
@@ -275,9 +275,9 @@ impl Ha {
                 match quiet {
                     // A deadline a decision depends on comes first: met exactly.
                     Some((at, Some(exact))) if exact <= at => tokio::time::sleep_until(start + exact).await,
-                    // Only the status read or the report's freshness is due: with the first
-                    // Raft message after it, no wake-up of its own (`timer::at_beat`), but never
-                    // past the next deadline a decision depends on.
+                    // Otherwise with the first Raft message after `at` (the status read, the
+                    // report's freshness, a renewal due), no wake-up of its own
+                    // (`timer::at_beat`), but never past the next exact deadline.
                     Some((at, exact)) => tokio::select! {
                         _ = crate::timer::at_beat(start + at) => {}
                         _ = sleep_until_some(exact.map(|e| start + e)) => {}
@@ -438,8 +438,9 @@ impl Ha {
     }
 
     /// While quiet, when the loop next ticks (`cadence::quiet_until`; `None`: every interval),
-    /// and the next deadline on which a decision depends (`cadence::next_deadline`: a renewal,
-    /// a lease running out), to be met exactly.
+    /// and the next moment it must tick even without a Raft message
+    /// (`cadence::next_exact_deadline`: a lease running out on the coordinator; a renewal a
+    /// little after it is due).
     fn quiet_until(
         &self,
         obs: &pgquorum_core::ha::Observation,
@@ -449,7 +450,7 @@ impl Ha {
         let next_status = (!self.local.status_due)
             .then(|| self.local.status_at.unwrap_or(obs.now) + self.cfg.status_interval);
         let at = cadence::quiet_until(obs, plan, &self.hacfg, next_status, self.cfg.loop_interval)?;
-        Some((at, cadence::next_deadline(obs, &self.hacfg)))
+        Some((at, cadence::next_exact_deadline(obs, &self.hacfg)))
     }
 
     /// When this member must fence itself if no renewal lands first (`None`: no lease held).

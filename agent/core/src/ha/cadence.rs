@@ -8,7 +8,9 @@
 //! first moment a decision could change on time alone (a renewal due, the primary's lease
 //! running out on the coordinator), or until the status interval, and is woken at once by
 //! anything else that could change a decision (a new Raft state, leadership, a peer's changed
-//! or stale report, a finished renewal or task, Postgres exiting).
+//! or stale report, a finished renewal or task, Postgres exiting). A renewal due waits up to
+//! [`RENEWAL_BEAT_WAIT`] for the next Raft message, to go out in its wake-up
+//! (`next_exact_deadline`).
 //!
 //! Owns the rules only (pure); the HA loop keeps the clock, does the reading and the waking.
 
@@ -43,14 +45,39 @@ pub fn quiet(obs: &Observation, plan: &Plan) -> bool {
         && plan.coordinator.as_ref().is_none_or(|c| steady(&c.reason))
 }
 
+/// How long past its due time a quiet primary's renewal waits for the next Raft message its
+/// agent handles, so that it goes out in that wake-up instead of one of its own. A renewal's
+/// first attempt is confirmed with the Raft leader's next periodic heartbeat, so a renewal
+/// sent as a heartbeat arrives comes back with the one after; at the defaults (ttl 1.5 s,
+/// renewals ttl/3 apart, heartbeats exactly 256 ms apart) the heartbeat two after the one that
+/// carried the last renewal arrives 12 ms past the next renewal's due time, and from then on
+/// every renewal rides on a heartbeat. The renewal is never later than this; safety does not
+/// depend on when it is sent (the lease counts from the send time; the fence point is exact).
+pub const RENEWAL_BEAT_WAIT: Duration = Duration::from_millis(32);
+
 /// The first moment after `obs.now` at which a decision could change with nothing else
 /// happening: this primary's next renewal, and on the coordinator the moment the primary's
 /// lease may have run out, the end of a new primary's young window and the next leadership
 /// transfer attempt. `None` when time alone changes nothing. (The fence point is the
 /// loop's own wake-up; a peer's report going stale is the peer follower's.)
 pub fn next_deadline(obs: &Observation, cfg: &HaConfig) -> Option<Duration> {
+    let renewal = renew_due_at(obs).filter(|t| *t > obs.now);
+    renewal.into_iter().chain(coordinator_deadline(obs, cfg)).min()
+}
+
+/// The first moment after `obs.now` at which a quiet member's loop must tick on its own timer
+/// rather than with the next Raft message ([`quiet_until`] waits for one): the coordinator's
+/// deadlines, and [`RENEWAL_BEAT_WAIT`] after this primary's next renewal is due.
+pub fn next_exact_deadline(obs: &Observation, cfg: &HaConfig) -> Option<Duration> {
+    let renewal = renew_due_at(obs).filter(|t| *t > obs.now).map(|t| t + RENEWAL_BEAT_WAIT);
+    renewal.into_iter().chain(coordinator_deadline(obs, cfg)).min()
+}
+
+/// On the coordinator, the first moment after `obs.now` at which a decision about the current
+/// primary could change on time alone: its lease may have run out, a new primary's young
+/// window ends, the next leadership transfer attempt.
+fn coordinator_deadline(obs: &Observation, cfg: &HaConfig) -> Option<Duration> {
     let mut at = Vec::new();
-    at.extend(renew_due_at(obs));
     if let (Some(c), Some(p)) = (&obs.coordinator, &obs.cluster.primary)
         && !p.expired
         && c.expired_epoch != Some(p.epoch)
