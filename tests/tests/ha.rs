@@ -1,5 +1,6 @@
 //! End-to-end HA tests on real PostgreSQL 15: bootstrap, failover, fencing of a frozen agent,
-//! most advanced replica, crash restart in place, protection mode, foreign data.
+//! most advanced replica, crash restart in place, protection mode, foreign data, a replica
+//! promoted from outside the agent.
 
 use std::time::Duration;
 
@@ -303,4 +304,39 @@ fn agent_refuses_to_run_postgres_as_root() {
             && a.log_text().contains("runuser -u postgres")
     );
     c.check_logs(&["refuses to run as root"]);
+}
+
+/// An operator's mistake: a replica promoted from outside the agent (`SELECT pg_promote()`) is
+/// writable without a lease. Its agent notices the `promote` file in the data directory, not a
+/// status read (this cluster's quiet members read their status only every 10 s), and fences
+/// it within a second or so; the primary keeps its role and epoch, and the fenced member comes
+/// back as a streaming replica.
+#[test]
+fn a_replica_promoted_from_outside_the_agent_is_fenced_at_once() {
+    let settings = vec!["ha.status_interval=10s".to_string()];
+    let mut c = Cluster::start(ClusterOptions { members: 2, settings, ..Default::default() });
+    let p = c.wait_for_primary(T);
+    let r = others(&c, &p).remove(0);
+    c.wait_for_streaming(&[&r], T);
+    let epoch = history_len(&mut c);
+    // Settled: the replica's loop is quiet, and its last status read is seconds old.
+    std::thread::sleep(Duration::from_secs(4));
+    let replica = c.pg(&r);
+    let promoted = std::time::Instant::now();
+    // Returns once the promotion ended, or fails when the agent kills Postgres first.
+    let _ = replica.value("SELECT pg_promote(true)");
+    let fenced = wait_for(&format!("{r} no longer writable"), T, || {
+        let writable =
+            pgquorum_tests::pg::Pg::connect(&conninfo(&[c.agent(&r).postgres.clone().expect("pg")], false))
+                .and_then(|pg| pg.value("SELECT NOT pg_is_in_recovery()"))
+                .is_ok_and(|v| v.as_deref() == Some("t"));
+        Ok((!writable).then(|| promoted.elapsed()))
+    });
+    println!("{r} was writable without a lease for at most {fenced:?}");
+    assert!(fenced < Duration::from_millis(2500), "{r} stayed writable without a lease for {fenced:?}");
+    let log = c.agent(&r).log_text();
+    assert!(log.contains("fencing: the agent kills Postgres"), "{r} was not fenced by its agent:\n{log}");
+    c.wait_for_streaming(&[&r], T);
+    assert_eq!(c.wait_for_primary(T), p, "the primary kept its role");
+    assert_eq!(history_len(&mut c), epoch, "no failover");
 }

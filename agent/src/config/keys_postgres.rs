@@ -309,9 +309,10 @@ pub const POSTGRES_KEYS: &[KeyDef] = &[
     },
     KeyDef {
         key: "ha.status_interval",
-        default: "1s",
+        default: "2s",
         help: "How often a quiet member queries its Postgres's status over SQL (every loop tick while \
-               anything is changing; a postmaster that exits wakes the agent at once).",
+               anything is changing; a postmaster that exits, or a file appearing in or leaving the \
+               data directory's top level, such as the `promote` file, wakes the agent at once).",
         set: |c, k, v| {
             let d: Duration = duration::parse(v).map_err(|e| format!("{k}: {e}"))?;
             c.status_interval = d;

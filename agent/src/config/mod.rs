@@ -153,7 +153,7 @@ impl AgentConfig {
             secrets: None,
             tags: Tags::default(),
             loop_interval: Duration::from_millis(100),
-            status_interval: Duration::from_secs(1),
+            status_interval: Duration::from_secs(2),
             auth: Default::default(),
             tls: Default::default(),
             kube: Default::default(),

@@ -63,6 +63,9 @@ pub struct LocalState {
     pub status_at: Option<Duration>,
     /// Something changed: read the status on the next tick, whatever `ha.status_interval` says.
     pub status_due: bool,
+    /// When an entry of the data directory last appeared or went (`postgres::watch`): the
+    /// status is read every tick for a while after it (`cadence::data_recently_changed`).
+    pub data_changed_at: Option<Duration>,
     /// A proposal of this member in flight.
     pub proposal: Option<JoinHandle<()>>,
     /// A coordinator proposal in flight.
@@ -111,6 +114,7 @@ impl LocalState {
             status: None,
             status_at: None,
             status_due: true,
+            data_changed_at: None,
             proposal: None,
             coord_proposal: None,
             roles_checked: false,

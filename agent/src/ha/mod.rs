@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use pgquorum_core::ha::observation::Report;
 use pgquorum_core::ha::plan::{Action, Reason};
-use pgquorum_core::ha::{HaConfig, Plan, decide};
+use pgquorum_core::ha::{HaConfig, Plan, cadence, decide};
 use pgquorum_core::{Epoch, Lsn, Timeline};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -34,6 +34,7 @@ pub use pg::PgCtx;
 use crate::cluster::Cluster;
 use crate::config::AgentConfig;
 use crate::fence::Guard;
+use crate::postgres::watch::DataDirWatch;
 use crate::postgres::{controldata, sql::Sql};
 use local::LocalState;
 use peers::Reports;
@@ -207,6 +208,9 @@ pub struct Ha {
     /// Set while quiet: the loop time of the next tick (otherwise every loop interval), and
     /// the next moment it must tick on its own timer, if any (`cadence::next_exact_deadline`).
     quiet_until: Option<(Duration, Option<Duration>)>,
+    /// The watch on the data directory's entries while Postgres runs, and whether it could not
+    /// be set up for this postmaster (`postgres::watch`).
+    data_watch: (Option<DataDirWatch>, bool),
 }
 
 impl Ha {
@@ -252,6 +256,7 @@ impl Ha {
             history_cache: None,
             last_logged: None,
             quiet_until: None,
+            data_watch: (None, false),
         })
     }
 
@@ -292,7 +297,13 @@ impl Ha {
                     None => std::future::pending().await,
                 }
             };
-            let mut new_state = false;
+            let data_change = async {
+                match self.data_watch.0.as_mut() {
+                    Some(w) => w.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let (mut new_state, mut data_changed) = (false, None);
             tokio::select! {
                 _ = cancel.cancelled() => {}
                 _ = next => {}
@@ -301,8 +312,12 @@ impl Ha {
                 _ = applied.changed() => new_state = true,
                 changed = server.changed(), if raft_running => raft_running = changed.is_ok(),
                 _ = postmaster_exit => {}
+                change = data_change => data_changed = Some(change),
             }
             self.local.status_due |= new_state;
+            if let Some(change) = data_changed {
+                self.data_changed(change);
+            }
         }
         self.shutdown().await;
         Ok(())
@@ -315,6 +330,7 @@ impl Ha {
             self.local.status_due = true;
         }
         self.reap(now).await;
+        self.keep_data_watch();
         // The status query may be slow (up to its timeout): give up on it at the fence point.
         let fence_at = self.fence_point();
         tokio::select! {
@@ -355,6 +371,9 @@ impl Ha {
             }
         }
         self.upkeep(&obs).await;
+        // For a while after the data directory changed (a promotion from outside may take a
+        // moment to end), read the status every tick.
+        self.local.status_due |= cadence::data_recently_changed(now, self.local.data_changed_at);
         self.quiet_until = self.quiet_until(&obs, &plan);
         let settled = pgquorum_core::ha::cadence::settled(&obs, &plan);
         self.local.status_due |= !settled;

@@ -22,6 +22,44 @@ pub fn wall() -> UnixMillis {
 }
 
 impl Ha {
+    /// Keeps a watch on the data directory's entries while this agent's Postgres runs
+    /// (`postgres::watch`); one that cannot be set up is tried again with the next postmaster.
+    pub(super) fn keep_data_watch(&mut self) {
+        let Some(pg) = self.pg.as_ref().filter(|_| self.local.postmaster.is_some()) else {
+            self.data_watch = (None, false);
+            return;
+        };
+        if self.data_watch.0.is_some() || self.data_watch.1 {
+            return;
+        }
+        match crate::postgres::watch::DataDirWatch::new(&pg.data) {
+            Ok(w) => self.data_watch.0 = Some(w),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot watch {} ({e}); a promotion from outside the agent is noticed only at the next status read (ha.status_interval)",
+                    pg.data.display()
+                );
+                self.data_watch.1 = true;
+            }
+        }
+    }
+
+    /// The data directory's entries changed (or its watch ended): read the status now and for
+    /// a while (`cadence::data_recently_changed`).
+    pub(super) fn data_changed(&mut self, change: std::io::Result<crate::postgres::watch::Change>) {
+        use crate::postgres::watch::Change;
+        match change {
+            Ok(Change::Entries(names)) => tracing::debug!("data directory entries changed: {names:?}"),
+            Ok(Change::Gone) => self.data_watch.0 = None,
+            Err(e) => {
+                tracing::warn!("watching the data directory: {e}");
+                self.data_watch = (None, true);
+            }
+        }
+        self.local.status_due = true;
+        self.local.data_changed_at = Some(self.shared.now());
+    }
+
     /// Collects finished work and notices a dead postmaster.
     pub(super) async fn reap(&mut self, now: Duration) {
         if self.local.renewal.as_ref().is_some_and(|(_, h)| h.is_finished()) {

@@ -10,3 +10,4 @@ pub mod params;
 pub mod process;
 pub mod sql;
 pub mod tools;
+pub mod watch;

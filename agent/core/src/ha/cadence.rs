@@ -108,6 +108,18 @@ pub fn quiet_until(
     Some(next_deadline(obs, cfg).map_or(latest, |d| d.min(latest)))
 }
 
+/// How long after an entry of the data directory appeared or went (a `promote` file, a removed
+/// `standby.signal`: something outside the agent acting on its Postgres) the status is read
+/// every tick: a promotion ends a moment after its signal files change, and the member is
+/// then writable without a lease until it fences.
+pub const DATA_CHANGE_READS: Duration = Duration::from_secs(1);
+
+/// Whether the data directory changed recently enough (`changed_at`, see
+/// [`DATA_CHANGE_READS`]) that this tick reads the status whatever the interval says.
+pub fn data_recently_changed(now: Duration, changed_at: Option<Duration>) -> bool {
+    changed_at.is_some_and(|at| now < at + DATA_CHANGE_READS)
+}
+
 /// Whether to read the status this tick: when a change asked for it (`forced`), when there is
 /// no reading, or when the last one is at least `interval` old.
 pub fn status_due(now: Duration, last_read: Option<Duration>, forced: bool, interval: Duration) -> bool {
@@ -127,6 +139,15 @@ mod tests {
         assert!(!status_due(ms(100), Some(ms(0)), false, S));
         assert!(!status_due(ms(999), Some(ms(0)), false, S));
         assert!(status_due(ms(1000), Some(ms(0)), false, S));
+    }
+
+    #[test]
+    fn a_second_of_readings_follows_a_change_in_the_data_directory() {
+        let ms = Duration::from_millis;
+        assert!(!data_recently_changed(ms(5000), None));
+        assert!(data_recently_changed(ms(5000), Some(ms(5000))));
+        assert!(data_recently_changed(ms(5999), Some(ms(5000))));
+        assert!(!data_recently_changed(ms(6000), Some(ms(5000))));
     }
 
     #[test]
