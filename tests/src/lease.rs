@@ -79,12 +79,18 @@ pub fn cut_off(c: &Cluster, name: &str, cut: Duration) -> Duration {
     start.elapsed()
 }
 
-/// Waits until `name` holds a freshly renewed lease (at least `ttl - within` left, as its
-/// `pgquorum_lease_remaining_seconds` says), so a cut that starts now starts just after a
-/// renewal. Gives up (returns false) after `timeout`.
+/// How old a lease is when the member learns it was renewed: a quiet primary sends its renewal
+/// with a Raft heartbeat and the leader confirms it with its next one (`raft.heartbeat_interval`,
+/// 256 ms by default); the lease counts from the send time.
+pub const CONFIRMED_AFTER: Duration = Duration::from_millis(256);
+
+/// Waits until `name` holds a lease whose renewal was confirmed within the last `within` (at
+/// least `ttl - CONFIRMED_AFTER - within` left, as its `pgquorum_lease_remaining_seconds`
+/// says), so a fault that starts now starts just after a confirmation. Gives up (returns
+/// false) after `timeout`.
 pub fn wait_fresh_lease(c: &Cluster, name: &str, ttl: Duration, within: Duration, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
-    let enough = ttl.saturating_sub(within).as_secs_f64();
+    let enough = ttl.saturating_sub(CONFIRMED_AFTER + within).as_secs_f64();
     while Instant::now() < deadline {
         let left = c.agent(name).http("GET", "/metrics").ok().and_then(|a| {
             let samples = crate::prom::parse(&a.body).ok()?;

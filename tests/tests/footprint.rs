@@ -1,5 +1,5 @@
 //! End-to-end guard on what an idle member costs (issue 10): an idle member's agent reads its
-//! Postgres over SQL about once per `ha.status_interval`, not on every 100 ms tick, wakes up a
+//! Postgres over SQL about once per `ha.status_interval` (2 s), not on every 100 ms tick, wakes up a
 //! bounded number of times a second, one long poll per pair of members carries their reports
 //! both ways, and the agent and its fence guard stay small. The bounds are several times the
 //! expected values and far below what the agent cost before (10 status queries a second,
@@ -18,9 +18,10 @@ use pgquorum_tests::{footprint, wal};
 const T: Duration = Duration::from_secs(90);
 /// The measuring window.
 const WINDOW: Duration = Duration::from_secs(30);
-/// Most statements an idle member's Postgres may run per second of the window (the agent's
-/// status read once a second, with room for a few forced reads); before, 10 a second.
-const MAX_PER_SECOND: f64 = 3.0;
+/// Most statements an idle member's Postgres may run per second of the window: the agent's
+/// status read every 2 s (`ha.status_interval`; 15 in 30 s in a debug build), with room for
+/// a few forced reads; 1 a second before the fourteenth session, 10 before issue 10.
+const MAX_PER_SECOND: f64 = 0.8;
 /// Largest heap and stacks (RssAnon, which a debug build's large binary does not inflate) of an
 /// idle agent and of its fence guard, in MiB. Before the base2histogram patch the agent's alone
 /// was about 30 MiB.
@@ -55,7 +56,7 @@ fn epoch(c: &mut Cluster) -> u64 {
 }
 
 #[test]
-fn idle_members_query_postgres_about_once_a_second_and_stay_small() {
+fn idle_members_query_postgres_every_two_seconds_and_stay_small() {
     let archive = pgquorum_tests::secrets::agents_tempdir("pgq-footprint-archive-");
     let opts = ClusterOptions {
         settings: vec![

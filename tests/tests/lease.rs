@@ -182,7 +182,8 @@ fn cuts_of_the_primary_for_half_its_lease_never_fail_it_over() {
     for trial in 0..4 {
         let mark = format!("cut trial {trial}");
         c.agent(&p).mark_log(&mark);
-        // Start just after a renewal: the lease has 1.5 s - 0.15 s left or more.
+        // Start just after a renewal was confirmed: the lease has 1.5 s - 0.256 s - 0.15 s left
+        // or more.
         assert!(wait_fresh_lease(&c, &p, ttl, Duration::from_millis(150), T), "no fresh lease on {p}");
         let took = cut_off(&c, &p, Duration::from_millis(750));
         // Long enough for a failover to show: the old lease plus margin and a promotion.
