@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use pgquorum_core::MemberName;
-use pgquorum_core::ha::handover::{Handover, handover, leadership_target};
+use pgquorum_core::ha::handover::{Handover, handover, leadership_target, reports_stopping};
 use pgquorum_core::ha::observation::Report;
 use pgquorum_core::state::{Command, SwitchoverRequest};
 use tokio::time::Instant;
@@ -59,7 +59,7 @@ pub async fn before_stop(
         Handover::Paused => tracing::warn!("stopping the primary in maintenance mode: no handover"),
         Handover::NotPrimary => {}
     }
-    hand_leadership(cluster, &reports, deadline).await;
+    hand_leadership(cluster, shared, &reports, deadline).await;
 }
 
 async fn hand_primary(cluster: &Cluster, me: &MemberName, to: MemberName, deadline: Instant) {
@@ -108,7 +108,9 @@ async fn hand_primary(cluster: &Cluster, me: &MemberName, to: MemberName, deadli
 }
 
 /// If this agent leads Raft, makes the voter the core chooses (`leadership_target`) the leader.
-async fn hand_leadership(cluster: &Cluster, reports: &[Report], deadline: Instant) {
+/// Waits for it to lead, up to 3 s, and no longer once its report says it is stopping too (it
+/// was not when the choice was made: members stopped together, by `local down` or a rollout).
+async fn hand_leadership(cluster: &Cluster, shared: &Shared, reports: &[Report], deadline: Instant) {
     let my_id = cluster.node.ident.node_id;
     if cluster.leader().is_none_or(|(id, _)| id != my_id) {
         return;
@@ -132,11 +134,18 @@ async fn hand_leadership(cluster: &Cluster, reports: &[Report], deadline: Instan
     }
     let wait = async {
         while cluster.leader().is_some_and(|(id, _)| id == my_id) {
+            let reports: Vec<_> = shared.reports.all().into_iter().map(|s| s.report).collect();
+            if reports_stopping(&reports, &name) {
+                return false;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        true
     };
     let bound = deadline.min(Instant::now() + Duration::from_secs(3));
-    if tokio::time::timeout_at(bound, wait).await.is_err() {
-        tracing::warn!("Raft leadership did not move to {name} in time; stopping anyway");
+    match tokio::time::timeout_at(bound, wait).await {
+        Ok(true) => {}
+        Ok(false) => tracing::info!("{name} is stopping too; stopping without waiting for it to lead"),
+        Err(_) => tracing::warn!("Raft leadership did not move to {name} in time; stopping anyway"),
     }
 }

@@ -88,10 +88,16 @@ pub fn leadership_target<'a>(
     reports: &[Report],
     primary: Option<&MemberName>,
 ) -> Option<&'a MemberName> {
-    let stopping = |v: &MemberName| reports.iter().any(|r| r.member == *v && r.stopping);
-    let mut usable = voters.iter().filter(|v| *v != me && answering.contains(*v) && !stopping(v));
+    let mut usable =
+        voters.iter().filter(|v| *v != me && answering.contains(*v) && !reports_stopping(reports, v));
     let first = usable.clone().find(|v| Some(*v) != primary);
     first.or_else(|| usable.next())
+}
+
+/// Whether `member`'s report says it is stopping: it is no target for a handover, and a
+/// stopping leader waiting for it to take Raft leadership waits no longer.
+pub fn reports_stopping(reports: &[Report], member: &MemberName) -> bool {
+    reports.iter().any(|r| r.member == *member && r.stopping)
 }
 
 #[cfg(test)]

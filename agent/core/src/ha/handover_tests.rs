@@ -115,3 +115,13 @@ fn leadership_goes_to_an_answering_voter_that_stays_and_to_the_primary_last() {
     assert_eq!(to(&[name("pg-0")].into(), &[stopping]), None, "nobody answers and stays");
     assert_eq!(to(&Default::default(), &[]), None);
 }
+
+#[test]
+fn only_a_report_that_says_so_makes_a_member_stopping() {
+    let mut stopping = replica("pg-1", 1);
+    stopping.stopping = true;
+    let reports = vec![replica("pg-0", 1), stopping];
+    assert!(reports_stopping(&reports, &name("pg-1")));
+    assert!(!reports_stopping(&reports, &name("pg-0")));
+    assert!(!reports_stopping(&reports, &name("pg-2")), "no report, no stop known");
+}
