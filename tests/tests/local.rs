@@ -57,13 +57,18 @@ fn text(o: &Output) -> String {
 }
 
 /// A base port whose whole layout (base+i, base+100+i, base+200+i) is free now, and below the
-/// kernel's ephemeral range (32768 and up by default): there, any outgoing connection of a
-/// parallel test may take one of the ports as its source port while the cluster starts, and
-/// that member's Postgres then cannot listen.
+/// kernel's ephemeral range (`ip_local_port_range`, 32768 and up by default): there, any
+/// outgoing connection of a parallel test may take one of the ports as its source port while
+/// the cluster starts, and that member's Postgres then cannot listen.
 fn free_base(members: u16) -> u16 {
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u32>().ok()))
+        .unwrap_or(32768);
+    let span = ephemeral.saturating_sub(20000 + 300).max(1000);
     let seed = std::process::id();
     for k in 0..500u32 {
-        let base = 20000 + ((seed.wrapping_mul(7919) + k * 331) % 12000) as u16;
+        let base = 20000 + ((seed.wrapping_mul(7919) + k * 331) % span) as u16;
         let free = (0..members)
             .flat_map(|i| [base + i, base + 100 + i, base + 200 + i])
             .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());

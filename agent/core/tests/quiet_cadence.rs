@@ -261,6 +261,19 @@ fn a_renewal_due_waits_a_little_for_a_raft_message_and_the_coordinator_none() {
 }
 
 #[test]
+fn a_renewal_gives_up_a_renewal_interval_after_it_was_due_however_late_it_went_out() {
+    let lease = Lease { epoch: EPOCH, renewed_at: ms(0), deadline: ms(1500) };
+    assert_eq!(lease.renew_at(ms(1500)), ms(500));
+    // Sent at 532 ms (a quiet loop waited for a heartbeat that did not come): it still gives
+    // up at 1000 ms, so the urgent renewal's attempts come at 1000-1300 ms, before the fence
+    // point at 1350 ms.
+    assert_eq!(lease.renewal_gives_up_at(ms(1500)), ms(1000));
+    assert!(lease.renewal_gives_up_at(ms(1500)) + ms(300) < lease.fence_at());
+    // A lowered configured ttl shortens both.
+    assert_eq!(lease.renewal_gives_up_at(ms(900)), ms(600));
+}
+
+#[test]
 fn a_renewal_sent_after_the_confirmed_one_counts_as_failed() {
     let lease = Lease { epoch: EPOCH, renewed_at: ms(1000), deadline: ms(2500) };
     assert!(!lease.last_renewal_failed(None));

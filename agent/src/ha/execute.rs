@@ -347,7 +347,14 @@ impl Ha {
         self.local.last_renewal_sent = Some(sent);
         let (cluster, shared, me) = (self.cluster.clone(), self.shared.clone(), obs.me.clone());
         let ttl = obs.cluster.config.ttl;
-        let budget = (ttl / 3).max(Duration::from_millis(100));
+        // A renewal on schedule tries until a renewal interval after it was due
+        // (`Lease::renewal_gives_up_at`); a new primary's or one after a failed renewal, for a
+        // renewal interval from now.
+        let gives_up = match held.filter(|_| !failed_before) {
+            Some(l) => l.renewal_gives_up_at(ttl),
+            None => sent + ttl / 3,
+        };
+        let budget = gives_up.saturating_sub(sent).max(Duration::from_millis(100));
         let heartbeat = self.cfg.raft.heartbeat_interval;
         let handle = tokio::spawn(async move {
             let (first, every) = super::renew::schedule(ttl, heartbeat, urgent);

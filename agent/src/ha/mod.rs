@@ -208,9 +208,9 @@ pub struct Ha {
     /// Set while quiet: the loop time of the next tick (otherwise every loop interval), and
     /// the next moment it must tick on its own timer, if any (`cadence::next_exact_deadline`).
     quiet_until: Option<(Duration, Option<Duration>)>,
-    /// The watch on the data directory's entries while Postgres runs, and whether it could not
-    /// be set up for this postmaster (`postgres::watch`).
-    data_watch: (Option<DataDirWatch>, bool),
+    /// The watch on the data directory's entries while Postgres runs, and when setting it up
+    /// last failed (loop time; tried again `cadence::WATCH_RETRY` later; `postgres::watch`).
+    data_watch: (Option<DataDirWatch>, Option<Duration>),
 }
 
 impl Ha {
@@ -256,7 +256,7 @@ impl Ha {
             history_cache: None,
             last_logged: None,
             quiet_until: None,
-            data_watch: (None, false),
+            data_watch: (None, None),
         })
     }
 
@@ -330,7 +330,7 @@ impl Ha {
             self.local.status_due = true;
         }
         self.reap(now).await;
-        self.keep_data_watch();
+        self.keep_data_watch(now);
         // The status query may be slow (up to its timeout): give up on it at the fence point.
         let fence_at = self.fence_point();
         tokio::select! {
@@ -467,9 +467,15 @@ impl Ha {
     ) -> Option<(Duration, Option<Duration>)> {
         use pgquorum_core::ha::cadence;
         let next_status = (!self.local.status_due)
-            .then(|| self.local.status_at.unwrap_or(obs.now) + self.cfg.status_interval);
+            .then(|| self.local.status_at.unwrap_or(obs.now) + self.status_interval());
         let at = cadence::quiet_until(obs, plan, &self.hacfg, next_status, self.cfg.loop_interval)?;
         Some((at, cadence::next_exact_deadline(obs, &self.hacfg)))
+    }
+
+    /// How often a quiet member reads its status (`cadence::status_interval`): the configured
+    /// interval while the data directory is watched, at most a second while it is not.
+    fn status_interval(&self) -> Duration {
+        cadence::status_interval(self.cfg.status_interval, self.data_watch.0.is_some())
     }
 
     /// When this member must fence itself if no renewal lands first (`None`: no lease held).

@@ -23,23 +23,27 @@ pub fn wall() -> UnixMillis {
 
 impl Ha {
     /// Keeps a watch on the data directory's entries while this agent's Postgres runs
-    /// (`postgres::watch`); one that cannot be set up is tried again with the next postmaster.
-    pub(super) fn keep_data_watch(&mut self) {
+    /// (`postgres::watch`); one that could not be set up is tried again
+    /// `cadence::WATCH_RETRY` later, and meanwhile the status is read every second.
+    pub(super) fn keep_data_watch(&mut self, now: Duration) {
         let Some(pg) = self.pg.as_ref().filter(|_| self.local.postmaster.is_some()) else {
-            self.data_watch = (None, false);
+            self.data_watch = (None, None);
             return;
         };
-        if self.data_watch.0.is_some() || self.data_watch.1 {
+        let retry = self.data_watch.1.is_none_or(|at| now >= at + cadence::WATCH_RETRY);
+        if self.data_watch.0.is_some() || !retry {
             return;
         }
         match crate::postgres::watch::DataDirWatch::new(&pg.data) {
-            Ok(w) => self.data_watch.0 = Some(w),
+            Ok(w) => self.data_watch = (Some(w), None),
             Err(e) => {
-                tracing::warn!(
-                    "cannot watch {} ({e}); a promotion from outside the agent is noticed only at the next status read (ha.status_interval)",
-                    pg.data.display()
-                );
-                self.data_watch.1 = true;
+                if self.data_watch.1.is_none() {
+                    tracing::warn!(
+                        "cannot watch {} ({e}); until it can, the status is read every second to notice a promotion from outside the agent",
+                        pg.data.display()
+                    );
+                }
+                self.data_watch.1 = Some(now);
             }
         }
     }
@@ -48,16 +52,19 @@ impl Ha {
     /// a while (`cadence::data_recently_changed`).
     pub(super) fn data_changed(&mut self, change: std::io::Result<crate::postgres::watch::Change>) {
         use crate::postgres::watch::Change;
+        let now = self.shared.now();
         match change {
             Ok(Change::Entries(names)) => tracing::debug!("data directory entries changed: {names:?}"),
             Ok(Change::Gone) => self.data_watch.0 = None,
             Err(e) => {
-                tracing::warn!("watching the data directory: {e}");
-                self.data_watch = (None, true);
+                tracing::warn!(
+                    "watching the data directory: {e}; the status is read every second until it is watched again"
+                );
+                self.data_watch = (None, Some(now));
             }
         }
         self.local.status_due = true;
-        self.local.data_changed_at = Some(self.shared.now());
+        self.local.data_changed_at = Some(now);
     }
 
     /// Collects finished work and notices a dead postmaster.
@@ -131,14 +138,15 @@ impl Ha {
     }
 
     /// Reads Postgres's status (or the control file when it is down): every tick while anything
-    /// changes, every `ha.status_interval` while the member is settled (`cadence`).
+    /// changes, every `ha.status_interval` while the member is settled (`cadence`; at most a
+    /// second while the data directory is not watched).
     pub(super) async fn refresh_postgres(&mut self, now: Duration) {
         if self.pg.is_none() {
             return;
         }
         if self.local.postmaster.is_some() {
             let forced = self.local.status_due || self.local.status.is_none();
-            if !cadence::status_due(now, self.local.status_at, forced, self.cfg.status_interval) {
+            if !cadence::status_due(now, self.local.status_at, forced, self.status_interval()) {
                 return;
             }
             self.local.status_due = false;

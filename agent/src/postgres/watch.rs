@@ -1,9 +1,10 @@
 //! Tells the HA loop when a file appears in or leaves the top of the data directory (inotify),
 //! so a quiet member, which reads its Postgres's status only every `ha.status_interval`, reads
 //! it at once when something outside the agent acts on its Postgres: `pg_ctl promote` and
-//! `pg_promote()` create `promote` there, a promotion removes `standby.signal`, a backup
-//! writes `backup_label`. An idle data directory's top level does not change, so the watch
-//! costs no wake-up while nothing happens.
+//! `pg_promote()` create `promote` there, and a promotion removes `standby.signal` just before
+//! the server becomes writable. An idle data directory's top level does not change (a
+//! `logging_collector` rotating its log rewrites `current_logfiles`: a second of status reads),
+//! so the watch costs no wake-up while nothing happens.
 //!
 //! Owns only the noticing: what a change means is read from Postgres itself.
 

@@ -50,9 +50,11 @@ pub fn quiet(obs: &Observation, plan: &Plan) -> bool {
 /// first attempt is confirmed with the Raft leader's next periodic heartbeat, so a renewal
 /// sent as a heartbeat arrives comes back with the one after; at the defaults (ttl 1.5 s,
 /// renewals ttl/3 apart, heartbeats exactly 256 ms apart) the heartbeat two after the one that
-/// carried the last renewal arrives 12 ms past the next renewal's due time, and from then on
-/// every renewal rides on a heartbeat. The renewal is never later than this; safety does not
-/// depend on when it is sent (the lease counts from the send time; the fence point is exact).
+/// carried the last renewal arrives 12 ms past the next renewal's due time, so while heartbeats
+/// come regularly every renewal rides on one. A quiet member's renewal is never later than
+/// this (a busy loop's may be a tick late, as before); its attempts end on the renewal grid
+/// whatever the delay (`Lease::renewal_gives_up_at`); safety does not depend on when it is
+/// sent (the lease counts from the send time; the fence point is exact).
 pub const RENEWAL_BEAT_WAIT: Duration = Duration::from_millis(32);
 
 /// The first moment after `obs.now` at which a decision could change with nothing else
@@ -114,6 +116,20 @@ pub fn quiet_until(
 /// then writable without a lease until it fences.
 pub const DATA_CHANGE_READS: Duration = Duration::from_secs(1);
 
+/// How often a quiet member reads its status while it cannot watch its data directory
+/// (inotify refused: too many instances for the user, say): at most this far apart, as before
+/// the watch, so a promotion from outside the agent is still noticed within about a second.
+pub const UNWATCHED_STATUS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often a quiet member reads its Postgres's status: the configured interval, and no more
+/// than [`UNWATCHED_STATUS_INTERVAL`] while the data directory is not `watched`.
+pub fn status_interval(configured: Duration, watched: bool) -> Duration {
+    if watched { configured } else { configured.min(UNWATCHED_STATUS_INTERVAL) }
+}
+
+/// How long after a failed attempt to watch the data directory the agent tries again.
+pub const WATCH_RETRY: Duration = Duration::from_secs(10);
+
 /// Whether the data directory changed recently enough (`changed_at`, see
 /// [`DATA_CHANGE_READS`]) that this tick reads the status whatever the interval says.
 pub fn data_recently_changed(now: Duration, changed_at: Option<Duration>) -> bool {
@@ -148,6 +164,14 @@ mod tests {
         assert!(data_recently_changed(ms(5000), Some(ms(5000))));
         assert!(data_recently_changed(ms(5999), Some(ms(5000))));
         assert!(!data_recently_changed(ms(6000), Some(ms(5000))));
+    }
+
+    #[test]
+    fn without_a_watch_on_the_data_directory_the_status_is_read_every_second_at_least() {
+        let s = Duration::from_secs;
+        assert_eq!(status_interval(s(2), true), s(2));
+        assert_eq!(status_interval(s(2), false), s(1));
+        assert_eq!(status_interval(Duration::from_millis(500), false), Duration::from_millis(500));
     }
 
     #[test]

@@ -38,6 +38,17 @@ impl Lease {
         self.renewed_at + renew_every(self.ttl().min(configured_ttl))
     }
 
+    /// When the renewal due at [`Lease::renew_at`] stops trying (and, unconfirmed, is followed
+    /// by an urgent one): a renewal interval after it was due, however late it went out (a
+    /// quiet primary's waits up to `cadence::RENEWAL_BEAT_WAIT` for a Raft heartbeat, a busy
+    /// loop's up to a tick). Timed from the due time, the urgent renewal after a failed one
+    /// starts at the same moment whatever the delay, so its attempts keep their place before
+    /// the fence point (ttl 1.5 s: due at 500 ms, gives up at 1000 ms, attempts at 1000, 1100,
+    /// 1200 and 1300 ms against the fence point at 1350 ms).
+    pub fn renewal_gives_up_at(&self, configured_ttl: Duration) -> Duration {
+        self.renew_at(configured_ttl) + renew_every(self.ttl().min(configured_ttl))
+    }
+
     /// Whether the member's last renewal, sent at `last_sent`, went unconfirmed: it was sent
     /// after the confirmed one this lease counts from.
     pub fn last_renewal_failed(&self, last_sent: Option<Duration>) -> bool {
