@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use pgquorum_core::MemberName;
 use pgquorum_core::ha::config::fence_lead;
-use pgquorum_core::ha::observation::{Observation, Task};
+use pgquorum_core::ha::observation::{Data, Observation, Task};
 use pgquorum_core::ha::plan::Action;
+use pgquorum_core::ha::rules::rejoin;
 
 use super::Ha;
 use super::pg::split_addr;
-use crate::postgres::{process, sql::Sql, tools};
+use crate::postgres::{controldata, process, sql::Sql, tools};
 
 /// How often the upkeep reads the configuration files back while nothing it writes changed (an
 /// operator's hand edit of `pgquorum.conf` is undone within this long).
@@ -166,10 +167,22 @@ impl Ha {
                     self.address_of(obs, from).ok_or_else(|| format!("no address known for {from}"))?;
                 let (host, port) = split_addr(&addr).ok_or_else(|| format!("bad address {addr}"))?;
                 let (host, pg) = (host.to_string(), self.pg().clone());
+                // What the data must follow afterwards: the primary's timeline and history.
+                let primary = obs.peers.get(from).and_then(|s| s.as_ref()).and_then(|s| {
+                    let tli = pgquorum_core::ha::rules::member::primary_timeline(&s.report)?;
+                    Some((tli, s.report.timeline_history.clone()))
+                });
                 self.spawn_task(Task::Rewind(from.clone()), async move {
                     let out =
                         tools::rewind(&pg.bin, &pg.data, &pg.passfile, &host, port, &pg.superuser).await?;
                     tracing::info!("pg_rewind: {}", out.lines().last().unwrap_or(""));
+                    // "No rewind required" can leave a standby on a timeline of its own: a
+                    // failure, so the core re-clones instead of rewinding again and again.
+                    if let Some((tli, history)) = primary
+                        && let Data::Present(d) = controldata::read(&pg.bin, &pg.data).await
+                    {
+                        rejoin::after_rewind(&d, tli, &history)?;
+                    }
                     Ok(None)
                 });
             }

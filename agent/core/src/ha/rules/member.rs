@@ -167,7 +167,7 @@ pub fn primary_report<'a>(obs: &'a Observation, cfg: &HaConfig, primary: &Member
 
 /// The primary's timeline, once it is writable: only then does its report carry the history of
 /// the timeline it is on (a member still promoting would make every replica look diverged).
-fn primary_timeline(report: &Report) -> Option<Timeline> {
+pub fn primary_timeline(report: &Report) -> Option<Timeline> {
     report.postgres.running().filter(|r| !r.in_recovery).and_then(|r| r.timeline)
 }
 
@@ -247,10 +247,7 @@ fn stopped_replica(
     match rejoin::data(d, tli, &rep.timeline_history) {
         Compat::Compatible => Decision::act(reason, vec![Action::StartReplica { upstream }]),
         verdict @ (Compat::Diverged | Compat::Unknown) => {
-            let (t, l) = match d.min_recovery {
-                Some((t, l)) if !d.was_primary => (t, Some(l)),
-                _ => (d.timeline, (!d.was_primary || d.clean_shutdown).then_some(d.checkpoint_lsn)),
-            };
+            let (t, l) = rejoin::data_position(d);
             let kind = if d.was_primary { "a former primary" } else { "a standby" };
             let how = format!(
                 "{kind}{} {}",

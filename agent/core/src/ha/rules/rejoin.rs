@@ -63,6 +63,34 @@ pub fn explain(
     }
 }
 
+/// The position a stopped data directory's verdict ([`data`]) is about: a standby's minimum
+/// recovery point (or last checkpoint), a former primary's last checkpoint, unknown after a
+/// crash.
+pub fn data_position(d: &DataDir) -> (Timeline, Option<Lsn>) {
+    match d.min_recovery {
+        Some((t, l)) if !d.was_primary => (t, Some(l)),
+        _ => (d.timeline, (!d.was_primary || d.clean_shutdown).then_some(d.checkpoint_lsn)),
+    }
+}
+
+/// After `pg_rewind` succeeded, whether the data can now follow a primary on `primary_tli`
+/// with `history`. pg_rewind reports "no rewind required" when the local WAL does not go past
+/// the point where the timelines split; but a standby promoted from outside the agent and
+/// fenced at once keeps its own new timeline (its minimum recovery point is on it), which
+/// Postgres then refuses to leave for the primary's, so rewinding again changes nothing.
+/// `Err` says why: the caller counts the rewind as failed (the member re-clones when
+/// `reclone_on_rewind_failure` is on).
+pub fn after_rewind(d: &DataDir, primary_tli: Timeline, history: &[(Timeline, Lsn)]) -> Result<(), String> {
+    if data(d, primary_tli, history) != Compat::Diverged {
+        return Ok(());
+    }
+    let (t, l) = data_position(d);
+    Err(format!(
+        "pg_rewind left the data diverged: {}; it has nothing to rewind, so only a new clone can follow the primary",
+        explain(t, l, primary_tli, history)
+    ))
+}
+
 /// Verdict for a stopped data directory.
 pub fn data(d: &DataDir, primary_tli: Timeline, history: &[(Timeline, Lsn)]) -> Compat {
     if d.was_primary {
@@ -130,6 +158,24 @@ mod tests {
         let mut d = dd(1, 800, false, true, None);
         d.min_recovery = Some((Timeline(2), Lsn(1500)));
         assert_eq!(data(&d, Timeline(2), HIST), Compat::Compatible);
+    }
+
+    #[test]
+    fn a_rewind_that_leaves_a_standby_on_a_timeline_of_its_own_failed() {
+        // Seen after an operator's pg_promote() on a replica its agent fenced at once:
+        // pg_rewind found "no rewind required", and the standby stayed on timeline 2 at
+        // 0/4018068 while the primary is on 1, rewound again every 17 ms (7491 times in 2 min).
+        let mut d = dd(1, 0x400_0028, false, false, None);
+        d.min_recovery = Some((Timeline(2), Lsn(0x401_8068)));
+        let err = after_rewind(&d, Timeline(1), &[]).expect_err("still diverged");
+        assert!(err.contains("on timeline 2, which is not in the primary's history"), "{err}");
+        assert!(err.contains("new clone"), "{err}");
+        // Rewound as it should be, or back behind the switch point: nothing to say.
+        d.min_recovery = Some((Timeline(1), Lsn(0x401_8068)));
+        assert_eq!(after_rewind(&d, Timeline(1), &[]), Ok(()));
+        assert_eq!(after_rewind(&dd(1, 800, false, true, Some(999)), Timeline(2), HIST), Ok(()));
+        // A crashed former primary stays unknown: pg_rewind's own recovery settles it.
+        assert_eq!(after_rewind(&dd(1, 900, true, false, None), Timeline(2), HIST), Ok(()));
     }
 
     #[test]
