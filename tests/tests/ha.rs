@@ -1,6 +1,7 @@
 //! End-to-end HA tests on real PostgreSQL 15: bootstrap, failover, fencing of a frozen agent,
 //! most advanced replica, crash restart in place, protection mode, foreign data, a replica
-//! promoted from outside the agent.
+//! promoted from outside the agent (fenced at once; killed before its promotion's checkpoint,
+//! cloned again).
 
 use std::time::Duration;
 
@@ -339,4 +340,48 @@ fn a_replica_promoted_from_outside_the_agent_is_fenced_at_once() {
     c.wait_for_streaming(&[&r], T);
     assert_eq!(c.wait_for_primary(T), p, "the primary kept its role");
     assert_eq!(history_len(&mut c), epoch, "no failover");
+}
+
+/// The same mistake, with the agent frozen meanwhile, and its Postgres killed before the
+/// promotion's checkpoint (the replica replayed 60 MB first, so that checkpoint takes minutes):
+/// its control file still names the primary's timeline, the agent restarts it as a standby,
+/// it replays its own promotion and stays on timeline 2, and pg_rewind finds "no rewind
+/// required". Before, the agent rewound again every 17 ms and the member never streamed; now
+/// that rewind counts as failed and the member is cloned again.
+#[test]
+fn a_replica_killed_right_after_a_promotion_from_outside_comes_back_streaming() {
+    let mut c = Cluster::start(ClusterOptions::default());
+    let p = c.wait_for_primary(T);
+    let r = others(&c, &p).remove(0);
+    c.wait_for_streaming(&[&r], T);
+    let epoch = history_len(&mut c);
+    let primary = c.pg(&p);
+    primary
+        .query("CREATE TABLE big AS SELECT g, repeat('x', 150) AS pad FROM generate_series(1, 300000) g")
+        .expect("write");
+    let lsn = primary.value("SELECT pg_current_wal_lsn()").expect("lsn").expect("an lsn");
+    let replica = c.pg(&r);
+    wait_for(&format!("{r} replayed {lsn}"), T, || {
+        Ok(replica
+            .value(&format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'"))
+            .ok()
+            .flatten()
+            .filter(|v| v == "t"))
+    });
+    c.agent(&r).sigstop();
+    let _ = replica.value("SELECT pg_promote(true)");
+    let pid_file =
+        std::fs::read_to_string(c.agent(&r).pgdata().join("postmaster.pid")).expect("postmaster.pid");
+    let pid: i32 = pid_file.lines().next().and_then(|l| l.trim().parse().ok()).expect("postmaster pid");
+    // Stopped by its PID: the postmaster of this test's own member.
+    let killed = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill");
+    assert!(killed.success());
+    c.agent(&r).sigcont();
+    c.wait_for_streaming(&[&r], T);
+    let log = c.agent(&r).log_text();
+    let rewinds = log.lines().filter(|l| l.contains("pg_rewind: ")).count();
+    assert!(rewinds <= 3, "{r} ran pg_rewind {rewinds} times");
+    assert_eq!(c.wait_for_primary(T), p, "the primary kept its role");
+    assert_eq!(history_len(&mut c), epoch, "no failover");
+    println!("{r}: {rewinds} rewinds; re-cloned: {}", log.contains("moved the diverged data directory"));
 }
