@@ -48,6 +48,23 @@ fn holding(obs: &mut Observation, renewed_at: u64, sent: u64) {
     obs.local.last_renewal_sent = Some(ms(sent));
 }
 
+/// `obs` seen from m2, the Raft leader, which last confirmed m1's lease at 2.8 s (ttl 1.5 s).
+fn coordinating(obs: &mut Observation) {
+    obs.me = m("m2");
+    obs.coordinator = Some(Coordinator {
+        leader_since: ms(0),
+        epoch_since: ms(0),
+        last_confirmed: Some(ms(2800)),
+        granted_ttl: Some(ms(1500)),
+        expired_epoch: None,
+        stop_requested: None,
+        voters: vec![m("m1"), m("m2"), m("m3")],
+        caught_up: Vec::new(),
+        last_primary_lsn: None,
+        last_transfer: None,
+    });
+}
+
 fn steady_plan() -> Plan {
     Plan { member: Decision::wait(Reason::Steady), coordinator: None }
 }
@@ -76,20 +93,8 @@ fn a_failed_renewal_is_retried_100_ms_after_it_was_sent() {
 #[test]
 fn the_coordinator_wakes_when_the_primary_lease_may_have_run_out() {
     let mut obs = primary_obs(ms(3000));
-    obs.me = m("m2");
     obs.local.postgres = Postgres::Running(running(true));
-    obs.coordinator = Some(Coordinator {
-        leader_since: ms(0),
-        epoch_since: ms(0),
-        last_confirmed: Some(ms(2800)),
-        granted_ttl: Some(ms(1500)),
-        expired_epoch: None,
-        stop_requested: None,
-        voters: vec![m("m1"), m("m2"), m("m3")],
-        caught_up: Vec::new(),
-        last_primary_lsn: None,
-        last_transfer: None,
-    });
+    coordinating(&mut obs);
     // Last confirmed at 2.8 s: free at 2.8 + 1.5 + 0.1 s.
     assert_eq!(next_deadline(&obs, &HaConfig::default()), Some(ms(4400)));
     // A new primary's young window (2 ttl from the grant) ends before that.
@@ -243,19 +248,7 @@ fn a_renewal_due_waits_a_little_for_a_raft_message_and_the_coordinator_none() {
     obs.local.renewal_in_flight_since = Some(ms(90));
     assert_eq!(next_exact_deadline(&obs, &cfg), None);
     // The coordinator's own deadline is met exactly.
-    obs.me = m("m2");
-    obs.coordinator = Some(Coordinator {
-        leader_since: ms(0),
-        epoch_since: ms(0),
-        last_confirmed: Some(ms(2800)),
-        granted_ttl: Some(ms(1500)),
-        expired_epoch: None,
-        stop_requested: None,
-        voters: vec![m("m1"), m("m2"), m("m3")],
-        caught_up: Vec::new(),
-        last_primary_lsn: None,
-        last_transfer: None,
-    });
+    coordinating(&mut obs);
     obs.now = ms(3000);
     assert_eq!(next_exact_deadline(&obs, &cfg), Some(ms(4400)));
 }
