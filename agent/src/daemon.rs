@@ -65,6 +65,18 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     };
     let cluster = Cluster::new(node.clone(), me);
     let shared = Shared::new();
+    // The coordinator answers renewals carried on AppendEntries replies (`raft::lease_mail`).
+    let (coord_cluster, coord_shared) = (cluster.clone(), shared.clone());
+    cluster.node.mail.set_confirmer(Box::new(move |peer, arrived, vote| {
+        let (cluster, shared) = (coord_cluster.clone(), coord_shared.clone());
+        Box::pin(async move {
+            let member = pgquorum_core::MemberName::new(arrived.renewal.member)?;
+            let epoch = pgquorum_core::Epoch(arrived.renewal.epoch);
+            let at = arrived.at.saturating_duration_since(shared.start);
+            let now = || shared.now();
+            shared.coord.confirm_carried(&cluster, peer, (&member, epoch), vote, (at, now)).await
+        })
+    }));
     let cfg = std::sync::Arc::new(cfg);
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();

@@ -1,7 +1,8 @@
 //! End-to-end guard on what an idle member costs (issue 10): an idle member's agent reads its
 //! Postgres over SQL about once per `ha.status_interval` (2 s), not on every 100 ms tick, wakes up a
 //! bounded number of times a second, one long poll per pair of members carries their reports
-//! both ways, and the agent and its fence guard stay small. The bounds are several times the
+//! both ways, the primary's lease renewals ride on its replies to the Raft leader's heartbeats,
+//! and the agent and its fence guard stay small. The bounds are several times the
 //! expected values and far below what the agent cost before (10 status queries a second,
 //! 36 MB), so neither noise on a loaded machine nor a debug build trips them, but a return to
 //! per-tick SQL or to a large table built at start-up does. The members archive WAL first, and
@@ -49,6 +50,11 @@ const MAX_WAKES_PER_SECOND: f64 = 50.0;
 /// the 1 s staleness bound of before, 12 when every member polls every other (before reports
 /// went with the requests).
 const MAX_POLLS_PER_SECOND: f64 = 4.5;
+/// Fewest lease renewals an idle primary carries per second on its replies to the Raft leader's
+/// AppendEntries (`raft::lease_mail`): it renews every ttl/3 (2 a second at the default 1.5 s),
+/// all of them carried while heartbeats come on time; a quarter at most go as calls of their
+/// own (0 before the seventeenth session, when every renewal was a call).
+const MIN_CARRIED_PER_SECOND: f64 = 1.0;
 
 /// The cluster's epoch (it changes with every failover).
 fn epoch(c: &mut Cluster) -> u64 {
@@ -86,13 +92,19 @@ fn idle_members_query_postgres_every_two_seconds_and_stay_small() {
     let count = |i: usize| footprint::statements_logged(&logs[i]).expect("Postgres log");
     // A window only counts if the cluster stayed idle: on an overloaded machine a lease can run
     // out, and a failover rightly makes every member read Postgres on every tick.
-    let polls = |c: &Cluster| -> Vec<f64> {
+    // Per member: long polls sent, lease renewals carried on Raft replies, renewal calls.
+    let polls = |c: &Cluster| -> Vec<[f64; 3]> {
         c.agents
             .iter()
             .map(|a| {
                 let body = a.http("GET", "/metrics").expect("metrics").body;
                 let samples = pgquorum_tests::prom::parse(&body).expect("metrics parse");
-                pgquorum_tests::prom::value(&samples, "pgquorum_peer_report_polls_total", &[]).expect("polls")
+                let get = |name| pgquorum_tests::prom::value(&samples, name, &[]).expect(name);
+                [
+                    get("pgquorum_peer_report_polls_total"),
+                    get("pgquorum_lease_renewals_carried_total"),
+                    get("pgquorum_lease_renewal_calls_total"),
+                ]
             })
             .collect()
     };
@@ -114,14 +126,31 @@ fn idle_members_query_postgres_every_two_seconds_and_stay_small() {
         if epoch(&mut c) == e0 && e0 > 0 {
             let woke: Vec<u64> =
                 wakes_after.iter().zip(&wakes_before).map(|(a, b)| a.saturating_sub(*b)).collect();
-            let polled: Vec<f64> = polls_after.iter().zip(&polls_before).map(|(a, b)| a - b).collect();
+            let polled: Vec<[f64; 3]> = polls_after
+                .iter()
+                .zip(&polls_before)
+                .map(|(a, b)| [a[0] - b[0], a[1] - b[1], a[2] - b[2]])
+                .collect();
             idle_window = Some((before, after, woke, polled, t.elapsed().as_secs_f64()));
             break;
         }
         c.wait_for_primary(T);
     }
-    let (before, after, woke, polled, secs) =
+    let (before, after, woke, counted, secs) =
         idle_window.expect("the cluster failed over in each of 3 windows of 30 s");
+    let polled: Vec<f64> = counted.iter().map(|c| c[0]).collect();
+    let primary = c.agents.iter().position(|a| a.name == p).expect("the primary is a member");
+    let [_, carried, calls] = counted[primary];
+    eprintln!(
+        "{p} (primary) renewed its lease {carried} times on Raft replies and {calls} times by call in {secs:.1} s"
+    );
+    assert!(
+        carried >= MIN_CARRIED_PER_SECOND * secs && calls * 3.0 <= carried,
+        "the idle primary renewed {carried} times on Raft replies and {calls} times by call in {secs:.1} s (at \
+         least {MIN_CARRIED_PER_SECOND}/s carried, at most a quarter by call expected): does its renewal no longer \
+         ride on the reply to the Raft leader's heartbeat (raft::lease_mail)? (A primary that leads Raft \
+         itself renews with no message at all; leadership is handed off the primary's member.)"
+    );
     eprintln!("long polls sent per member in {secs:.1} s: {polled:?}");
     assert!(
         polled.iter().sum::<f64>() <= MAX_POLLS_PER_SECOND * secs,

@@ -65,7 +65,8 @@ pub async fn serve_grpc(
     tls: Option<TlsMaterial>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let raft = RaftGrpc::new(cluster.node.raft.clone(), cluster.node.ident.clone());
+    let raft =
+        RaftGrpc::new(cluster.node.raft.clone(), cluster.node.ident.clone(), cluster.node.mail.clone());
     // tonic ignores its own tcp_nodelay setting for an incoming stream; without it every small
     // request-reply waits for the peer's delayed ACK (~40 ms).
     let incoming = TcpListenerStream::new(listener).map(|s| {

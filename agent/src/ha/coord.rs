@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use openraft::LinearizerOption;
 use openraft::ReadPolicy;
+use openraft::ServerState;
 use pgquorum_core::ha::observation::Coordinator;
-use pgquorum_core::ha::rules::lease::{Refusal, may_confirm};
+use pgquorum_core::ha::rules::lease::{Refusal, may_confirm, pair_is_quorum};
 use pgquorum_core::{Epoch, Lsn, MemberName};
 
 use crate::cluster::Cluster;
+use crate::raft::Vote;
 
 /// Coordinator state for one Raft term.
 #[derive(Clone, Debug, Default)]
@@ -135,10 +137,6 @@ impl Coord {
         prompt: bool,
         now: impl Fn() -> Duration,
     ) -> Result<Duration, String> {
-        let refuse = |r: Refusal| match r {
-            Refusal::NotPrimary => format!("{member} is not the primary of epoch {epoch}"),
-            Refusal::Expired => format!("the lease of epoch {epoch} has expired"),
-        };
         let term = cluster.with_metrics(|m| m.current_term);
         if !cluster.is_leader() {
             return Err("not the Raft leader".into());
@@ -148,7 +146,8 @@ impl Coord {
         self.refresh(term, true, cluster.applied().state.epoch, arrived);
         {
             let s = self.lock();
-            may_confirm(&cluster.applied().state, s.expired_epoch, member, epoch).map_err(refuse)?;
+            may_confirm(&cluster.applied().state, s.expired_epoch, member, epoch)
+                .map_err(|r| refusal(r, member, epoch))?;
         }
         cluster
             .node
@@ -156,13 +155,79 @@ impl Coord {
             .ensure_linearizable(read_index(prompt))
             .await
             .map_err(|e| format!("leadership not confirmed: {e}"))?;
+        self.record(cluster, term, member, epoch, arrived)
+    }
+
+    /// Confirms a renewal of `member`'s lease on `epoch` that the voter `peer` carried on its
+    /// reply to an AppendEntries (read at `arrived`), for the note in the next AppendEntries
+    /// to `peer`, which carries this leader's `vote` (`raft::lease_mail`). No ReadIndex round:
+    /// `peer` accepting that AppendEntries completes one where this leader and `peer` are a
+    /// quorum (`lease::pair_is_quorum`, checked on both the effective and the committed
+    /// membership), and the member counts the note only then. What the round's bookkeeping
+    /// gave is checked in openraft's core, in order with the votes it handles: this node still
+    /// leads with `vote` (once it voted for another it never sends that vote again); and, as
+    /// ReadIndex waits for it, the state the checks read has applied every committed entry,
+    /// including this term's first. The confirmation is recorded now, before `peer` accepts:
+    /// if it never does, the coordinator only waits longer than the member's lease lasts.
+    pub async fn confirm_carried(
+        &self,
+        cluster: &Cluster,
+        peer: u64,
+        (member, epoch): (&MemberName, Epoch),
+        vote: Vote,
+        (arrived, now): (Duration, impl Fn() -> Duration),
+    ) -> Result<Duration, String> {
+        let term = vote.leader_id().term;
+        let core = cluster
+            .node
+            .raft
+            .with_raft_state(move |st| {
+                let leads = st.server_state == ServerState::Leader && *st.vote_ref() == vote;
+                let ms = &st.membership_state;
+                let voters = [ms.effective().membership(), ms.committed().membership()]
+                    .iter()
+                    .flat_map(|m| m.get_joint_config().clone())
+                    .collect::<Vec<_>>();
+                (leads, voters, st.local_committed().copied())
+            })
+            .await;
+        let (leads, voters, committed) = core.map_err(|e| format!("Raft stopped: {e}"))?;
+        if !leads {
+            return Err(format!("not the Raft leader in term {term} any more"));
+        }
+        if !pair_is_quorum(&voters, &cluster.node.ident.node_id, &peer) {
+            return Err("this leader and the member are not a quorum: the renewal needs its own call".into());
+        }
+        let applied = cluster.applied().last_applied;
+        if !committed
+            .as_ref()
+            .is_some_and(|c| c.committed_leader_id().term == term && applied.as_ref() >= Some(c))
+        {
+            return Err("this term's committed entries are not all applied yet".into());
+        }
+        let now = now();
+        self.refresh(term, true, cluster.applied().state.epoch, now);
+        self.record(cluster, term, member, epoch, arrived)
+    }
+
+    /// Records a confirmation of `member`'s renewal of `epoch` that arrived at `arrived`, once
+    /// its quorum round (or what stands for one) is done, if this leader still leads `term`
+    /// and the epoch is still current, granted to `member` and not expired. Returns the ttl.
+    fn record(
+        &self,
+        cluster: &Cluster,
+        term: u64,
+        member: &MemberName,
+        epoch: Epoch,
+        arrived: Duration,
+    ) -> Result<Duration, String> {
         let applied = cluster.applied();
         let current_term = cluster.with_metrics(|m| m.current_term);
         let mut s = self.lock();
         if current_term != term || s.term != term {
             return Err("Raft leadership changed during the confirmation".into());
         }
-        may_confirm(&applied.state, s.expired_epoch, member, epoch).map_err(refuse)?;
+        may_confirm(&applied.state, s.expired_epoch, member, epoch).map_err(|r| refusal(r, member, epoch))?;
         let ttl = applied.state.config.ttl;
         if s.epoch != epoch {
             return Err(format!("epoch {epoch} is not current"));
@@ -172,6 +237,14 @@ impl Coord {
         s.last_confirmed = Some(s.last_confirmed.map_or(arrived, |t| t.max(arrived)));
         s.granted_ttl = Some(s.granted_ttl.map_or(ttl, |g| g.max(ttl)));
         Ok(ttl)
+    }
+}
+
+/// Why a renewal was refused, in words.
+fn refusal(r: Refusal, member: &MemberName, epoch: Epoch) -> String {
+    match r {
+        Refusal::NotPrimary => format!("{member} is not the primary of epoch {epoch}"),
+        Refusal::Expired => format!("the lease of epoch {epoch} has expired"),
     }
 }
 

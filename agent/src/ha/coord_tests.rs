@@ -1,5 +1,7 @@
-//! `Coord::confirm` against a real one-member Raft leader: a confirmation counts from the
-//! request's arrival, not from the end of its ReadIndex round, and never moves back.
+//! `Coord::confirm` and `Coord::confirm_carried` against a real one-member Raft leader: a
+//! confirmation counts from the request's arrival, not from the end of its ReadIndex round (or
+//! the AppendEntries that carries the note), and never moves back; a carried one only in the
+//! leader's own term, for the primary of the current epoch, and never once it expired.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -21,10 +23,9 @@ fn clock(first: Duration, later: Duration) -> impl Fn() -> Duration {
     }
 }
 
-#[tokio::test]
-async fn a_confirmation_counts_from_the_requests_arrival() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cluster = lone_leader(dir.path()).await;
+/// A one-member Raft leader whose cluster granted epoch 1 to `m1`.
+async fn granted(dir: &std::path::Path) -> (crate::cluster::Cluster, MemberName) {
+    let cluster = lone_leader(dir).await;
     let m1 = MemberName::new("m1").expect("valid name");
     let init =
         Command::InitCluster { cluster_id: "c".into(), config: DynamicConfig::default(), at: UnixMillis(1) };
@@ -40,6 +41,13 @@ async fn a_confirmation_counts_from_the_requests_arrival() {
         floor: None,
     };
     cluster.propose(grant).await.expect("committed").0.expect("granted");
+    (cluster, m1)
+}
+
+#[tokio::test]
+async fn a_confirmation_counts_from_the_requests_arrival() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cluster, m1) = granted(dir.path()).await;
     let term = cluster.with_metrics(|m| m.current_term);
     let ttl = cluster.applied().state.config.ttl;
     let (margin, ms) = (Duration::from_millis(100), Duration::from_millis);
@@ -60,5 +68,49 @@ async fn a_confirmation_counts_from_the_requests_arrival() {
     coord.confirm(&cluster, &m1, Epoch(1), false, clock(ms(10_500), ms(10_900))).await.expect("confirmed");
     assert_eq!(coord.view(term).expect("leading").last_confirmed, Some(ms(10_500)));
     assert!(coord.try_expire(Epoch(1), ttl, margin, ms(10_500) + ttl + margin));
+    cluster.node.raft.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_carried_renewal_is_confirmed_only_for_the_current_primary_with_the_leaders_vote() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cluster, m1) = granted(dir.path()).await;
+    let (term, vote) = cluster.with_metrics(|m| (m.current_term, m.vote));
+    let ttl = cluster.applied().state.config.ttl;
+    let (margin, ms) = (Duration::from_millis(100), Duration::from_millis);
+    // The lone voter is a quorum by itself: any peer id completes the pair.
+    let peer = 7;
+    let coord = Coord::default();
+    let confirm = |member: &MemberName, epoch: u64, vote: crate::raft::Vote, arrived: u64| {
+        let member = member.clone();
+        let (cluster, coord) = (&cluster, &coord);
+        async move {
+            let now = move || ms(arrived + 256);
+            coord.confirm_carried(cluster, peer, (&member, Epoch(epoch)), vote, (ms(arrived), now)).await
+        }
+    };
+    assert_eq!(confirm(&m1, 1, vote, 10_000).await, Ok(ttl));
+    let view = coord.view(term).expect("leading");
+    assert_eq!(view.last_confirmed, Some(ms(10_000)), "counted from the renewal's arrival");
+    assert!(!coord.try_expire(Epoch(1), ttl, margin, ms(10_000) + ttl + margin - ms(1)));
+
+    let later = crate::raft::Vote::new_committed(term + 1, cluster.node.ident.node_id);
+    assert!(confirm(&m1, 1, later, 10_500).await.is_err(), "a vote this node does not hold carries no note");
+    let m2 = MemberName::new("m2").expect("valid name");
+    assert!(confirm(&m2, 1, vote, 10_500).await.is_err(), "only the primary's renewal");
+    assert!(confirm(&m1, 2, vote, 10_500).await.is_err(), "only the current epoch's");
+    assert_eq!(
+        coord.view(term).expect("leading").last_confirmed,
+        Some(ms(10_000)),
+        "refusals record nothing"
+    );
+
+    // An older renewal answered late does not move the confirmation back.
+    confirm(&m1, 1, vote, 9_800).await.expect("confirmed");
+    assert_eq!(coord.view(term).expect("leading").last_confirmed, Some(ms(10_000)));
+    // Once the coordinator declared the epoch expired, nothing renews it (its term started at
+    // the first confirmation's "now", 10 256 ms).
+    assert!(coord.try_expire(Epoch(1), ttl, margin, ms(10_256) + ttl + margin));
+    assert!(confirm(&m1, 1, vote, 12_000).await.is_err(), "expired: refused");
     cluster.node.raft.shutdown().await.expect("shutdown");
 }

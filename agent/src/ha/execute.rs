@@ -350,7 +350,19 @@ impl Ha {
     }
 
     fn renew(&mut self, obs: &Observation, epoch: pgquorum_core::Epoch) {
-        let sent = self.shared.now();
+        self.start_renewal(obs.cluster.config.ttl, obs.me.clone(), epoch, None);
+    }
+
+    /// Starts renewing `epoch`: its first attempt `carried` on Raft's traffic already, or a
+    /// call now.
+    pub(super) fn start_renewal(
+        &mut self,
+        ttl: Duration,
+        me: pgquorum_core::MemberName,
+        epoch: pgquorum_core::Epoch,
+        carried: Option<super::renew::Carried>,
+    ) {
+        let sent = carried.as_ref().map_or_else(|| self.shared.now(), |c| c.sent);
         // Not holding this epoch's lease yet (a new primary), or the last renewal of the one
         // held was not confirmed (its Raft leader may be gone): confirmed at once
         // (`renew::urgent`).
@@ -358,8 +370,7 @@ impl Ha {
         let failed_before = held.is_some_and(|l| l.last_renewal_failed(self.local.last_renewal_sent));
         let urgent = super::renew::urgent(held.is_none(), failed_before);
         self.local.last_renewal_sent = Some(sent);
-        let (cluster, shared, me) = (self.cluster.clone(), self.shared.clone(), obs.me.clone());
-        let ttl = obs.cluster.config.ttl;
+        let (cluster, shared) = (self.cluster.clone(), self.shared.clone());
         // A renewal on schedule tries until a renewal interval after it was due
         // (`Lease::renewal_gives_up_at`); a new primary's or one after a failed renewal, for a
         // renewal interval from now.
@@ -371,8 +382,8 @@ impl Ha {
         let heartbeat = self.cfg.raft.heartbeat_interval;
         let handle = tokio::spawn(async move {
             let (first, every) = super::renew::schedule(ttl, heartbeat, urgent);
-            let res =
-                super::renew::renew(cluster, shared.clone(), me, epoch, (first, every), budget, urgent).await;
+            let (timing, shared2) = ((first, every), shared.clone());
+            let res = super::renew::renew(cluster, shared2, me, epoch, timing, budget, urgent, carried).await;
             shared.wake.notify_one();
             res
         });

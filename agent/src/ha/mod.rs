@@ -5,6 +5,7 @@
 //! Owns the local member's runtime state and the state shared with the peer RPC handlers
 //! (`Shared`). Must not decide anything itself: every "whether" is the core's.
 
+mod carry;
 mod coord;
 mod execute;
 pub mod handover;
@@ -76,6 +77,9 @@ pub struct Shared {
     pub backup_running: std::sync::atomic::AtomicBool,
     /// Load balancers that route reads here (promotion waits until they were told otherwise).
     pub read_balancers: read_balancers::ReadBalancers,
+    /// Lease renewal attempts this member sent as calls of their own (those carried on Raft
+    /// replies are counted by `raft::LeaseMail::carried`).
+    pub renewal_calls: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -99,6 +103,7 @@ impl Shared {
             backup_running: Default::default(),
             archive: std::sync::OnceLock::new(),
             read_balancers: read_balancers::ReadBalancers::default(),
+            renewal_calls: Default::default(),
         })
     }
 
@@ -329,6 +334,8 @@ impl Ha {
             self.local.stopping = true;
             self.local.status_due = true;
         }
+        // Before anything that waits: a renewal left for Raft's traffic goes out no more.
+        self.collect_carried();
         self.reap(now).await;
         self.keep_data_watch(now);
         // The status query may be slow (up to its timeout): give up on it at the fence point.
@@ -375,6 +382,9 @@ impl Ha {
         // moment to end), read the status every tick.
         self.local.status_due |= cadence::data_recently_changed(now, self.local.data_changed_at);
         self.quiet_until = self.quiet_until(&obs, &plan);
+        if self.quiet_until.is_some() {
+            self.leave_carried(&obs, &plan);
+        }
         let settled = pgquorum_core::ha::cadence::settled(&obs, &plan);
         self.local.status_due |= !settled;
         self.publish(&obs, now);
@@ -458,8 +468,12 @@ impl Ha {
 
     /// While quiet, when the loop next ticks (`cadence::quiet_until`; `None`: every interval),
     /// and the next moment it must tick even without a Raft message
-    /// (`cadence::next_exact_deadline`: a lease running out on the coordinator; a renewal a
-    /// little after it is due).
+    /// (`cadence::next_exact_deadline`: a lease running out on the coordinator, exactly; a
+    /// renewal a little after it is due, rounded up to the runtime's timer slot: a deadline
+    /// more than a slot away wakes the runtime at the start of its slot to move it down
+    /// tokio's wheel, and that came a few milliseconds before the heartbeat the renewal
+    /// waits for, a wake-up for nothing every renewal; on the slot boundary itself it costs
+    /// nothing when the heartbeat comes first (`timer::coarse`)).
     fn quiet_until(
         &self,
         obs: &pgquorum_core::ha::Observation,
@@ -469,7 +483,10 @@ impl Ha {
         let next_status = (!self.local.status_due)
             .then(|| self.local.status_at.unwrap_or(obs.now) + self.status_interval());
         let at = cadence::quiet_until(obs, plan, &self.hacfg, next_status, self.cfg.loop_interval)?;
-        Some((at, cadence::next_exact_deadline(obs, &self.hacfg)))
+        let on_slot = |d: Duration| crate::timer::coarse(self.shared.start + d) - self.shared.start;
+        let renewal = cadence::renewal_beat_deadline(obs).map(on_slot);
+        let exact = renewal.into_iter().chain(cadence::coordinator_deadline(obs, &self.hacfg)).min();
+        Some((at, exact))
     }
 
     /// How often a quiet member reads its status (`cadence::status_interval`): the configured

@@ -9,9 +9,15 @@
 //! after the network is back); the attempt started after the cut heals lands at once, so a blip
 //! shorter than the lease does not cost it (DESIGN invariant 7).
 //!
+//! A quiet primary's first attempt usually goes out on a reply to a Raft AppendEntries instead
+//! and is confirmed in a later one ([`Carried`], `raft::lease_mail`); its later attempts, if it
+//! needs any, are calls as above.
+//!
 //! Owns only the transport of a renewal: whether and when to renew is the core's
 //! (`rules::lease::upkeep`), confirming it is the coordinator's (`Coord::confirm`).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,8 +89,25 @@ pub fn prompt(n: u32, urgent: bool) -> bool {
     n > 0 || urgent
 }
 
+/// A first attempt that already went out on a reply to an AppendEntries (`raft::lease_mail`):
+/// when, on the loop's clock and the runtime's, and its confirmation (a note this member
+/// accepted).
+pub struct Carried {
+    /// Send time on the loop's clock (the lease counts from it).
+    pub sent: Duration,
+    /// The same moment on the runtime's clock.
+    pub at: tokio::time::Instant,
+    /// Resolves with the ttl once confirmed.
+    pub confirmed: Pin<Box<dyn Future<Output = Duration> + Send>>,
+}
+
+type Attempt = Pin<Box<dyn Future<Output = Result<Confirmed, String>> + Send>>;
+
 /// Renews `epoch` for `me`, trying until `budget` has passed: a second attempt after
-/// `first_retry`, then one every `every`; `urgent`: see [`prompt`].
+/// `first_retry`, then one every `every`; `urgent`: see [`prompt`]. The first attempt is
+/// `carried` when it already went out on Raft's traffic (never urgent), and a call otherwise;
+/// the later ones are calls either way.
+#[allow(clippy::too_many_arguments)]
 pub async fn renew(
     cluster: Cluster,
     shared: Arc<Shared>,
@@ -93,23 +116,29 @@ pub async fn renew(
     (first_retry, every): (Duration, Duration),
     budget: Duration,
     urgent: bool,
+    carried: Option<Carried>,
 ) -> Result<Confirmed, String> {
-    let give_up = tokio::time::Instant::now() + budget;
-    let mut attempts = FuturesUnordered::new();
+    let mut attempts = FuturesUnordered::<Attempt>::new();
     let mut last_err = String::from("no attempt answered");
     let mut n = 0u32;
-    let started = tokio::time::Instant::now();
+    let mut started = tokio::time::Instant::now();
     let mut next = started;
+    if let Some(c) = carried {
+        let sent = c.sent;
+        attempts.push(Box::pin(async move { Ok(Confirmed { epoch, ttl: c.confirmed.await, sent }) }));
+        (n, started, next) = (1, c.at, c.at + first_retry);
+    }
+    let give_up = started + budget;
     loop {
         let now = tokio::time::Instant::now();
         if now >= next {
             let sent = shared.now();
             let (cluster, shared, me) = (cluster.clone(), shared.clone(), me.clone());
             let fresh = prompt(n, urgent);
-            attempts.push(async move {
+            attempts.push(Box::pin(async move {
                 let res = attempt(&cluster, &shared, &me, epoch, fresh).await;
                 res.map(|ttl| Confirmed { epoch, ttl, sent })
-            });
+            }));
             n += 1;
             next = now + if n == 1 { first_retry } else { every };
         }
@@ -153,6 +182,7 @@ async fn attempt(
             } else {
                 cluster.node.channels.get(&node.grpc)?
             };
+            shared.renewal_calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut client = pgquorum_proto::peer::peer_service_client::PeerServiceClient::new(channel);
             let req = RenewLeaseRequest {
                 cluster_name: cluster.node.ident.cluster_name.to_string(),

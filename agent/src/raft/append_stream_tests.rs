@@ -48,7 +48,7 @@ impl RaftService for Echo {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             let next = (body.payload != b"last").then_some(inbound);
-            Some((Ok(RaftReply { payload: body.payload }), next))
+            Some((Ok(RaftReply { payload: body.payload, lease_renewal: None }), next))
         });
         Ok(Response::new(Box::pin(replies)))
     }

@@ -6,6 +6,7 @@
 
 mod append_stream;
 mod identity;
+pub mod lease_mail;
 mod log_store;
 mod network;
 mod record;
@@ -21,11 +22,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use identity::{Identity, NodeFile};
+pub use lease_mail::LeaseMail;
 pub use log_store::{LogStore, OpenError};
 pub use network::{Channels, NetworkFactory, PeerChannel, status_text};
 pub use service::RaftGrpc;
 pub use state_machine::{Applied, StateMachine};
-pub use types::{LogId, Raft, StoredMembership, TypeConfig};
+pub use types::{LogId, Raft, StoredMembership, TypeConfig, Vote};
 
 use pgquorum_core::MemberName;
 
@@ -112,6 +114,8 @@ pub struct RaftNode {
     pub ident: Identity,
     /// Channels to peers, shared with the rest of the agent.
     pub channels: Channels,
+    /// Lease renewals carried on AppendEntries traffic.
+    pub mail: Arc<LeaseMail>,
 }
 
 impl RaftNode {
@@ -133,11 +137,12 @@ impl RaftNode {
         }
         let sm = StateMachine::open(&dir).map_err(StartError::Data)?;
         let ident = Identity::new(&node, sm.clone());
-        let network = NetworkFactory { ident: ident.clone(), channels: channels.clone() };
+        let mail = Arc::new(LeaseMail::default());
+        let network = NetworkFactory { ident: ident.clone(), channels: channels.clone(), mail: mail.clone() };
         let config = Arc::new(settings.to_openraft(cluster_name).map_err(StartError::Settings)?);
         let raft = openraft::Raft::new(node.node_id, config, network, log, sm.clone())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
-        Ok(RaftNode { raft, sm, ident, channels })
+        Ok(RaftNode { raft, sm, ident, channels, mail })
     }
 }

@@ -30,6 +30,7 @@ use crate::auth::tls::TlsMaterial;
 
 use super::append_stream::AppendStream;
 use super::identity::Identity;
+use super::lease_mail::LeaseMail;
 use super::types::{Snapshot, TypeConfig, Vote};
 
 /// A channel to another agent: it carries this agent's token on every call (and, with mutual
@@ -93,6 +94,7 @@ impl Channels {
 pub struct NetworkFactory {
     pub(crate) ident: Identity,
     pub(crate) channels: Channels,
+    pub(crate) mail: Arc<LeaseMail>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -104,6 +106,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             ident: self.ident.clone(),
             append: AppendStream::Closed,
+            mail: self.mail.clone(),
         }
     }
 }
@@ -114,6 +117,7 @@ pub struct PeerRaft {
     target: u64,
     ident: Identity,
     append: AppendStream,
+    mail: Arc<LeaseMail>,
 }
 
 #[derive(Serialize, serde::Deserialize)]
@@ -140,6 +144,7 @@ impl PeerRaft {
             payload,
             cluster_id: self.ident.cluster_id(),
             to_node: self.target,
+            lease_note: None,
         })
     }
 
@@ -217,14 +222,22 @@ impl PeerRaft {
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let ttl = option.hard_ttl();
         if !matches!(self.append, AppendStream::Unsupported) {
-            let (channel, body) = (self.channel()?, self.envelope(&rpc)?);
+            let (channel, mut body) = (self.channel()?, self.envelope(&rpc)?);
+            // Only peers that know the stream carry renewals, so only the stream carries notes.
+            body.lease_note = self.mail.note_for(self.target, &rpc.vote).await;
             match tokio::time::timeout(ttl, self.append.call(&channel, body)).await {
                 Err(_) => {
                     self.append = AppendStream::Closed;
                     return Err(self.timeout(RPCTypes::AppendEntries, ttl));
                 }
                 Ok(Err(status)) => return Err(map_status(status)),
-                Ok(Ok(Some(reply))) => return decode(reply),
+                Ok(Ok(Some(mut reply))) => {
+                    if let Some(renewal) = reply.lease_renewal.take() {
+                        let (now, term) = (tokio::time::Instant::now(), rpc.vote.leader_id().term);
+                        self.mail.renewal_arrived(self.target, renewal, now, term);
+                    }
+                    return decode(reply);
+                }
                 Ok(Ok(None)) => {} // the peer predates the stream
             }
         }

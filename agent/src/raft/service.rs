@@ -1,12 +1,16 @@
 //! Server side of the Raft transport: hands peers' Raft RPCs to openraft.
 //!
 //! Owns decoding, the cluster check (traffic from another cluster is refused with a message that
-//! says so) and encoding openraft's answers. Must not make decisions of its own.
+//! says so) and encoding openraft's answers, and hands lease notes and renewals carried on
+//! AppendEntries to the `LeaseMail` (only around an AppendEntries this member accepted). Must
+//! not make decisions of its own.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::Stream;
 use openraft::Snapshot as OpenraftSnapshot;
+use openraft::raft::AppendEntriesResponse;
 use pgquorum_proto::raft::raft_service_server::RaftService;
 use pgquorum_proto::raft::{RaftReply, RaftRequest};
 use serde::Serialize;
@@ -14,6 +18,7 @@ use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::identity::Identity;
+use super::lease_mail::LeaseMail;
 use super::network::SnapshotEnvelope;
 use super::types::Raft;
 
@@ -22,12 +27,33 @@ use super::types::Raft;
 pub struct RaftGrpc {
     raft: Raft,
     ident: Identity,
+    mail: Arc<LeaseMail>,
 }
 
 impl RaftGrpc {
     /// Wraps `raft`.
-    pub fn new(raft: Raft, ident: Identity) -> RaftGrpc {
-        RaftGrpc { raft, ident }
+    pub fn new(raft: Raft, ident: Identity, mail: Arc<LeaseMail>) -> RaftGrpc {
+        RaftGrpc { raft, ident, mail }
+    }
+
+    /// One AppendEntries, and, when it came on the stream (`carry`: the leader reads renewals
+    /// only there), the lease mail around it: a note it carries confirms this member's renewal
+    /// only if this member accepts it (its term is the current one and its log matches), and
+    /// only the reply to an accepted one carries a renewal due now.
+    async fn append(&self, mut body: RaftRequest, carry: bool) -> Result<RaftReply, Status> {
+        let note = body.lease_note.take().filter(|_| carry);
+        let rpc = self.decode_body(body)?;
+        let answer = self.raft.append_entries(rpc).await;
+        let accepted =
+            matches!(&answer, Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_)));
+        let mut reply = encode(answer)?;
+        if accepted && carry {
+            if let Some(note) = note {
+                self.mail.note_accepted(&note);
+            }
+            reply.lease_renewal = self.mail.renewal_to_send(tokio::time::Instant::now());
+        }
+        Ok(reply)
     }
 
     fn decode<T: DeserializeOwned>(&self, req: Request<RaftRequest>) -> Result<T, Status> {
@@ -54,7 +80,7 @@ fn reply<T: Serialize, E: std::fmt::Display>(res: Result<T, E>) -> Result<Respon
 fn encode<T: Serialize, E: std::fmt::Display>(res: Result<T, E>) -> Result<RaftReply, Status> {
     let res = res.map_err(|e| e.to_string());
     let payload = serde_json::to_vec(&res).map_err(|e| Status::internal(e.to_string()))?;
-    Ok(RaftReply { payload })
+    Ok(RaftReply { payload, lease_renewal: None })
 }
 
 /// The answers on an AppendEntries stream, one per request, in order.
@@ -69,10 +95,7 @@ impl RaftGrpc {
             Ok(None) => return None,
             Err(status) => return Some(Err(status)),
         };
-        let reply = match self.decode_body(body) {
-            Ok(rpc) => encode(self.raft.append_entries(rpc).await),
-            Err(status) => Err(status),
-        };
+        let reply = self.append(body, true).await;
         // Periodic work waiting for this wake-up runs in it (`timer::at_beat`).
         crate::timer::beat();
         Some(reply)
@@ -82,10 +105,9 @@ impl RaftGrpc {
 #[tonic::async_trait]
 impl RaftService for RaftGrpc {
     async fn append_entries(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let rpc = self.decode(req)?;
-        let answer = self.raft.append_entries(rpc).await;
+        let answer = self.append(req.into_inner(), false).await;
         crate::timer::beat();
-        reply(answer)
+        answer.map(Response::new)
     }
 
     type AppendEntriesStreamStream = AppendReplies;

@@ -51,8 +51,10 @@ pub fn quiet(obs: &Observation, plan: &Plan) -> bool {
 /// sent as a heartbeat arrives comes back with the one after; at the defaults (ttl 1.5 s,
 /// renewals ttl/3 apart, heartbeats exactly 256 ms apart) the heartbeat two after the one that
 /// carried the last renewal arrives 12 ms past the next renewal's due time, so while heartbeats
-/// come regularly every renewal rides on one. A quiet member's renewal is never later than
-/// this (a busy loop's may be a tick late, as before); its attempts end on the renewal grid
+/// come regularly every renewal rides on one. A quiet member's renewal waits at least this
+/// long; its own timer fires at the agent's next timer slot boundary at or after it (at most
+/// 64 ms more, so that the runtime wakes once for it and never before the heartbeat it waits
+/// for; a busy loop's may be a tick late, as before); its attempts end on the renewal grid
 /// whatever the delay (`Lease::renewal_gives_up_at`); safety does not depend on when it is
 /// sent (the lease counts from the send time; the fence point is exact).
 pub const RENEWAL_BEAT_WAIT: Duration = Duration::from_millis(32);
@@ -71,14 +73,19 @@ pub fn next_deadline(obs: &Observation, cfg: &HaConfig) -> Option<Duration> {
 /// rather than with the next Raft message ([`quiet_until`] waits for one): the coordinator's
 /// deadlines, and [`RENEWAL_BEAT_WAIT`] after this primary's next renewal is due.
 pub fn next_exact_deadline(obs: &Observation, cfg: &HaConfig) -> Option<Duration> {
-    let renewal = renew_due_at(obs).filter(|t| *t > obs.now).map(|t| t + RENEWAL_BEAT_WAIT);
-    renewal.into_iter().chain(coordinator_deadline(obs, cfg)).min()
+    renewal_beat_deadline(obs).into_iter().chain(coordinator_deadline(obs, cfg)).min()
+}
+
+/// [`RENEWAL_BEAT_WAIT`] after this primary's next renewal is due: where a quiet loop stops
+/// waiting for a Raft message to carry it (the agent rounds it up to its timer slot).
+pub fn renewal_beat_deadline(obs: &Observation) -> Option<Duration> {
+    renew_due_at(obs).filter(|t| *t > obs.now).map(|t| t + RENEWAL_BEAT_WAIT)
 }
 
 /// On the coordinator, the first moment after `obs.now` at which a decision about the current
 /// primary could change on time alone: its lease may have run out, a new primary's young
-/// window ends, the next leadership transfer attempt.
-fn coordinator_deadline(obs: &Observation, cfg: &HaConfig) -> Option<Duration> {
+/// window ends, the next leadership transfer attempt. Met exactly.
+pub fn coordinator_deadline(obs: &Observation, cfg: &HaConfig) -> Option<Duration> {
     let mut at = Vec::new();
     if let (Some(c), Some(p)) = (&obs.coordinator, &obs.cluster.primary)
         && !p.expired

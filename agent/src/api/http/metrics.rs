@@ -75,6 +75,10 @@ pub struct Sample {
     pub peers_unreachable: Vec<(String, bool)>,
     /// Long-poll requests for peers' reports this agent has sent.
     pub peer_polls: u64,
+    /// Lease renewals carried on replies to the Raft leader's AppendEntries.
+    pub lease_renewals_carried: u64,
+    /// Lease renewal attempts sent as calls of their own.
+    pub lease_renewal_calls: u64,
     /// Pod labelling, when this agent labels a Kubernetes pod.
     pub kube: Option<crate::kube::status::KubeStatus>,
     /// The agent's WAL archive, when `archive.enabled`.
@@ -144,6 +148,8 @@ impl Sample {
             archiver: running.and_then(|r| r.archiver.as_ref()).map(|a| (a.archived_count, a.failed_count)),
             peers_unreachable: view.peers_unreachable.iter().map(|(n, u)| (n.to_string(), *u)).collect(),
             peer_polls: view.peer_polls,
+            lease_renewals_carried: view.renewals.0,
+            lease_renewal_calls: view.renewals.1,
             kube: Some(crate::kube::status::get()).filter(|k| k.active),
             archive: None,
             backup: backup_sample(state),
@@ -291,6 +297,16 @@ pub fn encode(s: &Sample) -> String {
         "Long-poll requests for peers' reports this agent sent (of two members, the one with the lower node id polls; the other only answers while those requests arrive)",
         ConstCounter::new(s.peer_polls),
     );
+    r.register(
+        "lease_renewals_carried",
+        "Lease renewals this member sent on its replies to the Raft leader's AppendEntries, confirmed in a later one (no call of their own)",
+        ConstCounter::new(s.lease_renewals_carried),
+    );
+    r.register(
+        "lease_renewal_calls",
+        "Lease renewal attempts this member sent as calls of their own (a new primary's, after a failed renewal, a renewal no AppendEntries reply carried in time, clusters where the Raft leader and this member are no quorum)",
+        ConstCounter::new(s.lease_renewal_calls),
+    );
     if let Some(k) = &s.kube {
         r.register(
             "kube_labels_in_sync",
@@ -341,6 +357,8 @@ mod tests {
             postgres_running: true,
             peers_unreachable: vec![("m2".into(), false), ("m3".into(), true)],
             peer_polls: 5,
+            lease_renewals_carried: 9,
+            lease_renewal_calls: 2,
             ..Default::default()
         };
         let text = encode(&s);
@@ -363,6 +381,8 @@ mod tests {
             "pgquorum_peer_unreachable{cluster=\"c\",member=\"m1\",peer=\"m2\"} 0".to_string(),
             "pgquorum_peer_unreachable{cluster=\"c\",member=\"m1\",peer=\"m3\"} 1".to_string(),
             format!("pgquorum_peer_report_polls_total{l} 5"),
+            format!("pgquorum_lease_renewals_carried_total{l} 9"),
+            format!("pgquorum_lease_renewal_calls_total{l} 2"),
         ] {
             assert!(text.lines().any(|x| x == line), "missing {line:?} in\n{text}");
         }

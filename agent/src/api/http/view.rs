@@ -37,6 +37,8 @@ pub struct View {
     pub peers_unreachable: Vec<(MemberName, bool)>,
     /// Long-poll requests this member has sent to its peers.
     pub peer_polls: u64,
+    /// Lease renewals this member carried on Raft replies, and renewal calls it made.
+    pub renewals: (u64, u64),
 }
 
 impl View {
@@ -69,6 +71,10 @@ impl View {
             since_tick: shared.since_last_tick(),
             peers_unreachable,
             peer_polls: shared.reports.polls(),
+            renewals: (
+                cluster.node.mail.carried(),
+                shared.renewal_calls.load(std::sync::atomic::Ordering::Relaxed),
+            ),
         }
     }
 

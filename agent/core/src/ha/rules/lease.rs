@@ -40,7 +40,7 @@ impl Lease {
 
     /// When the renewal due at [`Lease::renew_at`] stops trying (and, unconfirmed, is followed
     /// by an urgent one): a renewal interval after it was due, however late it went out (a
-    /// quiet primary's waits up to `cadence::RENEWAL_BEAT_WAIT` for a Raft heartbeat, a busy
+    /// quiet primary's waits up to `cadence::RENEWAL_BEAT_WAIT` and a timer slot for a Raft heartbeat, a busy
     /// loop's up to a tick). Timed from the due time, the urgent renewal after a failed one
     /// starts at the same moment whatever the delay, so its attempts keep their place before
     /// the fence point (ttl 1.5 s: due at 500 ms, gives up at 1000 ms, attempts at 1000, 1100,
@@ -127,6 +127,23 @@ pub fn renew_due_at(obs: &Observation) -> Option<Duration> {
         // Acquiring: retry quickly.
         (None, Some(sent)) => sent + retry,
     })
+}
+
+/// Whether every majority of every voter set of the membership (one set, or both sets of a
+/// joint change) includes the Raft leader `leader` or the voter `peer`. Then `peer` accepting an
+/// AppendEntries the leader sent completes a quorum round with the leader alone, as a ReadIndex
+/// round's acknowledgements would: a new leader needs a vote from one of the two, given after
+/// that AppendEntries was sent. So a renewal that arrived before it can be confirmed in it
+/// (the note holds only if `peer` accepts it) with no round of its own; in larger clusters the
+/// renewal is a call of its own, as before.
+pub fn pair_is_quorum<T: Ord>(voter_sets: &[std::collections::BTreeSet<T>], leader: &T, peer: &T) -> bool {
+    leader != peer
+        && !voter_sets.is_empty()
+        && voter_sets.iter().all(|set| {
+            // The voters that are neither: together they must not be more than half.
+            let others = set.iter().filter(|id| *id != leader && *id != peer).count();
+            2 * others <= set.len()
+        })
 }
 
 /// Why the coordinator refuses to confirm a renewal.

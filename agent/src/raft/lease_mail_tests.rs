@@ -1,0 +1,99 @@
+//! `LeaseMail`: an order goes out once, with the first reply at or after its due time and not
+//! after its time; only a note accepted after the send and naming it confirms it; the leader
+//! answers a carried renewal once, in the same term, through the coordinator.
+
+use super::*;
+
+const MS: fn(u64) -> Duration = Duration::from_millis;
+
+fn order(due: Instant) -> Order {
+    Order { member: "m1".into(), epoch: 3, due, not_after: due + MS(500) }
+}
+
+fn vote(term: u64) -> Vote {
+    Vote::new_committed(term, 1)
+}
+
+#[tokio::test]
+async fn a_renewal_goes_out_once_with_the_first_reply_after_its_due_time() {
+    let mail = LeaseMail::default();
+    let t0 = Instant::now();
+    mail.arm(order(t0 + MS(10)));
+    assert_eq!(mail.renewal_to_send(t0), None, "not yet due");
+    let r = mail.renewal_to_send(t0 + MS(10)).expect("due");
+    assert_eq!((r.member.as_str(), r.epoch), ("m1", 3));
+    assert_eq!(mail.renewal_to_send(t0 + MS(20)), None, "only once");
+    let sent = mail.disarm().expect("the loop learns it went out");
+    assert_eq!(sent, Sent { id: r.id, epoch: 3, at: t0 + MS(10) });
+    assert_eq!(mail.disarm(), None);
+    assert_eq!(mail.carried(), 1);
+}
+
+#[tokio::test]
+async fn a_disarmed_or_overdue_order_is_never_sent() {
+    let mail = LeaseMail::default();
+    let t0 = Instant::now();
+    mail.arm(order(t0));
+    assert_eq!(mail.disarm(), None);
+    assert_eq!(mail.renewal_to_send(t0 + MS(1)), None, "taken back");
+    mail.arm(order(t0));
+    assert_eq!(mail.renewal_to_send(t0 + MS(501)), None, "past its time: the loop renews by call");
+    assert_eq!(mail.disarm(), None);
+    assert_eq!(mail.carried(), 0);
+}
+
+#[tokio::test]
+async fn renewal_numbers_differ_between_runs_of_the_agent() {
+    let (a, b) = (LeaseMail::default(), LeaseMail::default());
+    let t0 = Instant::now();
+    a.arm(order(t0));
+    b.arm(order(t0));
+    let (ra, rb) = (a.renewal_to_send(t0).expect("due"), b.renewal_to_send(t0).expect("due"));
+    assert_ne!(ra.id, rb.id, "a note for an earlier run's renewal must not name this run's");
+}
+
+#[tokio::test]
+async fn only_a_note_accepted_after_the_send_and_naming_the_renewal_confirms_it() {
+    let mail = std::sync::Arc::new(LeaseMail::default());
+    let t0 = Instant::now();
+    mail.arm(order(t0));
+    let first = mail.renewal_to_send(t0).expect("due");
+    // A note for the next renewal's number, accepted before that renewal goes out (an earlier
+    // run's, say), is forgotten when it does.
+    mail.note_accepted(&LeaseNote { epoch: 3, id: first.id + 1, ttl_ms: 1500 });
+    mail.disarm();
+    mail.arm(order(t0));
+    mail.renewal_to_send(t0).expect("due");
+    let sent = mail.disarm().expect("sent");
+    assert_eq!(sent.id, first.id + 1);
+    let waiting = tokio::spawn({
+        let mail = mail.clone();
+        async move { mail.confirmation(sent).await }
+    });
+    mail.note_accepted(&LeaseNote { epoch: 3, id: first.id, ttl_ms: 1500 });
+    mail.note_accepted(&LeaseNote { epoch: 2, id: sent.id, ttl_ms: 1500 });
+    tokio::time::sleep(MS(20)).await;
+    assert!(!waiting.is_finished(), "a stale note, another renewal's, or another epoch's confirms nothing");
+    mail.note_accepted(&LeaseNote { epoch: 3, id: sent.id, ttl_ms: 1500 });
+    assert_eq!(waiting.await.expect("task"), MS(1500));
+}
+
+#[tokio::test]
+async fn the_leader_answers_each_carried_renewal_once_in_its_term_through_the_coordinator() {
+    let mail = LeaseMail::default();
+    let renewal = LeaseRenewal { member: "m1".into(), epoch: 3, id: 5 };
+    mail.renewal_arrived(2, renewal.clone(), Instant::now(), 7);
+    assert_eq!(mail.note_for(2, &vote(7)).await, None, "no coordinator yet: no note");
+    mail.set_confirmer(Box::new(|target, arrived, vote| {
+        let ok = target == 2 && vote.leader_id().term == 7 && arrived.renewal.epoch == 3;
+        Box::pin(async move { if ok { Ok(MS(1500)) } else { Err("refused".to_string()) } })
+    }));
+    mail.renewal_arrived(2, renewal.clone(), Instant::now(), 7);
+    assert_eq!(mail.note_for(3, &vote(7)).await, None, "another peer's AppendEntries carries nothing");
+    assert_eq!(mail.note_for(2, &vote(7)).await, Some(LeaseNote { epoch: 3, id: 5, ttl_ms: 1500 }));
+    assert_eq!(mail.note_for(2, &vote(7)).await, None, "answered once");
+    mail.renewal_arrived(2, renewal.clone(), Instant::now(), 6);
+    assert_eq!(mail.note_for(2, &vote(7)).await, None, "carried on a reply in an earlier term: dropped");
+    mail.renewal_arrived(2, renewal, Instant::now(), 8);
+    assert_eq!(mail.note_for(2, &vote(8)).await, None, "refused by the coordinator: no note");
+}
