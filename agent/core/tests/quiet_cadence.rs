@@ -160,7 +160,9 @@ fn only_a_steady_member_and_coordinator_are_quiet() {
 /// within 500 ms of its fence point (with the old 100 ms tick the margin was the same).
 /// Without Raft messages (`beats` off) a renewal is answered `latency` after it is sent; with
 /// heartbeats every 256 ms, at the heartbeat after the one it was sent with (plus `latency`),
-/// and then almost every renewal goes out with a heartbeat.
+/// and then almost every renewal goes out with a heartbeat. (The model wakes at the core's
+/// exact deadline; the agent rounds a renewal's up to its runtime's 64 ms timer slot, so there
+/// a renewal no heartbeat carried may start up to a slot later than modelled.)
 #[test]
 fn a_quiet_primary_renews_on_time_and_never_nears_its_fence_point() {
     let heartbeat = ms(256);

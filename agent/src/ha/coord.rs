@@ -222,6 +222,9 @@ impl Coord {
         arrived: Duration,
     ) -> Result<Duration, String> {
         let applied = cluster.applied();
+        // openraft's published metrics may lag its core: after a ReadIndex round or the core's
+        // own check (`confirm_carried`) this can only refuse a confirmation that would have
+        // been sound, never allow one that is not.
         let current_term = cluster.with_metrics(|m| m.current_term);
         let mut s = self.lock();
         if current_term != term || s.term != term {

@@ -6,8 +6,9 @@
 //! epoch once it is due); the reply to the first AppendEntries answered at or after that time
 //! carries the renewal ([`LeaseMail::renewal_to_send`]), and a [`LeaseNote`] in a later
 //! AppendEntries that this member *accepts* confirms it ([`LeaseMail::note_accepted`]). On the
-//! Raft leader: a carried renewal waits per peer ([`LeaseMail::renewal_arrived`]) until the next
-//! AppendEntries to that peer, which carries the coordinator's answer ([`LeaseMail::note_for`]).
+//! Raft leader: a carried renewal is put to the coordinator as it arrives
+//! ([`LeaseMail::renewal_arrived`]), and the next AppendEntries to that peer after the answer
+//! carries it ([`LeaseMail::note_for`]); no AppendEntries waits for the coordinator.
 //!
 //! Owns only the carrying. Whether and when to renew is the core's; whether to confirm, and the
 //! rule that makes the note a quorum round, is the coordinator's (`Coord::confirm_carried`).
@@ -17,7 +18,7 @@ use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use pgquorum_proto::raft::{LeaseNote, LeaseRenewal};
@@ -57,13 +58,13 @@ pub struct Arrived {
     pub renewal: LeaseRenewal,
     /// When the reply carrying it was read.
     pub at: Instant,
-    /// The Raft term of the AppendEntries that reply answered: only an AppendEntries of the
-    /// same term answers it.
-    pub term: u64,
 }
 
-/// The coordinator's answer to a carried renewal from `target`, about to be sent to it in an
-/// AppendEntries with the leader's vote `vote`: the ttl confirmed, or why not.
+/// The coordinator's answer to a carried renewal from `target`, whose reply answered an
+/// AppendEntries with the leader's vote `vote` (the note goes only in one with the same vote):
+/// the ttl confirmed, or why not. Asked once the renewal arrived, never on the way of an
+/// AppendEntries: the check runs in openraft's core, which may be busy (an fsync), and a
+/// heartbeat must not wait for it.
 pub type Confirmer = Box<dyn Fn(u64, Arrived, Vote) -> ConfirmFuture + Send + Sync>;
 
 /// What a [`Confirmer`] returns.
@@ -75,8 +76,20 @@ struct Inner {
     /// Sent since the HA loop last looked.
     sent: Option<Sent>,
     last_id: u64,
-    /// Leader: carried renewals not yet answered, by the peer they came from.
-    arrived: HashMap<u64, Arrived>,
+    /// Leader: answers to carried renewals not yet sent, by the peer they came from.
+    answers: HashMap<u64, Answer>,
+    /// Leader: numbers the renewals that arrived, so a late answer never replaces a newer one.
+    arrivals: u64,
+}
+
+/// The leader's answer to a peer's carried renewal.
+struct Answer {
+    /// The vote of the AppendEntries the renewal's reply answered.
+    vote: Vote,
+    /// Which arrival it answers.
+    arrival: u64,
+    /// The note, once the coordinator confirmed (`None` while it decides).
+    note: Option<LeaseNote>,
 }
 
 /// The renewals carried on this agent's Raft traffic, both ways.
@@ -140,8 +153,12 @@ impl LeaseMail {
     }
 
     /// Member: `note` came in an AppendEntries this member accepted (the Raft leader's term
-    /// and log are its own): the renewal it names is confirmed.
+    /// and log are its own): the renewal it names is confirmed, if it is the last one sent (a
+    /// late note for an earlier one must not replace the note for the current one).
     pub fn note_accepted(&self, note: &LeaseNote) {
+        if note.id != self.lock().last_id {
+            return;
+        }
         let ttl = Duration::from_millis(note.ttl_ms);
         self.confirmed.send_replace(Some((note.id, note.epoch, ttl)));
     }
@@ -170,32 +187,55 @@ impl LeaseMail {
         let _ = self.confirmer.set(confirmer);
     }
 
-    /// Leader: a reply from `from` to an AppendEntries of Raft term `term` carried
-    /// `renewal`, read at `at`.
-    pub fn renewal_arrived(&self, from: u64, renewal: LeaseRenewal, at: Instant, term: u64) {
-        self.lock().arrived.insert(from, Arrived { renewal, at, term });
+    /// Leader: a reply from `from` to an AppendEntries with this leader's `vote` carried
+    /// `renewal`, read at `at`. The coordinator is asked at once, in a task of its own; the
+    /// next AppendEntries to `from` with the same vote after it answered carries the note.
+    pub fn renewal_arrived(self: &Arc<Self>, from: u64, renewal: LeaseRenewal, at: Instant, vote: Vote) {
+        let arrival = {
+            let mut inner = self.lock();
+            inner.arrivals += 1;
+            let arrival = inner.arrivals;
+            inner.answers.insert(from, Answer { vote, arrival, note: None });
+            arrival
+        };
+        let Some(confirm) = self.confirmer.get() else {
+            self.lock().answers.remove(&from);
+            return;
+        };
+        let (member, epoch, id) = (renewal.member.clone(), renewal.epoch, renewal.id);
+        let answering = confirm(from, Arrived { renewal, at }, vote);
+        let mail = self.clone();
+        tokio::spawn(async move {
+            let answer = answering.await;
+            let mut inner = mail.lock();
+            let Some(a) = inner.answers.get_mut(&from).filter(|a| a.arrival == arrival) else { return };
+            match answer {
+                Ok(ttl) => {
+                    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+                    a.note = Some(LeaseNote { epoch, id, ttl_ms });
+                }
+                Err(why) => {
+                    inner.answers.remove(&from);
+                    tracing::debug!(%member, "carried lease renewal not confirmed: {why}");
+                }
+            }
+        });
     }
 
     /// Leader: the note for the AppendEntries about to go to `target` with the leader's vote
-    /// `vote`, answering the renewal that peer carried last (on a reply in the same term), if
-    /// the coordinator confirms it. Every renewal is answered at most once; one refused gets
-    /// no note (its sender tries again by call).
-    pub async fn note_for(&self, target: u64, vote: &Vote) -> Option<LeaseNote> {
-        let arrived = self.lock().arrived.remove(&target)?;
-        if arrived.term != vote.leader_id().term {
+    /// `vote`: the coordinator's confirmation of the renewal that peer carried last, if it is
+    /// in (otherwise a later AppendEntries carries it) and was asked for under the same vote.
+    /// Every renewal is answered at most once; one refused gets no note (its sender tries
+    /// again by call).
+    pub fn note_for(&self, target: u64, vote: &Vote) -> Option<LeaseNote> {
+        let mut inner = self.lock();
+        let answer = inner.answers.get(&target)?;
+        if answer.vote != *vote {
+            inner.answers.remove(&target);
             return None;
         }
-        let confirm = self.confirmer.get()?;
-        let (member, epoch, id) = (arrived.renewal.member.clone(), arrived.renewal.epoch, arrived.renewal.id);
-        match confirm(target, arrived, *vote).await {
-            Ok(ttl) => {
-                Some(LeaseNote { epoch, id, ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX) })
-            }
-            Err(why) => {
-                tracing::debug!(%member, "carried lease renewal not confirmed: {why}");
-                None
-            }
-        }
+        answer.note.as_ref()?;
+        inner.answers.remove(&target).and_then(|a| a.note)
     }
 }
 

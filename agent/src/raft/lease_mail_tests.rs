@@ -78,22 +78,71 @@ async fn only_a_note_accepted_after_the_send_and_naming_the_renewal_confirms_it(
     assert_eq!(waiting.await.expect("task"), MS(1500));
 }
 
+/// Lets the tasks the mail spawned run.
+async fn settle() {
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
+}
+
 #[tokio::test]
-async fn the_leader_answers_each_carried_renewal_once_in_its_term_through_the_coordinator() {
-    let mail = LeaseMail::default();
+async fn the_leader_answers_each_carried_renewal_once_under_its_vote_through_the_coordinator() {
+    let mail = std::sync::Arc::new(LeaseMail::default());
     let renewal = LeaseRenewal { member: "m1".into(), epoch: 3, id: 5 };
-    mail.renewal_arrived(2, renewal.clone(), Instant::now(), 7);
-    assert_eq!(mail.note_for(2, &vote(7)).await, None, "no coordinator yet: no note");
+    mail.renewal_arrived(2, renewal.clone(), Instant::now(), vote(7));
+    assert_eq!(mail.note_for(2, &vote(7)), None, "no coordinator yet: no note");
     mail.set_confirmer(Box::new(|target, arrived, vote| {
         let ok = target == 2 && vote.leader_id().term == 7 && arrived.renewal.epoch == 3;
         Box::pin(async move { if ok { Ok(MS(1500)) } else { Err("refused".to_string()) } })
     }));
-    mail.renewal_arrived(2, renewal.clone(), Instant::now(), 7);
-    assert_eq!(mail.note_for(3, &vote(7)).await, None, "another peer's AppendEntries carries nothing");
-    assert_eq!(mail.note_for(2, &vote(7)).await, Some(LeaseNote { epoch: 3, id: 5, ttl_ms: 1500 }));
-    assert_eq!(mail.note_for(2, &vote(7)).await, None, "answered once");
-    mail.renewal_arrived(2, renewal.clone(), Instant::now(), 6);
-    assert_eq!(mail.note_for(2, &vote(7)).await, None, "carried on a reply in an earlier term: dropped");
-    mail.renewal_arrived(2, renewal, Instant::now(), 8);
-    assert_eq!(mail.note_for(2, &vote(8)).await, None, "refused by the coordinator: no note");
+    mail.renewal_arrived(2, renewal.clone(), Instant::now(), vote(7));
+    settle().await;
+    assert_eq!(mail.note_for(3, &vote(7)), None, "another peer's AppendEntries carries nothing");
+    assert_eq!(mail.note_for(2, &vote(7)), Some(LeaseNote { epoch: 3, id: 5, ttl_ms: 1500 }));
+    assert_eq!(mail.note_for(2, &vote(7)), None, "answered once");
+    mail.renewal_arrived(2, renewal.clone(), Instant::now(), vote(6));
+    settle().await;
+    assert_eq!(mail.note_for(2, &vote(7)), None, "asked under another vote: dropped");
+    assert_eq!(mail.note_for(2, &vote(6)), None, "and gone");
+    mail.renewal_arrived(2, renewal, Instant::now(), vote(8));
+    settle().await;
+    assert_eq!(mail.note_for(2, &vote(8)), None, "refused by the coordinator: no note");
+}
+
+#[tokio::test]
+async fn no_appendentries_waits_for_the_coordinator_and_a_late_answer_goes_with_a_later_one() {
+    let mail = std::sync::Arc::new(LeaseMail::default());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let rx = std::sync::Mutex::new(Some(rx));
+    mail.set_confirmer(Box::new(move |_, _, _| {
+        let rx = rx.lock().expect("not poisoned").take();
+        Box::pin(async move {
+            if let Some(rx) = rx {
+                let _ = rx.await;
+            }
+            Ok(MS(1500))
+        })
+    }));
+    mail.renewal_arrived(2, LeaseRenewal { member: "m1".into(), epoch: 3, id: 9 }, Instant::now(), vote(7));
+    settle().await;
+    assert_eq!(mail.note_for(2, &vote(7)), None, "the coordinator has not answered: nothing, at once");
+    tx.send(()).expect("confirmer waiting");
+    settle().await;
+    assert_eq!(mail.note_for(2, &vote(7)), Some(LeaseNote { epoch: 3, id: 9, ttl_ms: 1500 }));
+}
+
+#[tokio::test]
+async fn a_late_note_for_an_earlier_renewal_does_not_replace_the_current_ones() {
+    let mail = LeaseMail::default();
+    let t0 = Instant::now();
+    mail.arm(order(t0));
+    let first = mail.renewal_to_send(t0).expect("due");
+    mail.disarm();
+    mail.arm(order(t0));
+    let second = mail.renewal_to_send(t0).expect("due");
+    let sent = mail.disarm().expect("sent");
+    mail.note_accepted(&LeaseNote { epoch: 3, id: second.id, ttl_ms: 1500 });
+    mail.note_accepted(&LeaseNote { epoch: 3, id: first.id, ttl_ms: 1500 });
+    let got = tokio::time::timeout(MS(100), mail.confirmation(sent)).await;
+    assert_eq!(got, Ok(MS(1500)), "the current renewal stays confirmed");
 }

@@ -224,7 +224,7 @@ impl PeerRaft {
         if !matches!(self.append, AppendStream::Unsupported) {
             let (channel, mut body) = (self.channel()?, self.envelope(&rpc)?);
             // Only peers that know the stream carry renewals, so only the stream carries notes.
-            body.lease_note = self.mail.note_for(self.target, &rpc.vote).await;
+            body.lease_note = self.mail.note_for(self.target, &rpc.vote);
             match tokio::time::timeout(ttl, self.append.call(&channel, body)).await {
                 Err(_) => {
                     self.append = AppendStream::Closed;
@@ -233,8 +233,8 @@ impl PeerRaft {
                 Ok(Err(status)) => return Err(map_status(status)),
                 Ok(Ok(Some(mut reply))) => {
                     if let Some(renewal) = reply.lease_renewal.take() {
-                        let (now, term) = (tokio::time::Instant::now(), rpc.vote.leader_id().term);
-                        self.mail.renewal_arrived(self.target, renewal, now, term);
+                        let now = tokio::time::Instant::now();
+                        self.mail.renewal_arrived(self.target, renewal, now, rpc.vote);
                     }
                     return decode(reply);
                 }

@@ -299,7 +299,7 @@ pub fn encode(s: &Sample) -> String {
     );
     r.register(
         "lease_renewals_carried",
-        "Lease renewals this member sent on its replies to the Raft leader's AppendEntries, confirmed in a later one (no call of their own)",
+        "Lease renewals this member sent on its replies to the Raft leader's AppendEntries (no call of their own; the leader confirms one in a later AppendEntries, else the renewal goes on by call)",
         ConstCounter::new(s.lease_renewals_carried),
     );
     r.register(
