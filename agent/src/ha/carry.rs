@@ -1,8 +1,9 @@
 //! The HA loop's side of lease renewals carried on Raft's traffic (`raft::lease_mail`): a
 //! quiet primary whose Raft leader and itself are a quorum leaves its next renewal to go out
 //! on the reply to the first AppendEntries at or after the due time, and learns of the
-//! confirmation from a note in a later AppendEntries, so a renewal costs no call, no wake-up of
-//! its own and no wake-up for an answer.
+//! confirmation from a note in a later AppendEntries, so a renewal costs no call and no wake-up
+//! of its own, neither to go out nor for its answer (both come with heartbeats the member
+//! wakes for anyway).
 //!
 //! Owns only when an order is left and taken back: whether a renewal is due, and when, is the
 //! core's (`lease::renew_due_at`); the order is left only at the end of a quiet tick and taken
