@@ -49,10 +49,7 @@ impl Ha {
             return;
         }
         let Some(due) = renew_due_at(obs) else { return };
-        let held = self.local.lease.filter(|l| l.epoch == obs.cluster.epoch);
-        let Some(lease) = held.filter(|l| !l.last_renewal_failed(self.local.last_renewal_sent)) else {
-            return;
-        };
+        let Some(lease) = self.lease_on_schedule(obs.cluster.epoch) else { return };
         let (me, leader, voters) = self.cluster.with_metrics(|m| {
             (m.id, m.current_leader, m.membership_config.membership().get_joint_config().clone())
         });

@@ -353,6 +353,16 @@ impl Ha {
         self.start_renewal(obs.cluster.config.ttl, obs.me.clone(), epoch, None);
     }
 
+    /// The lease of `epoch` this member holds and renews on schedule: its last renewal was
+    /// not a failed one (`Lease::last_renewal_failed`).
+    pub(super) fn lease_on_schedule(
+        &self,
+        epoch: pgquorum_core::Epoch,
+    ) -> Option<pgquorum_core::ha::observation::Lease> {
+        let sent = self.local.last_renewal_sent;
+        self.local.lease.filter(|l| l.epoch == epoch && !l.last_renewal_failed(sent))
+    }
+
     /// Starts renewing `epoch`: its first attempt `carried` on Raft's traffic already, or a
     /// call now.
     pub(super) fn start_renewal(
@@ -367,14 +377,15 @@ impl Ha {
         // held was not confirmed (its Raft leader may be gone): confirmed at once
         // (`renew::urgent`).
         let held = self.local.lease.filter(|l| l.epoch == epoch);
-        let failed_before = held.is_some_and(|l| l.last_renewal_failed(self.local.last_renewal_sent));
+        let on_schedule = self.lease_on_schedule(epoch);
+        let failed_before = held.is_some() && on_schedule.is_none();
         let urgent = super::renew::urgent(held.is_none(), failed_before);
         self.local.last_renewal_sent = Some(sent);
         let (cluster, shared) = (self.cluster.clone(), self.shared.clone());
         // A renewal on schedule tries until a renewal interval after it was due
         // (`Lease::renewal_gives_up_at`); a new primary's or one after a failed renewal, for a
         // renewal interval from now.
-        let gives_up = match held.filter(|_| !failed_before) {
+        let gives_up = match on_schedule {
             Some(l) => l.renewal_gives_up_at(ttl),
             None => sent + ttl / 3,
         };

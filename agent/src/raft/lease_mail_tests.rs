@@ -14,6 +14,13 @@ fn vote(term: u64) -> Vote {
     Vote::new_committed(term, 1)
 }
 
+/// Lets the tasks the mail spawned run.
+async fn settle() {
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
+}
+
 #[tokio::test]
 async fn a_renewal_goes_out_once_with_the_first_reply_after_its_due_time() {
     let mail = LeaseMail::default();
@@ -72,17 +79,10 @@ async fn only_a_note_accepted_after_the_send_and_naming_the_renewal_confirms_it(
     });
     mail.note_accepted(&LeaseNote { epoch: 3, id: first.id, ttl_ms: 1500 });
     mail.note_accepted(&LeaseNote { epoch: 2, id: sent.id, ttl_ms: 1500 });
-    tokio::time::sleep(MS(20)).await;
+    settle().await;
     assert!(!waiting.is_finished(), "a stale note, another renewal's, or another epoch's confirms nothing");
     mail.note_accepted(&LeaseNote { epoch: 3, id: sent.id, ttl_ms: 1500 });
     assert_eq!(waiting.await.expect("task"), MS(1500));
-}
-
-/// Lets the tasks the mail spawned run.
-async fn settle() {
-    for _ in 0..4 {
-        tokio::task::yield_now().await;
-    }
 }
 
 #[tokio::test]
