@@ -63,6 +63,79 @@ pub fn kill_all_in(dir: &Path) {
     }
 }
 
+/// Ends the Postgres instance in `data` and its fence guard without leaving shared memory
+/// behind. A postmaster killed with kill -9 leaves its System V segment and its
+/// /dev/shm/PostgreSQL.* segments until a Postgres starts again in the same directory; a test
+/// that then deletes the directory leaks them, and after 4096 such leaks (kernel.shmmni) no
+/// Postgres on the machine can start. So: the guards are killed first (none fires meanwhile),
+/// the postmaster gets an immediate shutdown (SIGQUIT: it removes its segments as it exits),
+/// whatever is still alive after 5 s is killed, and the segments of a postmaster that died
+/// by kill -9 earlier are released ([`release_leftover_ipc`]).
+pub fn stop_instance(data: &Path) {
+    let instance = scan(data, false);
+    for pid in scan(data, true).into_iter().filter(|p| !instance.contains(p)) {
+        signal(pid, Signal::KILL); // a fence guard
+    }
+    for &pid in &instance {
+        signal(pid, Signal::CONT); // a test may have frozen it
+    }
+    let mapped = mapped_postgres_shm(&instance);
+    if let Some(pm) = postmaster_pid(data).filter(|pm| instance.contains(pm)) {
+        signal(pm, Signal::QUIT);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while alive(pm) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    kill_all_in(data);
+    release_leftover_ipc(data);
+    for f in mapped {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
+/// The /dev/shm/PostgreSQL.* files that `pids` map (Postgres's dynamic shared memory).
+fn mapped_postgres_shm(pids: &[u32]) -> Vec<String> {
+    let mut out: Vec<String> = pids
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/maps")).ok())
+        .flat_map(|maps| {
+            maps.lines()
+                .filter_map(|l| l.split_whitespace().nth(5).map(str::to_string))
+                .filter(|f| f.starts_with("/dev/shm/PostgreSQL."))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Removes the System V segment named in `data/postmaster.pid` (its last line: key and id)
+/// when no process is attached to it any more and its key still matches, i.e. when the
+/// postmaster that made it is gone without removing it.
+pub fn release_leftover_ipc(data: &Path) {
+    let Ok(text) = std::fs::read_to_string(data.join("postmaster.pid")) else { return };
+    let Some(line) = text.lines().nth(6) else { return };
+    let mut it = line.split_whitespace();
+    // Written as an unsigned long, listed by the kernel as a signed int.
+    let key = it.next().and_then(|k| k.parse::<u64>().ok()).map(|k| k as u32 as i32);
+    let (Some(key), Some(id)) = (key, it.next()) else { return };
+    let Ok(table) = std::fs::read_to_string("/proc/sysvipc/shm") else { return };
+    // Columns: key shmid perms size cpid lpid nattch ...
+    let orphan = table.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 6 && f[0].parse::<i32>().ok() == Some(key) && f[1] == id && f[6] == "0"
+    });
+    if orphan {
+        let _ = std::process::Command::new("ipcrm")
+            .args(["-m", id])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
 /// The postmaster PID from `data/postmaster.pid`, if that process is alive.
 pub fn postmaster_pid(data: &Path) -> Option<u32> {
     let text = std::fs::read_to_string(data.join("postmaster.pid")).ok()?;

@@ -287,7 +287,8 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.sigcont();
         self.kill9();
-        // Postgres and the fence guard outlive a killed agent: stop them by PID too.
-        crate::procs::kill_all_in(&self.pgdata());
+        // Postgres and the fence guard outlive a killed agent: stop them by PID too, without
+        // leaking Postgres's shared memory.
+        crate::procs::stop_instance(&self.pgdata());
     }
 }
