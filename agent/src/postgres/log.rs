@@ -72,10 +72,15 @@ const CONNECTION_FATALS: &[&str] = &[
     ":  database \"",
 ];
 
+/// What the agent adds to a start failure whose cause Postgres's own hint does not name.
+const SHARED_MEMORY_HINT: &str = "pgquorum: Postgres instances killed with kill -9 leave their \
+     System V segment behind when their data directory is then deleted; `ipcs -m` lists them \
+     (nattch 0), `ipcrm -m ID` removes one";
+
 /// Why a start failed, from what Postgres wrote since it was started: its last FATAL or PANIC
-/// line (not a client connection's), preceded by the lines that name what is wrong when a
-/// configuration file is refused (Postgres logs each bad setting at LOG level, then
-/// "configuration file ... contains errors").
+/// line (not a client connection's) with the DETAIL and HINT that follow it, preceded by the
+/// lines that name what is wrong when a configuration file is refused (Postgres logs each bad
+/// setting at LOG level, then "configuration file ... contains errors").
 pub fn start_failure(output: &str) -> Option<String> {
     let lines: Vec<(&str, &str)> = output.lines().filter_map(message).collect();
     let server_fatal = |(sev, m): &(&str, &str)| {
@@ -95,6 +100,11 @@ pub fn start_failure(output: &str) -> Option<String> {
         causes.reverse();
         causes.extend(picked);
         picked = causes;
+    }
+    let explained = lines[fatal + 1..].iter().take_while(|(sev, _)| matches!(*sev, "DETAIL" | "HINT"));
+    picked.extend(explained.take(2).map(|(_, m)| *m));
+    if lines[fatal].1.contains("could not create shared memory segment") {
+        picked.push(SHARED_MEMORY_HINT);
     }
     Some(picked.join("; "))
 }
@@ -146,6 +156,35 @@ mod tests {
         assert_eq!(start_failure("2026 [1] LOG:  database system is shut down\n"), None);
         let clients = "2026 [2] FATAL:  the database system is starting up\n2026 [3] FATAL:  connection to client lost\n";
         assert_eq!(start_failure(clients), None, "a client connection's FATAL is not why Postgres stopped");
+    }
+
+    #[test]
+    fn the_fatal_line_keeps_postgres_own_detail_and_hint_and_used_up_shared_memory_says_why() {
+        let out = "2026-12-07 19:47:33.001 UTC [9] LOG:  starting PostgreSQL 15.10\n\
+                   2026-12-07 19:47:33.002 UTC [9] FATAL:  could not create shared memory segment: No space left on device\n\
+                   2026-12-07 19:47:33.002 UTC [9] DETAIL:  Failed system call was shmget(key=9961501, size=56, 03600).\n\
+                   2026-12-07 19:47:33.002 UTC [9] HINT:  This error does *not* mean that you have run out of disk space.\n\
+                   2026-12-07 19:47:33.003 UTC [9] LOG:  database system is shut down\n";
+        assert_eq!(
+            start_failure(out).as_deref(),
+            Some(
+                format!(
+                    "FATAL:  could not create shared memory segment: No space left on device; DETAIL:  Failed \
+                     system call was shmget(key=9961501, size=56, 03600).; HINT:  This error does *not* mean \
+                     that you have run out of disk space.; {SHARED_MEMORY_HINT}"
+                )
+                .as_str()
+            )
+        );
+        let owner = "2026 [1] FATAL:  data directory \"/d\" has wrong ownership\n\
+                     2026 [1] HINT:  The server must be started by the user that owns the data directory.\n";
+        assert_eq!(
+            start_failure(owner).as_deref(),
+            Some(
+                "FATAL:  data directory \"/d\" has wrong ownership; HINT:  The server must be started by the user \
+                 that owns the data directory."
+            )
+        );
     }
 
     #[test]
