@@ -10,6 +10,7 @@
 //! that compressed or checksummed a segment got one, which kept its buffers resident (3-4 MiB
 //! per member in release builds). The agent executable is linked without PIE, so the loader
 //! does not turn its read-only data into private copies at start-up (about 1 MiB).
+//! Also: the harness's own footprint, the shared memory a test's Postgres leaves behind.
 
 use std::time::{Duration, Instant};
 
@@ -228,4 +229,64 @@ fn idle_members_query_postgres_every_two_seconds_and_stay_small() {
         );
     }
     c.check_logs(&[]);
+}
+
+/// The System V segment named in `data/postmaster.pid` (its last line: key and id).
+fn segment_of(data: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(data.join("postmaster.pid")).expect("postmaster.pid");
+    let line = text.lines().nth(6).expect("postmaster.pid names its shared memory");
+    line.split_whitespace().nth(1).expect("key and id").to_string()
+}
+
+/// Whether the kernel still lists System V segment `id`.
+fn segment_exists(id: &str) -> bool {
+    let table = std::fs::read_to_string("/proc/sysvipc/shm").expect("/proc/sysvipc/shm");
+    table.lines().skip(1).any(|l| l.split_whitespace().nth(1) == Some(id))
+}
+
+/// The /dev/shm files process `pid` maps (Postgres's dynamic shared memory).
+fn shm_files_of(pid: u32) -> Vec<String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    let mut files: Vec<String> = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|f| f.starts_with("/dev/shm/PostgreSQL."))
+        .map(str::to_string)
+        .collect();
+    files.dedup();
+    files
+}
+
+/// The harness ends a test's Postgres without leaking its shared memory (docs/decisions.md,
+/// "Tests stop Postgres so that its shared memory goes with it"): after 4096 leaked segments no
+/// Postgres on the machine can start. Members stopped by dropping their agents leave neither
+/// their System V segments nor the /dev/shm files their instances mapped, and a member whose
+/// agent and postmaster were killed with kill -9 first (a crash nobody recovered from) does not
+/// leave its segment. (Its /dev/shm files go only if one of its backends still mapped them when
+/// the harness stopped it, so they are not checked.)
+#[test]
+fn dropped_members_leave_no_shared_memory_behind() {
+    let mut c = Cluster::start(ClusterOptions::default());
+    let primary = c.wait_for_primary(T);
+    let replicas: Vec<String> = c.agents.iter().map(|a| a.name.clone()).filter(|n| *n != primary).collect();
+    c.wait_for_streaming(&replicas.iter().map(String::as_str).collect::<Vec<_>>(), T);
+    let killed = replicas[0].clone();
+    let mut segments = Vec::new();
+    let mut files = Vec::new();
+    for a in &c.agents {
+        segments.push((a.name.clone(), segment_of(&a.pgdata())));
+        let mapped = shm_files_of(a.postmaster_pid().expect("postmaster running"));
+        assert!(!mapped.is_empty(), "{}'s postmaster maps its dynamic shared memory control segment", a.name);
+        if a.name != killed {
+            files.extend(mapped);
+        }
+    }
+    assert!(segments.iter().all(|(_, id)| segment_exists(id)), "{segments:?}");
+    c.agent_mut(&killed).kill9_with_postgres();
+    drop(c);
+    for (name, id) in &segments {
+        assert!(!segment_exists(id), "{name}'s System V segment {id} is still there after the test ended");
+    }
+    let left: Vec<&String> = files.iter().filter(|f| std::path::Path::new(f).exists()).collect();
+    assert!(left.is_empty(), "/dev/shm files of stopped instances left behind: {left:?}");
 }
