@@ -95,7 +95,7 @@ pub fn stop_instance(data: &Path) {
 }
 
 /// The /dev/shm/PostgreSQL.* files that `pids` map (Postgres's dynamic shared memory).
-fn mapped_postgres_shm(pids: &[u32]) -> Vec<String> {
+pub fn mapped_postgres_shm(pids: &[u32]) -> Vec<String> {
     let mut out: Vec<String> = pids
         .iter()
         .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/maps")).ok())
@@ -111,16 +111,21 @@ fn mapped_postgres_shm(pids: &[u32]) -> Vec<String> {
     out
 }
 
-/// Removes the System V segment named in `data/postmaster.pid` (its last line: key and id)
-/// when no process is attached to it any more and its key still matches, i.e. when the
-/// postmaster that made it is gone without removing it.
+/// The System V segment named in `data/postmaster.pid` (its seventh line): its key (written as
+/// an unsigned long, listed by the kernel as a signed int) and its id.
+pub fn postmaster_segment(data: &Path) -> Option<(i32, String)> {
+    let text = std::fs::read_to_string(data.join("postmaster.pid")).ok()?;
+    let mut it = text.lines().nth(6)?.split_whitespace();
+    let key = it.next()?.parse::<u64>().ok()? as u32 as i32;
+    Some((key, it.next()?.to_string()))
+}
+
+/// Removes the System V segment named in `data/postmaster.pid` when no process is attached to
+/// it any more and its key still matches, i.e. when the postmaster that made it is gone without
+/// removing it.
 pub fn release_leftover_ipc(data: &Path) {
-    let Ok(text) = std::fs::read_to_string(data.join("postmaster.pid")) else { return };
-    let Some(line) = text.lines().nth(6) else { return };
-    let mut it = line.split_whitespace();
-    // Written as an unsigned long, listed by the kernel as a signed int.
-    let key = it.next().and_then(|k| k.parse::<u64>().ok()).map(|k| k as u32 as i32);
-    let (Some(key), Some(id)) = (key, it.next()) else { return };
+    let Some((key, id)) = postmaster_segment(data) else { return };
+    let id = id.as_str();
     let Ok(table) = std::fs::read_to_string("/proc/sysvipc/shm") else { return };
     // Columns: key shmid perms size cpid lpid nattch ...
     let orphan = table.lines().skip(1).any(|l| {

@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use pgquorum_tests::{Cluster, ClusterOptions};
+use pgquorum_tests::{Cluster, ClusterOptions, procs};
 use pgquorum_tests::{footprint, wal};
 
 const T: Duration = Duration::from_secs(90);
@@ -231,30 +231,10 @@ fn idle_members_query_postgres_every_two_seconds_and_stay_small() {
     c.check_logs(&[]);
 }
 
-/// The System V segment named in `data/postmaster.pid` (its last line: key and id).
-fn segment_of(data: &std::path::Path) -> String {
-    let text = std::fs::read_to_string(data.join("postmaster.pid")).expect("postmaster.pid");
-    let line = text.lines().nth(6).expect("postmaster.pid names its shared memory");
-    line.split_whitespace().nth(1).expect("key and id").to_string()
-}
-
 /// Whether the kernel still lists System V segment `id`.
 fn segment_exists(id: &str) -> bool {
     let table = std::fs::read_to_string("/proc/sysvipc/shm").expect("/proc/sysvipc/shm");
     table.lines().skip(1).any(|l| l.split_whitespace().nth(1) == Some(id))
-}
-
-/// The /dev/shm files process `pid` maps (Postgres's dynamic shared memory).
-fn shm_files_of(pid: u32) -> Vec<String> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
-    let mut files: Vec<String> = maps
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
-        .filter(|f| f.starts_with("/dev/shm/PostgreSQL."))
-        .map(str::to_string)
-        .collect();
-    files.dedup();
-    files
 }
 
 /// The harness ends a test's Postgres without leaking its shared memory (docs/decisions.md,
@@ -274,8 +254,9 @@ fn dropped_members_leave_no_shared_memory_behind() {
     let mut segments = Vec::new();
     let mut files = Vec::new();
     for a in &c.agents {
-        segments.push((a.name.clone(), segment_of(&a.pgdata())));
-        let mapped = shm_files_of(a.postmaster_pid().expect("postmaster running"));
+        let (_, id) = procs::postmaster_segment(&a.pgdata()).expect("postmaster.pid names its segment");
+        segments.push((a.name.clone(), id));
+        let mapped = procs::mapped_postgres_shm(&[a.postmaster_pid().expect("postmaster running")]);
         assert!(!mapped.is_empty(), "{}'s postmaster maps its dynamic shared memory control segment", a.name);
         if a.name != killed {
             files.extend(mapped);

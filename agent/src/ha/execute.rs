@@ -393,8 +393,10 @@ impl Ha {
         let heartbeat = self.cfg.raft.heartbeat_interval;
         let handle = tokio::spawn(async move {
             let (first, every) = super::renew::schedule(ttl, heartbeat, urgent);
-            let (timing, shared2) = ((first, every), shared.clone());
-            let res = super::renew::renew(cluster, shared2, me, epoch, timing, budget, urgent, carried).await;
+            let timing = (first, every);
+            let res =
+                super::renew::renew(cluster, shared.clone(), me, epoch, timing, budget, urgent, carried)
+                    .await;
             shared.wake.notify_one();
             res
         });

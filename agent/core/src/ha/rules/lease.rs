@@ -40,8 +40,8 @@ impl Lease {
 
     /// When the renewal due at [`Lease::renew_at`] stops trying (and, unconfirmed, is followed
     /// by an urgent one): a renewal interval after it was due, however late it went out (a
-    /// quiet primary's waits up to `cadence::RENEWAL_BEAT_WAIT` and a timer slot for a Raft heartbeat, a busy
-    /// loop's up to a tick). Timed from the due time, the urgent renewal after a failed one
+    /// quiet primary's waits up to `cadence::RENEWAL_BEAT_WAIT` and a timer slot for a Raft
+    /// heartbeat, a busy loop's up to a tick). Timed from the due time, the urgent renewal after a failed one
     /// starts at the same moment whatever the delay, so its attempts keep their place before
     /// the fence point (ttl 1.5 s: due at 500 ms, gives up at 1000 ms, attempts at 1000, 1100,
     /// 1200 and 1300 ms against the fence point at 1350 ms).
