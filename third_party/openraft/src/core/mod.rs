@@ -38,6 +38,7 @@ pub(crate) mod stage;
 mod client_responder_queue;
 mod linearizable_read;
 mod metrics_channels;
+pub(crate) mod metrics_gate;
 mod notification_name;
 mod raft_core;
 mod replication_state;

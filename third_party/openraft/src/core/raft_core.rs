@@ -39,6 +39,7 @@ use crate::core::ServerState;
 use crate::core::SharedReplicateBatch;
 use crate::core::balancer::Balancer;
 use crate::core::core_state::CoreState;
+use crate::core::metrics_gate;
 use crate::core::tick_slot;
 use crate::core::heartbeat::event::HeartbeatEvent;
 use crate::core::heartbeat::handle::HeartbeatWorkersHandle;
@@ -202,6 +203,9 @@ where
 
     /// pgquorum: when the tick loop must next tick (see `Tick::tick_loop`).
     pub(crate) tick_plan: Arc<crate::core::TickPlan<C>>,
+
+    /// pgquorum: what the loop last published of its metrics (`metrics_gate`).
+    pub(crate) metrics_published: metrics_gate::Published<C>,
 
     /// This node's runtime config.
     pub(crate) config: Arc<Config>,
@@ -733,11 +737,12 @@ where
 
     #[tracing::instrument(level = "debug", skip_all)]
     pub fn flush_metrics(&mut self) {
-        let io_state = self.engine.state.io_state();
-        self.metrics.progress.send_log_progress(io_state.log_progress.flushed().cloned());
-        self.metrics.progress.send_commit_progress(io_state.apply_progress.accepted().cloned());
-        self.metrics.progress.send_apply_progress(io_state.apply_progress.flushed().cloned());
-        self.metrics.progress.send_snapshot_progress(io_state.snapshot.flushed().cloned());
+        let io = self.io_progress_snapshot();
+        self.metrics.progress.send_log_progress(io.0.clone());
+        self.metrics.progress.send_commit_progress(io.1.clone());
+        self.metrics.progress.send_apply_progress(io.2.clone());
+        self.metrics.progress.send_snapshot_progress(io.3.clone());
+        self.metrics_published = metrics_gate::Published { at: Some(C::now()), io: Some(io) };
 
         let (replication, heartbeat) = if let Some(leader) = self.engine.leader.as_ref() {
             let replication_prog = &leader.progress;
@@ -755,6 +760,83 @@ where
         };
 
         self.report_metrics(replication, heartbeat);
+    }
+
+    /// pgquorum: [`Self::flush_metrics`] for a step of the loop, when a reader would see a
+    /// change, and for a change of clock readings alone at most every half heartbeat interval
+    /// (`metrics_gate`).
+    fn flush_metrics_if_changed(&mut self) {
+        let changes = self.unpublished_metric_changes();
+        let since = self.metrics_published.at.map(|at| C::now().saturating_duration_since(at));
+        let clock_gap = Duration::from_millis(self.config.heartbeat_interval) / 2;
+        if metrics_gate::should_publish(changes, since, clock_gap) {
+            self.flush_metrics();
+        }
+    }
+
+    /// pgquorum: the I/O progress [`Self::flush_metrics`] sends.
+    fn io_progress_snapshot(&self) -> metrics_gate::IoProgressSnapshot<C> {
+        let io_state = self.engine.state.io_state();
+        (
+            io_state.log_progress.flushed().cloned(),
+            io_state.apply_progress.accepted().cloned(),
+            io_state.apply_progress.flushed().cloned(),
+            io_state.snapshot.flushed().cloned(),
+        )
+    }
+
+    /// pgquorum: what [`Self::flush_metrics`] would change in what it last published, compared
+    /// field by field with the channels' current values, without building the metrics.
+    fn unpublished_metric_changes(&self) -> metrics_gate::Changes {
+        let st = &self.engine.state;
+        let leader = self.engine.leader.as_ref();
+        let data = self.metrics.data.borrow_watched();
+        let server = self.metrics.server.borrow_watched();
+
+        let vote = st
+            .log_progress()
+            .flushed()
+            .map(|io_id| io_id.to_app_vote())
+            .unwrap_or_else(|| VoteOf::<C>::new_with_default_term(self.id.clone()));
+        let replication_same = match (leader, &data.replication) {
+            (None, None) => true,
+            (Some(l), Some(published)) => {
+                published.len() == l.progress.iter().len()
+                    && l.progress.iter().all(|item| {
+                        let (id, matching) = item.id_progress();
+                        published.get(id) == Some(matching)
+                    })
+            }
+            _ => false,
+        };
+        #[allow(deprecated)]
+        let state = self.metrics_published.io.as_ref() != Some(&self.io_progress_snapshot())
+            || server.vote != vote
+            || server.state != st.server_state
+            || server.current_leader != self.current_leader()
+            || server.membership_config != *st.membership_state.effective()
+            || server.committed_membership_config != *st.membership_state.committed()
+            || data.last_log.as_ref() != st.last_log_id()
+            || data.local_committed.as_ref() != st.local_committed()
+            || data.cluster_committed.as_ref() != st.cluster_committed()
+            || data.last_applied.as_ref() != st.io_applied()
+            || data.snapshot.as_ref() != st.io_snapshot_last_log_id()
+            || data.purged.as_ref() != st.io_purged()
+            || !replication_same;
+
+        let clock = match (leader, &data.heartbeat) {
+            (None, None) => false,
+            (Some(l), Some(published)) => {
+                data.last_quorum_acked.as_ref().map(|t| **t) != self.last_quorum_acked_time()
+                    || published.len() != l.clock_progress.iter().len()
+                    || !l.clock_progress.iter().all(|item| {
+                        let sent = item.val.map(|stamp| stamp.time);
+                        published.get(&item.id).is_some_and(|p| p.as_ref().map(|t| **t) == sent)
+                    })
+            }
+            _ => true,
+        };
+        metrics_gate::Changes { state, clock }
     }
 
     /// Report a metrics payload on the current state of the Raft node.
@@ -1333,7 +1415,7 @@ where
         let mut balancer = Balancer::new(10_000);
 
         loop {
-            self.flush_metrics();
+            self.flush_metrics_if_changed();
             self.tick_plan.set(self.next_tick_at());
 
             tracing::debug!(

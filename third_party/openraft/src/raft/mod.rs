@@ -609,6 +609,7 @@ where
                 let core: RaftCore<C, N, LS, SM> = RaftCore {
                     id: id.clone(),
                     tick_plan: tick_plan.clone(),
+                    metrics_published: Default::default(),
                     config: config.clone(),
                     runtime_config: runtime_config.clone(),
                     core_state: Default::default(),
