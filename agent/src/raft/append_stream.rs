@@ -33,19 +33,23 @@ pub struct Open {
     replies: Streaming<RaftReply>,
     /// A request went out and its answer was not read: the call was abandoned.
     unanswered: bool,
+    /// The receiver's last reply said it reads binary heartbeats (`heartbeat`).
+    reads_heartbeats: bool,
 }
 
 impl AppendStream {
-    /// Sends `body` on the stream and returns its answer, or `None` when the peer does not
-    /// support the stream (make a plain call). On an error the stream is dropped.
+    /// Sends the body `make` builds on the stream and returns its answer, or `None` when the
+    /// peer does not support the stream (make a plain call). `make` is told whether the stream
+    /// it goes on reads binary heartbeats (its receiver said so in a reply; a new stream has
+    /// not yet). On an error the stream is dropped.
     pub async fn call(
         &mut self,
         channel: &PeerChannel,
-        body: RaftRequest,
+        make: impl Fn(bool) -> Result<RaftRequest, Status>,
     ) -> Result<Option<RaftReply>, Status> {
         if let AppendStream::Open(open) = self {
             if !open.unanswered
-                && let Ok(reply) = open.exchange(body.clone()).await
+                && let Ok(reply) = open.exchange(make(open.reads_heartbeats)?).await
             {
                 return Ok(Some(reply));
             }
@@ -63,7 +67,7 @@ impl AppendStream {
             }
             Err(status) => return Err(status),
         };
-        let reply = open.exchange(body).await?;
+        let reply = open.exchange(make(false)?).await?;
         *self = AppendStream::Open(open);
         Ok(Some(reply))
     }
@@ -73,7 +77,7 @@ async fn open(channel: &PeerChannel) -> Result<Box<Open>, Status> {
     let (requests, queue) = mpsc::channel(1);
     let mut client = RaftServiceClient::new(channel.clone());
     let replies = client.append_entries_stream(ReceiverStream::new(queue)).await?.into_inner();
-    Ok(Box::new(Open { requests, replies, unanswered: false }))
+    Ok(Box::new(Open { requests, replies, unanswered: false, reads_heartbeats: false }))
 }
 
 impl Open {
@@ -88,6 +92,7 @@ impl Open {
             .await?
             .ok_or_else(|| Status::unavailable("the peer ended the AppendEntries stream"))?;
         self.unanswered = false;
+        self.reads_heartbeats = reply.reads_heartbeats;
         Ok(reply)
     }
 }

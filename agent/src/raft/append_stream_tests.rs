@@ -1,6 +1,7 @@
 //! The AppendEntries stream against a real tonic server on loopback: one stream for many
-//! calls, a new one after an abandoned call or a stream the peer ended, and plain calls for a
-//! peer that does not know the stream.
+//! calls, a new one after an abandoned call or a stream the peer ended, plain calls for a peer
+//! that does not know the stream, and binary heartbeats only on a stream whose receiver said it
+//! reads them.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,12 +16,14 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{AppendStream, PeerChannel};
 use crate::raft::network::Channels;
 
-/// Echoes each request's payload; one that says "slow" is answered after a second, and after
-/// one that says "last" the stream ends (as when the peer restarts).
+/// Echoes each request's payload ("binary" for a binary heartbeat); one that says "slow" is
+/// answered after a second, and after one that says "last" the stream ends (as when the peer
+/// restarts). With `binary`, its replies say it reads binary heartbeats.
 #[derive(Clone, Default)]
 struct Echo {
     opened: Arc<AtomicUsize>,
     streams: bool,
+    binary: bool,
 }
 
 type Replies = Pin<Box<dyn Stream<Item = Result<RaftReply, Status>> + Send>>;
@@ -41,14 +44,16 @@ impl RaftService for Echo {
             return Err(Status::unimplemented("an agent that predates the stream"));
         }
         self.opened.fetch_add(1, Ordering::SeqCst);
-        let replies = futures::stream::unfold(Some(req.into_inner()), |inbound| async move {
+        let binary = self.binary;
+        let replies = futures::stream::unfold(Some(req.into_inner()), move |inbound| async move {
             let mut inbound = inbound?;
             let body = inbound.message().await.ok()??;
             if body.payload == b"slow" {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             let next = (body.payload != b"last").then_some(inbound);
-            Some((Ok(RaftReply { payload: body.payload, lease_renewal: None }), next))
+            let payload = if body.heartbeat.is_some() { b"binary".to_vec() } else { body.payload };
+            Some((Ok(RaftReply { payload, reads_heartbeats: binary, ..Default::default() }), next))
         });
         Ok(Response::new(Box::pin(replies)))
     }
@@ -87,8 +92,10 @@ async fn started(echo: Echo) -> (PeerChannel, tokio::task::JoinHandle<()>) {
     (channel, server)
 }
 
-fn body(payload: &[u8]) -> RaftRequest {
-    RaftRequest { payload: payload.to_vec(), ..Default::default() }
+/// Builds a request carrying `payload`, whatever the stream reads.
+fn body(payload: &[u8]) -> impl Fn(bool) -> Result<RaftRequest, Status> {
+    let payload = payload.to_vec();
+    move |_| Ok(RaftRequest { payload: payload.clone(), ..Default::default() })
 }
 
 async fn answer(stream: &mut AppendStream, channel: &PeerChannel, payload: &[u8]) -> Vec<u8> {
@@ -138,4 +145,45 @@ async fn a_peer_without_the_stream_gets_plain_calls() {
     assert!(stream.call(&channel, body(b"x")).await.expect("no error").is_none());
     assert!(matches!(stream, AppendStream::Unsupported));
     assert!(stream.call(&channel, body(b"y")).await.expect("no error").is_none(), "not asked again");
+}
+
+#[tokio::test]
+async fn binary_heartbeats_go_only_on_a_stream_whose_receiver_reads_them() {
+    let echo = Echo { streams: true, binary: true, ..Default::default() };
+    let (channel, _server) = started(echo.clone()).await;
+    let mut stream = AppendStream::default();
+    let asked = std::sync::Mutex::new(Vec::new());
+    let heartbeat = |payload: &'static [u8]| {
+        let asked = &asked;
+        move |binary: bool| {
+            asked.lock().expect("lock").push(binary);
+            let heartbeat = binary.then(pgquorum_proto::raft::Heartbeat::default);
+            Ok(RaftRequest { payload: payload.to_vec(), heartbeat, ..Default::default() })
+        }
+    };
+    let mut call = async |payload| {
+        stream.call(&channel, heartbeat(payload)).await.expect("call").expect("streamed").payload
+    };
+    // A new stream: JSON, until the first reply says binary is read.
+    assert_eq!(call(b"first").await, b"first");
+    assert_eq!(call(b"second").await, b"binary");
+    // The stream ends after this one; the call after it goes on a new stream, in JSON again.
+    assert_eq!(call(b"last").await, b"binary");
+    assert_eq!(call(b"again").await, b"again");
+    assert_eq!(*asked.lock().expect("lock"), [false, true, true, true, false]);
+    assert_eq!(echo.opened.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_receiver_that_does_not_say_it_reads_binary_heartbeats_never_gets_one() {
+    let echo = Echo { streams: true, ..Default::default() };
+    let (channel, _server) = started(echo).await;
+    let mut stream = AppendStream::default();
+    for _ in 0..3 {
+        let make = |binary: bool| {
+            assert!(!binary, "offered binary on a stream that never said it reads it");
+            Ok(RaftRequest { payload: b"json".to_vec(), ..Default::default() })
+        };
+        assert_eq!(stream.call(&channel, make).await.expect("call").expect("streamed").payload, b"json");
+    }
 }

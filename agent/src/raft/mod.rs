@@ -5,6 +5,7 @@
 //! arrive from the cluster module and their meaning is the core's.
 
 mod append_stream;
+mod heartbeat;
 mod identity;
 pub mod lease_mail;
 mod log_store;

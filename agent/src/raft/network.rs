@@ -136,16 +136,21 @@ impl PeerRaft {
         self.channel.clone().map_err(|e| RPCError::Unreachable(Unreachable::new(&io_err(e))))
     }
 
-    fn envelope<Req: Serialize>(&self, req: &Req) -> Result<RaftRequest, RPCError<TypeConfig>> {
-        let payload = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        Ok(RaftRequest {
+    /// A request to the peer with no message in it yet.
+    fn header(&self) -> RaftRequest {
+        RaftRequest {
             cluster_name: self.ident.cluster_name.to_string(),
             from_node: self.ident.node_id,
-            payload,
             cluster_id: self.ident.cluster_id(),
             to_node: self.target,
-            lease_note: None,
-        })
+            ..Default::default()
+        }
+    }
+
+    /// A request to the peer carrying `req` as JSON.
+    fn envelope<Req: Serialize>(&self, req: &Req) -> Result<RaftRequest, RPCError<TypeConfig>> {
+        let payload = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        Ok(RaftRequest { payload, ..self.header() })
     }
 
     fn timeout(&self, action: RPCTypes, ttl: Duration) -> RPCError<TypeConfig> {
@@ -222,10 +227,23 @@ impl PeerRaft {
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let ttl = option.hard_ttl();
         if !matches!(self.append, AppendStream::Unsupported) {
-            let (channel, mut body) = (self.channel()?, self.envelope(&rpc)?);
+            let channel = self.channel()?;
             // Only peers that know the stream carry renewals, so only the stream carries notes.
-            body.lease_note = self.mail.note_for(self.target, &rpc.vote);
-            match tokio::time::timeout(ttl, self.append.call(&channel, body)).await {
+            let note = self.mail.note_for(self.target, &rpc.vote);
+            let (header, heartbeat) = (self.header(), super::heartbeat::encode(&rpc));
+            let make = |binary: bool| {
+                let mut body = match heartbeat.as_ref().filter(|_| binary) {
+                    Some(hb) => RaftRequest { heartbeat: Some(*hb), ..header.clone() },
+                    None => {
+                        let payload =
+                            serde_json::to_vec(&rpc).map_err(|e| tonic::Status::internal(e.to_string()))?;
+                        RaftRequest { payload, ..header.clone() }
+                    }
+                };
+                body.lease_note = note;
+                Ok(body)
+            };
+            match tokio::time::timeout(ttl, self.append.call(&channel, make)).await {
                 Err(_) => {
                     self.append = AppendStream::Closed;
                     return Err(self.timeout(RPCTypes::AppendEntries, ttl));
@@ -235,6 +253,9 @@ impl PeerRaft {
                     if let Some(renewal) = reply.lease_renewal.take() {
                         let now = tokio::time::Instant::now();
                         self.mail.renewal_arrived(self.target, renewal, now, rpc.vote);
+                    }
+                    if reply.success {
+                        return Ok(AppendEntriesResponse::Success);
                     }
                     return decode(reply);
                 }

@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::identity::Identity;
 use super::lease_mail::LeaseMail;
 use super::network::SnapshotEnvelope;
-use super::types::Raft;
+use super::types::{Raft, TypeConfig};
 
 /// The tonic service wrapping the local Raft node.
 #[derive(Clone)]
@@ -42,11 +42,19 @@ impl RaftGrpc {
     /// only the reply to an accepted one carries a renewal due now.
     async fn append(&self, mut body: RaftRequest, carry: bool) -> Result<RaftReply, Status> {
         let note = body.lease_note.take().filter(|_| carry);
-        let rpc = self.decode_body(body)?;
+        let binary = body.heartbeat.take();
+        let answered_in_binary = binary.is_some();
+        let rpc = match binary {
+            Some(hb) => {
+                self.check(&body)?;
+                super::heartbeat::decode(hb)
+            }
+            None => self.decode_body(body)?,
+        };
         let answer = self.raft.append_entries(rpc).await;
         let accepted =
             matches!(&answer, Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_)));
-        let mut reply = encode(answer)?;
+        let mut reply = append_reply(answer, answered_in_binary, carry)?;
         if accepted && carry {
             if let Some(note) = note {
                 self.mail.note_accepted(&note);
@@ -60,7 +68,8 @@ impl RaftGrpc {
         self.decode_body(req.into_inner())
     }
 
-    fn decode_body<T: DeserializeOwned>(&self, body: RaftRequest) -> Result<T, Status> {
+    /// Refuses a message from another cluster, or meant for another node id.
+    fn check(&self, body: &RaftRequest) -> Result<(), Status> {
         self.ident.check_peer(&body.cluster_name, &body.cluster_id).map_err(Status::failed_precondition)?;
         if body.to_node != self.ident.node_id {
             return Err(Status::failed_precondition(format!(
@@ -68,9 +77,30 @@ impl RaftGrpc {
                 self.ident.member, self.ident.node_id, body.to_node
             )));
         }
+        Ok(())
+    }
+
+    fn decode_body<T: DeserializeOwned>(&self, body: RaftRequest) -> Result<T, Status> {
+        self.check(&body)?;
         serde_json::from_slice(&body.payload)
             .map_err(|e| Status::invalid_argument(format!("undecodable Raft message: {e}")))
     }
+}
+
+/// The reply to an AppendEntries: a success in binary when the request was a binary heartbeat
+/// (`heartbeat`), else the JSON of the answer; on the stream (`carry`) it says that this member
+/// reads binary heartbeats, so the sender uses them there (and only there).
+fn append_reply<E: std::fmt::Display>(
+    answer: Result<AppendEntriesResponse<TypeConfig>, E>,
+    binary: bool,
+    carry: bool,
+) -> Result<RaftReply, Status> {
+    let mut reply = match answer {
+        Ok(AppendEntriesResponse::Success) if binary => RaftReply { success: true, ..Default::default() },
+        answer => encode(answer)?,
+    };
+    reply.reads_heartbeats = carry;
+    Ok(reply)
 }
 
 fn reply<T: Serialize, E: std::fmt::Display>(res: Result<T, E>) -> Result<Response<RaftReply>, Status> {
@@ -80,7 +110,7 @@ fn reply<T: Serialize, E: std::fmt::Display>(res: Result<T, E>) -> Result<Respon
 fn encode<T: Serialize, E: std::fmt::Display>(res: Result<T, E>) -> Result<RaftReply, Status> {
     let res = res.map_err(|e| e.to_string());
     let payload = serde_json::to_vec(&res).map_err(|e| Status::internal(e.to_string()))?;
-    Ok(RaftReply { payload, lease_renewal: None })
+    Ok(RaftReply { payload, ..Default::default() })
 }
 
 /// The answers on an AppendEntries stream, one per request, in order.
@@ -146,5 +176,48 @@ impl RaftService for RaftGrpc {
     async fn transfer_leader(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let rpc = self.decode(req)?;
         reply(self.raft.handle_transfer_leader(rpc).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Answer = Result<AppendEntriesResponse<TypeConfig>, String>;
+
+    fn json(reply: &RaftReply) -> Answer {
+        serde_json::from_slice(&reply.payload).expect("a JSON answer")
+    }
+
+    #[test]
+    fn a_binary_heartbeat_that_succeeds_is_answered_in_binary() {
+        let reply = append_reply::<String>(Ok(AppendEntriesResponse::Success), true, true).expect("a reply");
+        assert!(reply.success && reply.payload.is_empty() && reply.reads_heartbeats);
+    }
+
+    #[test]
+    fn any_other_answer_is_json_and_never_says_success() {
+        let cases: [(Answer, bool); 4] = [
+            (Ok(AppendEntriesResponse::Success), false),
+            (Ok(AppendEntriesResponse::Conflict), true),
+            (Ok(AppendEntriesResponse::PartialSuccess(None)), true),
+            (Err("storage failed".into()), true),
+        ];
+        for (answer, binary) in cases {
+            let expected = serde_json::to_value(answer.as_ref().map_err(|e| e.to_string())).expect("json");
+            let reply = append_reply(answer, binary, true).expect("a reply");
+            assert!(!reply.success);
+            assert_eq!(serde_json::to_value(json(&reply)).expect("json"), expected);
+        }
+    }
+
+    #[test]
+    fn only_replies_on_the_stream_say_binary_heartbeats_are_read() {
+        let plain =
+            append_reply::<String>(Ok(AppendEntriesResponse::Success), false, false).expect("a reply");
+        assert!(!plain.reads_heartbeats);
+        let streamed =
+            append_reply::<String>(Ok(AppendEntriesResponse::Conflict), false, true).expect("a reply");
+        assert!(streamed.reads_heartbeats);
     }
 }
