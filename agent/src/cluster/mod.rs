@@ -151,6 +151,15 @@ impl Cluster {
         Duration::from_millis(2 * self.node.raft.config().election_timeout_max)
     }
 
+    /// How old a peer's last acknowledged heartbeat may look on the leader while the peer
+    /// answers every one, and never less than `floor`: three heartbeat intervals (the
+    /// interval, up to one more before openraft publishes an acknowledgement, which it does
+    /// about once per heartbeat, and the round trip; third_party/openraft/README-pgquorum.md,
+    /// item 6).
+    pub fn answered_within(&self, floor: Duration) -> Duration {
+        floor.max(Duration::from_millis(3 * self.node.raft.config().heartbeat_interval))
+    }
+
     /// On the leader: the peers that answered a heartbeat within `within` (empty elsewhere).
     pub fn answering(&self, within: Duration) -> BTreeSet<u64> {
         self.with_metrics(|m| {

@@ -9,7 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Cluster;
 
-/// How long without an acknowledged heartbeat before a peer counts as unreachable.
+/// How long without an acknowledged heartbeat before a peer counts as unreachable, at least
+/// (`Cluster::answered_within`: longer at long heartbeat intervals).
 const UNREACHABLE_AFTER: Duration = Duration::from_secs(2);
 
 /// Runs until `cancel`, logging transitions. Wakes when the leader changes, and on the leader
@@ -22,15 +23,16 @@ pub async fn log_transitions(cluster: Cluster, cancel: CancellationToken) -> any
     let mut unreachable: BTreeSet<u64> = BTreeSet::new();
     // Since when this member leads (its heartbeats may be unanswered at first).
     let mut leading_since: Option<tokio::time::Instant> = None;
+    let after = cluster.answered_within(UNREACHABLE_AFTER);
     loop {
         let (leading, lines) = cluster.with_metrics(|m| {
             let leading = m.heartbeat.is_some() && m.current_leader == Some(m.id);
             if !leading || m.current_leader != leader {
                 leading_since = None;
             }
-            let settled = leading
-                && leading_since.get_or_insert_with(tokio::time::Instant::now).elapsed() > UNREACHABLE_AFTER;
-            (leading, transitions(m, &mut leader, &mut unreachable, settled))
+            let settled =
+                leading && leading_since.get_or_insert_with(tokio::time::Instant::now).elapsed() > after;
+            (leading, transitions(m, &mut leader, &mut unreachable, settled, after))
         });
         if !lines.is_empty() {
             let membership = cluster.membership();
@@ -43,10 +45,9 @@ pub async fn log_transitions(cluster: Cluster, cancel: CancellationToken) -> any
                         tracing::info!(term, "Raft leader is now {}", name(l))
                     }
                     Transition::Leader(term, None) => tracing::info!(term, "no Raft leader"),
-                    Transition::Lost(id) => tracing::warn!(
-                        "{} is unreachable (no heartbeat answer for {UNREACHABLE_AFTER:?})",
-                        name(id)
-                    ),
+                    Transition::Lost(id) => {
+                        tracing::warn!("{} is unreachable (no heartbeat answer for {after:?})", name(id))
+                    }
                     Transition::Back(id) => tracing::info!("{} is reachable again", name(id)),
                 }
             }
@@ -75,13 +76,14 @@ enum Transition {
 }
 
 /// What changed since `leader` and `unreachable` (which it updates). A peer never answered
-/// counts as unreachable only once this member has led for `UNREACHABLE_AFTER` (`settled`):
+/// counts as unreachable only once this member has led for `after` (`settled`):
 /// right after an election its heartbeats may not have been answered yet.
 fn transitions(
     m: &openraft::RaftMetrics<crate::raft::TypeConfig>,
     leader: &mut Option<u64>,
     unreachable: &mut BTreeSet<u64>,
     settled: bool,
+    after: Duration,
 ) -> Vec<Transition> {
     let mut out = Vec::new();
     if m.current_leader != *leader {
@@ -93,7 +95,7 @@ fn transitions(
         if *id == m.id {
             continue;
         }
-        let lost = at.as_ref().map_or(settled, |t| openraft::Instant::elapsed(&**t) > UNREACHABLE_AFTER);
+        let lost = at.as_ref().map_or(settled, |t| openraft::Instant::elapsed(&**t) > after);
         if lost && unreachable.insert(*id) {
             out.push(Transition::Lost(*id));
         } else if !lost && unreachable.remove(id) {
@@ -129,17 +131,20 @@ mod tests {
         let secs = Duration::from_secs;
         let m = metrics(Some(1), &[(1, Some(secs(0))), (2, Some(secs(0))), (3, Some(secs(3)))]);
         assert_eq!(
-            transitions(&m, &mut leader, &mut unreachable, true),
+            transitions(&m, &mut leader, &mut unreachable, true, UNREACHABLE_AFTER),
             vec![Transition::Leader(3, Some(1)), Transition::Lost(3)]
         );
-        assert_eq!(transitions(&m, &mut leader, &mut unreachable, true), vec![]);
+        assert_eq!(transitions(&m, &mut leader, &mut unreachable, true, UNREACHABLE_AFTER), vec![]);
         let m = metrics(Some(1), &[(1, Some(secs(0))), (2, None), (3, Some(secs(0)))]);
         assert_eq!(
-            transitions(&m, &mut leader, &mut unreachable, true),
+            transitions(&m, &mut leader, &mut unreachable, true, UNREACHABLE_AFTER),
             vec![Transition::Lost(2), Transition::Back(3)]
         );
         let m = metrics(None, &[]);
-        assert_eq!(transitions(&m, &mut leader, &mut unreachable, true), vec![Transition::Leader(3, None)]);
+        assert_eq!(
+            transitions(&m, &mut leader, &mut unreachable, true, UNREACHABLE_AFTER),
+            vec![Transition::Leader(3, None)]
+        );
         assert!(unreachable.is_empty(), "a new leader starts with every peer reachable");
     }
 
@@ -148,9 +153,12 @@ mod tests {
         let (mut leader, mut unreachable) = (None, BTreeSet::new());
         let m = metrics(Some(1), &[(1, Some(Duration::ZERO)), (2, None)]);
         assert_eq!(
-            transitions(&m, &mut leader, &mut unreachable, false),
+            transitions(&m, &mut leader, &mut unreachable, false, UNREACHABLE_AFTER),
             vec![Transition::Leader(3, Some(1))]
         );
-        assert_eq!(transitions(&m, &mut leader, &mut unreachable, true), vec![Transition::Lost(2)]);
+        assert_eq!(
+            transitions(&m, &mut leader, &mut unreachable, true, UNREACHABLE_AFTER),
+            vec![Transition::Lost(2)]
+        );
     }
 }

@@ -118,8 +118,11 @@ async fn hand_leadership(cluster: &Cluster, shared: &Shared, reports: &[Report],
     let m = cluster.membership();
     let name_of = |id: &u64| m.nodes.get(id).map(|n| n.name.clone());
     let voters: Vec<MemberName> = m.voters.iter().filter_map(name_of).collect();
-    let answering: BTreeSet<MemberName> =
-        cluster.answering(Duration::from_secs(1)).iter().filter_map(name_of).collect();
+    let answering: BTreeSet<MemberName> = cluster
+        .answering(cluster.answered_within(Duration::from_secs(1)))
+        .iter()
+        .filter_map(name_of)
+        .collect();
     let primary = cluster.applied().state.primary.clone().map(|p| p.member);
     let me = name_of(&my_id).unwrap_or_else(|| cluster.me.name.clone());
     let Some(name) = leadership_target(&me, &voters, &answering, reports, primary.as_ref()).cloned() else {

@@ -4,15 +4,17 @@
 //!
 //! Upstream rebuilds the whole of the metrics (their replication and heartbeat maps, twice over)
 //! and sends them after every step of the loop, whether anything changed or not. On an idle
-//! leader a step is a heartbeat going out (nothing changes) or a follower's answer to one (only
-//! the time that follower last acknowledged a heartbeat changes, and the quorum's with it); on
-//! a follower every heartbeat received is a step and nothing changes. Now a step that changes
-//! anything else (state, vote, leader, membership, a log id, replication progress, I/O
-//! progress) publishes at once, as before; one that changes only clock readings publishes if
-//! the metrics were last published at least half a heartbeat interval ago, else it is left for
-//! a later step. The leader steps at least once per heartbeat interval (its tick), so a clock
-//! reading is published at most about one heartbeat interval late; one step that changes
-//! nothing publishes nothing.
+//! leader a step is a heartbeat going out or a follower's answer to one; on a follower, every
+//! heartbeat received; and nothing changes but clock readings: when each follower last
+//! acknowledged a heartbeat, and how long ago a quorum did (`millis_since_quorum_ack`, which
+//! grows with time alone, so on a leader of more than one voter the clock readings count as
+//! changed at every step). Now a step that changes anything else (state, term, vote, leader,
+//! membership, a log id, replication progress, I/O progress) publishes at once, as before; one
+//! that changes only clock readings publishes if the metrics were last published at least half
+//! a heartbeat interval ago, else it is left for a later step. The leader steps at least once
+//! per heartbeat interval (its tick), so it publishes about once per heartbeat, and an
+//! acknowledgement reaches readers at most about one heartbeat late; a follower whose state
+//! does not change publishes nothing.
 
 use std::time::Duration;
 
@@ -26,7 +28,8 @@ use crate::type_config::alias::LogIdOf;
 pub(crate) struct Changes {
     /// Anything but clock readings.
     pub(crate) state: bool,
-    /// The times followers last acknowledged a heartbeat, or the quorum's.
+    /// Clock readings: the times followers last acknowledged a heartbeat, the time since a
+    /// quorum did.
     pub(crate) clock: bool,
 }
 

@@ -811,6 +811,7 @@ where
         };
         #[allow(deprecated)]
         let state = self.metrics_published.io.as_ref() != Some(&self.io_progress_snapshot())
+            || self.metrics.all.borrow_watched().current_term != st.vote_ref().term()
             || server.vote != vote
             || server.state != st.server_state
             || server.current_leader != self.current_leader()
@@ -824,18 +825,10 @@ where
             || data.purged.as_ref() != st.io_purged()
             || !replication_same;
 
-        let clock = match (leader, &data.heartbeat) {
-            (None, None) => false,
-            (Some(l), Some(published)) => {
-                data.last_quorum_acked.as_ref().map(|t| **t) != self.last_quorum_acked_time()
-                    || published.len() != l.clock_progress.iter().len()
-                    || !l.clock_progress.iter().all(|item| {
-                        let sent = item.val.map(|stamp| stamp.time);
-                        published.get(&item.id).is_some_and(|p| p.as_ref().map(|t| **t) == sent)
-                    })
-            }
-            _ => true,
-        };
+        // A leader's heartbeat acknowledgements and its time since a quorum acknowledged one
+        // (`millis_since_quorum_ack`, which grows while nothing else changes) are clock
+        // readings; a single voter's never change.
+        let clock = leader.is_some_and(|l| !l.is_self_quorum());
         metrics_gate::Changes { state, clock }
     }
 
