@@ -774,6 +774,17 @@ where
         }
     }
 
+    /// The last flushed vote, or the initial one (term 0, this node) if no I/O has been flushed
+    /// yet (e.g. during startup): the vote the metrics show.
+    fn flushed_vote(&self) -> VoteOf<C> {
+        self.engine
+            .state
+            .log_progress()
+            .flushed()
+            .map(|io_id| io_id.to_app_vote())
+            .unwrap_or_else(|| VoteOf::<C>::new_with_default_term(self.id.clone()))
+    }
+
     /// pgquorum: the I/O progress [`Self::flush_metrics`] sends.
     fn io_progress_snapshot(&self) -> metrics_gate::IoProgressSnapshot<C> {
         let io_state = self.engine.state.io_state();
@@ -793,11 +804,7 @@ where
         let data = self.metrics.data.borrow_watched();
         let server = self.metrics.server.borrow_watched();
 
-        let vote = st
-            .log_progress()
-            .flushed()
-            .map(|io_id| io_id.to_app_vote())
-            .unwrap_or_else(|| VoteOf::<C>::new_with_default_term(self.id.clone()));
+        let vote = self.flushed_vote();
         let replication_same = match (leader, &data.replication) {
             (None, None) => true,
             (Some(l), Some(published)) => {
@@ -809,7 +816,6 @@ where
             }
             _ => false,
         };
-        #[allow(deprecated)]
         let state = self.metrics_published.io.as_ref() != Some(&self.io_progress_snapshot())
             || self.metrics.all.borrow_watched().current_term != st.vote_ref().term()
             || server.vote != vote
@@ -849,13 +855,7 @@ where
 
         let st = &self.engine.state;
 
-        // Get the last flushed vote, or use initial vote (term=0, node_id=self.id)
-        // if no IO has been flushed yet (e.g., during startup).
-        let vote = st
-            .log_progress()
-            .flushed()
-            .map(|io_id| io_id.to_app_vote())
-            .unwrap_or_else(|| VoteOf::<C>::new_with_default_term(self.id.clone()));
+        let vote = self.flushed_vote();
 
         #[allow(deprecated)]
         let data_metrics = RaftDataMetrics {
